@@ -1,0 +1,113 @@
+"""GPT-2 as pure functions of the canonical parameter tree, in the manner of picoGPT.
+
+Each function is named after the math it computes and takes its parameters as keyword arguments
+named like the checkpoint's tensors, so it reads against the paper line by line. Shapes: x is
+[batch, seq, n_embd]; blocks are stacked on a leading layer axis and run with `lax.scan`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from shared import kv_cache
+from shared.kv_cache import KVCache
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """GELU, tanh approximation, as in the original GPT-2."""
+    return 0.5 * x * (1.0 + jnp.tanh(jnp.sqrt(2.0 / jnp.pi) * (x + 0.044715 * x**3)))
+
+
+def layer_norm(x: jax.Array, g: jax.Array, b: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """Normalise the last axis with fp32 statistics, then scale and shift."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    variance = jnp.var(x32, axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(variance + eps)).astype(x.dtype) * g + b
+
+
+def linear(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """[..., in] @ [in, out] + [out]."""
+    return x @ w + b
+
+
+def ffn(x: jax.Array, c_fc: dict, c_proj: dict) -> jax.Array:
+    """Position-wise MLP: n_embd -> 4*n_embd -> GELU -> n_embd."""
+    return linear(gelu(linear(x, **c_fc)), **c_proj)
+
+
+def mha(
+    x: jax.Array,
+    c_attn: dict,
+    c_proj: dict,
+    *,
+    n_head: int,
+    mask: jax.Array,
+    layer_cache: tuple[jax.Array, jax.Array] | None,
+    index: jax.Array | None,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """Causal multi-head self-attention with fused QKV projection."""
+    batch, seq, n_embd = x.shape
+    qkv = linear(x, **c_attn).reshape(batch, seq, 3, n_head, n_embd // n_head)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    heads, layer_cache = kv_cache.self_attention(q, k, v, mask, layer_cache, index)
+    return linear(heads.reshape(batch, seq, n_embd), **c_proj), layer_cache
+
+
+def transformer_block(
+    x: jax.Array,
+    ln_1: dict,
+    attn: dict,
+    ln_2: dict,
+    mlp: dict,
+    *,
+    n_head: int,
+    eps: float,
+    mask: jax.Array,
+    layer_cache: tuple[jax.Array, jax.Array] | None = None,
+    index: jax.Array | None = None,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    attended, layer_cache = mha(
+        layer_norm(x, **ln_1, eps=eps),
+        **attn,
+        n_head=n_head,
+        mask=mask,
+        layer_cache=layer_cache,
+        index=index,
+    )
+    x = x + attended
+    x = x + ffn(layer_norm(x, **ln_2, eps=eps), **mlp)
+    return x, layer_cache
+
+
+def gpt2(
+    tokens: jax.Array,
+    positions: jax.Array,
+    *,
+    wte: jax.Array,
+    wpe: jax.Array,
+    blocks: dict,
+    ln_f: dict,
+    n_head: int,
+    eps: float = 1e-5,
+    cache: KVCache | None = None,
+) -> tuple[jax.Array, KVCache | None]:
+    """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (output tied to `wte`)."""
+    x = wte[tokens] + wpe[positions]
+    mask = kv_cache.attention_mask(cache, tokens.shape[1])
+    index = None if cache is None else cache.index
+
+    def layer(x: jax.Array, scanned: tuple) -> tuple[jax.Array, tuple | None]:
+        block, layer_cache = scanned
+        return transformer_block(
+            x, **block, n_head=n_head, eps=eps, mask=mask, layer_cache=layer_cache, index=index
+        )
+
+    layer_caches = None if cache is None else (cache.k, cache.v)
+    x, new_caches = jax.lax.scan(layer, x, (blocks, layer_caches))
+    logits = layer_norm(x, **ln_f, eps=eps) @ wte.T
+    if cache is not None:
+        cache = kv_cache.advance(cache, *new_caches, tokens.shape[1])
+    return logits, cache

@@ -1,0 +1,20 @@
+"""gpt2: the public face of gpt2-jax. Re-exports only; the logic lives in `shared/` and the backends."""
+
+from shared.api import GPT2, from_canonical, load_model, main
+from shared.config import MODEL_SIZES, GPT2Config
+from shared.generation import Completion, Generator
+from shared.sampling import SamplingParams
+from shared.tokenizer import Tokenizer
+
+__all__ = [
+    "GPT2",
+    "MODEL_SIZES",
+    "Completion",
+    "GPT2Config",
+    "Generator",
+    "SamplingParams",
+    "Tokenizer",
+    "from_canonical",
+    "load_model",
+    "main",
+]

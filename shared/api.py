@@ -1,0 +1,156 @@
+"""The Python API: `load_model` gives a ready model whose `generate` and `stream` take and return text.
+
+Generated text excludes the prompt and stops before the first stop string; `<|endoftext|>` always
+stops a row.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+
+from shared import weights
+from shared.backend import Backend, get_backend
+from shared.config import GPT2Config
+from shared.generation import Generator
+from shared.params import Params, cast
+from shared.sampling import SamplingParams
+from shared.stopping import StopStringCutter, tokens_containing
+from shared.tokenizer import ENDOFTEXT, Tokenizer
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class GPT2:
+    """A loaded GPT-2: tokenizer, config, backend and its parameters, and a compiled-once generator."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, config: GPT2Config, backend: Backend, params: Any
+    ) -> None:
+        self.tokenizer, self.config, self.backend, self.params = tokenizer, config, backend, params
+        self.generator = Generator(backend, params, config)
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        max_new_tokens: int = 50,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        num_samples: int = 1,
+        truncate: bool = False,
+    ) -> list[str]:
+        """Continuations of every prompt, `num_samples` each (rows ordered prompt by prompt)."""
+        chunk = 32 if stop else None
+        texts: list[str] | None = None
+        for deltas in self.stream(
+            prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            stop=stop, seed=seed, num_samples=num_samples, truncate=truncate, chunk=chunk,
+        ):  # fmt: skip
+            texts = deltas if texts is None else [t + d for t, d in zip(texts, deltas, strict=True)]
+        assert texts is not None
+        return texts
+
+    def stream(
+        self,
+        prompts: str | Sequence[str],
+        max_new_tokens: int = 50,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        num_samples: int = 1,
+        truncate: bool = False,
+        chunk: int | None = 1,
+    ) -> Iterator[list[str]]:
+        """Yield, for every row, the text produced since the last yield (every `chunk` tokens)."""
+        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        rows = [ids for ids in self.encode_prompts(prompts, max_new_tokens, truncate)]
+        rows = [ids for ids in rows for _ in range(num_samples)]
+        stops = (*stop, ENDOFTEXT)
+        decoders = [self.tokenizer.stream_decoder() for _ in rows]
+        cutters = [StopStringCutter(stops) for _ in rows]
+        seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
+        for new, done in self.generator.stream(
+            rows, max_new_tokens, sampling, stop_tokens=self._stop_tokens(stops), seed=seed,
+            chunk=chunk,
+        ):  # fmt: skip
+            deltas = []
+            for ids, finished, decoder, cutter in zip(new, done, decoders, cutters, strict=True):
+                text = cutter.push(decoder.push(ids) + (decoder.flush() if finished else ""))
+                deltas.append(text + (cutter.flush() if finished else ""))
+            yield deltas
+            if all(c.stopped or d for c, d in zip(cutters, done, strict=True)):
+                return
+
+    def encode_prompts(
+        self, prompts: Sequence[str], max_new_tokens: int, truncate: bool = False
+    ) -> list[list[int]]:
+        """Token ids of each prompt; with `truncate`, only the last tokens that fit the context."""
+        rows = [self.tokenizer.encode(p) for p in prompts]
+        if truncate:
+            keep = max(self.config.n_ctx - max_new_tokens, 1)
+            rows = [ids[-keep:] for ids in rows]
+        self.generator.check_lengths(rows, max_new_tokens)
+        return rows
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one model lives as long as its cache
+    def _stop_tokens(self, stops: tuple[str, ...]) -> frozenset[int]:
+        return frozenset(tokens_containing(self.tokenizer, stops))
+
+
+def load_model(
+    model_size: str = "124M",
+    backend: str = "functional",
+    *,
+    models_dir: str | Path | None = None,
+    dtype: str = "float32",
+    progress: bool = True,
+) -> GPT2:
+    """Download (once) and load OpenAI's GPT-2 of `model_size` into `backend`."""
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}.")
+    impl = get_backend(backend)
+    tree, config, folder = weights.load_pretrained(
+        model_size, models_dir=models_dir, progress=progress
+    )
+    return from_canonical(tree, config, Tokenizer(folder), impl, dtype)
+
+
+def from_canonical(
+    tree: Params, config: GPT2Config, tokenizer: Tokenizer, backend: Backend, dtype: str = "float32"
+) -> GPT2:
+    """A GPT2 from a canonical tree (e.g. one you trained or converted yourself)."""
+    return GPT2(tokenizer, config, backend, backend.from_canonical(cast(tree, DTYPES[dtype]), config))
+
+
+def main(
+    prompt: str,
+    n_tokens_to_generate: int = 40,
+    model_size: str = "124M",
+    models_dir: str | Path | None = None,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    backend: str = "functional",
+) -> str:
+    """picoGPT's entry point: the continuation of `prompt` (greedy unless a temperature is given)."""
+    model = load_model(model_size, backend, models_dir=models_dir)
+    return model.generate(
+        prompt, n_tokens_to_generate, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+    )[0]

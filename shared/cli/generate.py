@@ -1,0 +1,119 @@
+"""`gpt2 generate`: stream a continuation of one or more prompts, or chat in an interactive loop."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shared.cli.options import add_model_options, unescape
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate", help="continue a prompt with GPT-2", description=__doc__
+    )
+    parser.add_argument(
+        "--prompt", action="append", default=[], help="text to continue (repeat for a batch)"
+    )
+    parser.add_argument(
+        "--max-new-tokens", "--n_tokens_to_generate", "--n-tokens-to-generate", type=int,
+        default=50, dest="max_new_tokens", help="tokens to generate per sample (default 50)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="0 = greedy; default 1.0"
+    )
+    parser.add_argument(
+        "--top-k", "--top_k", type=_top_k, default=40, dest="top_k",
+        help="sample among the k most likely tokens (default 40, as OpenAI's scripts; 'none' = off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--top-p", "--top_p", type=float, default=1.0, dest="top_p",
+        help="nucleus sampling mass in (0, 1]; default 1.0 (off)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    parser.add_argument(
+        "--stop", action="append", default=[],
+        help=r"stop before this text (repeatable; \n and \t are understood)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--num-samples", "--num_samples", type=int, default=1, dest="num_samples",
+        help="samples per prompt",
+    )  # fmt: skip
+    parser.add_argument(
+        "--truncate", action="store_true", help="keep the prompt's last tokens if it is too long"
+    )
+    parser.add_argument(
+        "--interactive", action="store_true", help="read prompts in a loop (model loaded once)"
+    )
+    parser.add_argument(
+        "--no-stream", action="store_true", help="print whole samples instead of streaming"
+    )
+    add_model_options(parser)
+    parser.set_defaults(run=run)
+
+
+def _top_k(text: str) -> int | None:
+    return None if text.lower() in ("none", "off") else int(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.prompt and not args.interactive:
+        raise ValueError("Give a --prompt (repeatable) or --interactive.")
+    options = {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "stop": [unescape(s) for s in args.stop],
+        "num_samples": args.num_samples,
+        "truncate": args.truncate,
+    }
+    # Check the sampling options before the (possibly long) download and load.
+    from shared.sampling import SamplingParams
+
+    SamplingParams(args.temperature, options["top_k"], args.top_p)
+    from shared import api, compilation_cache
+
+    compilation_cache.enable()
+    model = api.load_model(
+        args.model_size, args.backend, models_dir=args.models_dir, dtype=args.dtype
+    )
+    if args.interactive:
+        return _interactive(model, args, options)
+    _print_samples(model, args.prompt, args, options, seed=args.seed)
+    return 0
+
+
+def _interactive(model: object, args: argparse.Namespace, options: dict) -> int:
+    print("Interactive mode: type a prompt, Enter to generate, Ctrl-D to quit.", file=sys.stderr)
+    seed = args.seed
+    while True:
+        try:
+            prompt = input("prompt> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if not prompt.strip():
+            continue
+        try:
+            _print_samples(model, [prompt], args, options, seed=seed)
+        except ValueError as error:  # a too-long prompt should not end the session
+            print(f"error: {error}", file=sys.stderr)
+        seed = None if seed is None else seed + 1
+
+
+def _print_samples(
+    model: object, prompts: list[str], args: argparse.Namespace, options: dict, seed: int | None
+) -> None:
+    rows = [p for p in prompts for _ in range(args.num_samples)]
+    if len(rows) == 1 and not args.no_stream:
+        sys.stdout.write(rows[0])
+        for deltas in model.stream(prompts, args.max_new_tokens, seed=seed, **options):
+            sys.stdout.write(deltas[0])
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    texts = model.generate(prompts, args.max_new_tokens, seed=seed, **options)
+    for i, (prompt, text) in enumerate(zip(rows, texts, strict=True)):
+        if len(rows) > 1:
+            print(f"=== sample {i % args.num_samples + 1} of prompt {i // args.num_samples + 1} ===")
+        print(prompt + text)

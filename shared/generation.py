@@ -1,0 +1,241 @@
+"""Batched generation over the backend contract: one prefill, then a jitted `lax.while_loop` of
+single-token steps over a preallocated KV cache.
+
+Prompts of different lengths are left-padded to a shared bucket length, with per-row positions and a
+cache mask, so row i yields exactly the tokens prompt i would yield alone. Shapes are bucketed (prompt
+length to a power of two, cache slots to a multiple of 64) so a new prompt length or token budget
+rarely recompiles; budgets, sampling settings and stop tokens are traced values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from shared.backend import Backend
+from shared.config import GPT2Config
+from shared.kv_cache import KVCache
+from shared.sampling import SamplingParams, sample
+
+MIN_PROMPT_BUCKET = 16
+SLOT_BUCKET = 64
+
+
+def prompt_bucket(length: int) -> int:
+    """Padded prompt length: the next power of two, at least MIN_PROMPT_BUCKET."""
+    return max(MIN_PROMPT_BUCKET, 1 << (max(length, 1) - 1).bit_length())
+
+
+def slot_bucket(n_slots: int) -> int:
+    """Cache length: the next multiple of SLOT_BUCKET."""
+    return -(-n_slots // SLOT_BUCKET) * SLOT_BUCKET
+
+
+def row_keys(seed: int, n_rows: int) -> jax.Array:
+    """One PRNG key per row, derived from `seed` and the row index."""
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n_rows))
+
+
+class DecodeState(NamedTuple):
+    """Everything the decode loop carries; lives on device between streaming chunks."""
+
+    cache: KVCache
+    tokens: jax.Array  # [batch, max_new] int32, generated ids (pad after a row is done)
+    lengths: jax.Array  # [batch] int32, tokens generated per row, its stop token included
+    position: jax.Array  # [batch] int32, position of the last generated token
+    step: jax.Array  # int32, tokens generated so far (same for every row)
+    done: jax.Array  # [batch] bool
+    keys: jax.Array  # [batch] PRNG keys, folded with `step` for each draw
+
+
+class _Controls(NamedTuple):
+    """Traced per-call settings: changing them never recompiles."""
+
+    temperature: jax.Array
+    top_k: jax.Array
+    top_p: jax.Array
+    stop_mask: jax.Array  # [n_vocab] bool
+    max_new_tokens: jax.Array  # int32
+
+
+def _emit(state: DecodeState, logits: jax.Array, controls: _Controls) -> DecodeState:
+    """Sample the next token of every row from `logits` [batch, vocab] and record it."""
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.keys, state.step)
+    token = sample(logits, step_keys, controls.temperature, controls.top_k, controls.top_p)
+    token = jnp.where(state.done, 0, token)
+    tokens = jax.lax.dynamic_update_slice(state.tokens, token[:, None], (0, state.step))
+    lengths = jnp.where(state.done, state.lengths, state.step + 1)
+    done = state.done | controls.stop_mask[token] | (state.step + 1 >= controls.max_new_tokens)
+    return state._replace(tokens=tokens, lengths=lengths, step=state.step + 1, done=done)
+
+
+@functools.partial(jax.jit, static_argnames=("backend", "config", "max_slots"))
+def _prefill(
+    params: Any,
+    prompt: jax.Array,
+    prompt_mask: jax.Array,
+    keys: jax.Array,
+    controls: _Controls,
+    *,
+    backend: Backend,
+    config: GPT2Config,
+    max_slots: int,
+) -> DecodeState:
+    """Run the padded prompts [batch, bucket] through the model and sample the first token."""
+    batch, bucket = prompt.shape
+    pad = bucket - jnp.sum(prompt_mask, axis=1)
+    positions = jnp.maximum(jnp.arange(bucket)[None, :] - pad[:, None], 0)
+    cache = backend.init_cache(config, batch, max_slots, _param_dtype(params))
+    cache = cache._replace(mask=cache.mask.at[:, :bucket].set(prompt_mask))
+    logits, cache = backend.apply(params, prompt, positions, cache, config=config)
+    state = DecodeState(
+        cache=cache,
+        tokens=jnp.zeros((batch, max_slots - bucket), jnp.int32),
+        lengths=jnp.zeros((batch,), jnp.int32),
+        position=positions[:, -1],
+        step=jnp.zeros((), jnp.int32),
+        done=jnp.zeros((batch,), bool),
+        keys=keys,
+    )
+    return _emit(state, logits[:, -1], controls)
+
+
+@functools.partial(jax.jit, static_argnames=("backend", "config"), donate_argnames=("state",))
+def _decode(
+    params: Any,
+    state: DecodeState,
+    stop_at: jax.Array,
+    controls: _Controls,
+    *,
+    backend: Backend,
+    config: GPT2Config,
+) -> DecodeState:
+    """Generate one token per step until `stop_at` tokens exist or every row is done."""
+
+    def running(state: DecodeState) -> jax.Array:
+        return (state.step < stop_at) & ~jnp.all(state.done)
+
+    def step(state: DecodeState) -> DecodeState:
+        last = jax.lax.dynamic_slice_in_dim(state.tokens, state.step - 1, 1, axis=1)
+        position = state.position + 1
+        logits, cache = backend.apply(params, last, position[:, None], state.cache, config=config)
+        return _emit(state._replace(cache=cache, position=position), logits[:, 0], controls)
+
+    return jax.lax.while_loop(running, step, state)
+
+
+def _param_dtype(params: Any) -> jnp.dtype:
+    leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return leaves[0].dtype
+
+
+@dataclasses.dataclass
+class Completion:
+    """One row's result: generated ids (the stop token excluded) and why it ended."""
+
+    tokens: list[int]
+    finish_reason: str  # "stop" (a stop token) or "length" (max_new_tokens reached)
+
+
+class Generator:
+    """Generates token ids for a batch of prompts with one backend's parameters.
+
+    Compiled programs are cached per (batch, prompt bucket, cache bucket), so a long-lived Generator
+    (the interactive CLI, a server) compiles once per shape family.
+    """
+
+    def __init__(self, backend: Backend, params: Any, config: GPT2Config) -> None:
+        self.backend, self.params, self.config = backend, params, config
+
+    def check_lengths(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
+        """Fail with one sentence if a prompt is empty or prompt + new tokens exceed the context."""
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
+        if not prompts:
+            raise ValueError("Give at least one prompt.")
+        for i, prompt in enumerate(prompts):
+            if not prompt:
+                raise ValueError(f"Prompt {i} is empty; give at least one token of text.")
+            if len(prompt) + max_new_tokens > self.config.n_ctx:
+                raise ValueError(
+                    f"Prompt {i} has {len(prompt)} tokens and {max_new_tokens} new tokens were "
+                    f"asked for, {len(prompt) + max_new_tokens} in all, but the model's context is "
+                    f"{self.config.n_ctx} tokens; shorten the prompt, lower max_new_tokens, or "
+                    "truncate the prompt to its last tokens."
+                )
+
+    def stream(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        sampling: SamplingParams = SamplingParams(temperature=0.0),
+        *,
+        stop_tokens: Iterable[int] = (),
+        keys: jax.Array | None = None,
+        seed: int = 0,
+        chunk: int | None = None,
+    ) -> Iterator[tuple[list[list[int]], list[bool]]]:
+        """Yield (new ids per row, done per row) after the first token and every `chunk` steps.
+
+        New ids of a row include its stop token when it stops. `keys` ([batch] PRNG keys) overrides
+        the per-row keys derived from `seed`.
+        """
+        self.check_lengths(prompts, max_new_tokens)
+        batch, bucket = len(prompts), prompt_bucket(max(len(p) for p in prompts))
+        padded = np.zeros((batch, bucket), np.int32)
+        mask = np.zeros((batch, bucket), bool)
+        for row, prompt in enumerate(prompts):
+            padded[row, bucket - len(prompt) :] = prompt
+            mask[row, bucket - len(prompt) :] = True
+        stop_mask = np.zeros(self.config.n_vocab, bool)
+        stop_mask[list(stop_tokens)] = True
+        controls = _Controls(*sampling.as_arrays(), jnp.asarray(stop_mask), jnp.int32(max_new_tokens))
+        keys = row_keys(seed, batch) if keys is None else keys
+        static = {"backend": self.backend, "config": self.config}
+        state = _prefill(
+            self.params, jnp.asarray(padded), jnp.asarray(mask), keys, controls,
+            max_slots=slot_bucket(bucket + max_new_tokens), **static,
+        )  # fmt: skip
+        emitted = 0
+        chunk = chunk or max_new_tokens
+        while True:
+            step, lengths, done, tokens = jax.device_get(
+                (state.step, state.lengths, state.done, state.tokens[:, emitted : emitted + chunk])
+            )
+            new = [tokens[row, : max(0, lengths[row] - emitted)].tolist() for row in range(batch)]
+            yield new, done.tolist()
+            emitted = int(step)
+            if done.all():
+                return
+            stop_at = jnp.int32(min(emitted + chunk, max_new_tokens))
+            state = _decode(self.params, state, stop_at, controls, **static)
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        sampling: SamplingParams = SamplingParams(temperature=0.0),
+        *,
+        stop_tokens: Iterable[int] = (),
+        keys: jax.Array | None = None,
+        seed: int = 0,
+    ) -> list[Completion]:
+        """Generate to completion in one decode call; returns one Completion per prompt."""
+        stop_tokens = set(stop_tokens)
+        rows: list[list[int]] = [[] for _ in prompts]
+        for new, _ in self.stream(
+            prompts, max_new_tokens, sampling, stop_tokens=stop_tokens, keys=keys, seed=seed
+        ):
+            for row, ids in zip(rows, new, strict=True):
+                row.extend(ids)
+        return [
+            Completion(row[:-1], "stop") if row and row[-1] in stop_tokens else Completion(row, "length")
+            for row in rows
+        ]

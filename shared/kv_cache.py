@@ -1,0 +1,97 @@
+"""The preallocated KV cache and the attention every backend shares.
+
+Backends differ in how they hold parameters and compose layers; the cache layout, the mask rules for
+left-padded batches and the softmax attention itself are defined once here, so all three agree.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from shared.config import GPT2Config
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every layer for `max_len` token slots.
+
+    k, v:  [n_layer, batch, max_len, n_head, head_dim]
+    mask:  [batch, max_len] bool, False on left-padding slots (set once per batch by the driver)
+    index: int32 scalar, the next slot to write; slots [0, index) are filled
+    """
+
+    k: jax.Array
+    v: jax.Array
+    mask: jax.Array
+    index: jax.Array
+
+
+def init_cache(config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
+    shape = (config.n_layer, batch, max_len, config.n_head, config.head_dim)
+    return KVCache(
+        k=jnp.zeros(shape, dtype),
+        v=jnp.zeros(shape, dtype),
+        mask=jnp.ones((batch, max_len), bool),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def attention_mask(cache: KVCache | None, n_new: int) -> jax.Array:
+    """Which key slots each of the `n_new` new query tokens may see: [batch or 1, 1, n_new, slots].
+
+    Without a cache this is the plain causal mask. With one, query t sits at slot index + t and sees
+    filled slots up to its own that hold real (non-padding) tokens.
+    """
+    if cache is None:
+        return jnp.tril(jnp.ones((n_new, n_new), bool))[None, None]
+    query_slot = cache.index + jnp.arange(n_new)[:, None]
+    key_slot = jnp.arange(cache.mask.shape[1])[None, :]
+    causal = key_slot <= query_slot
+    return causal[None, None] & cache.mask[:, None, None, :]
+
+
+def write(layer_k: jax.Array, layer_v: jax.Array, k: jax.Array, v: jax.Array, index: jax.Array):
+    """Store new keys/values [batch, n_new, n_head, head_dim] at slot `index` of one layer's cache."""
+    start = (0, index, 0, 0)
+    return (
+        jax.lax.dynamic_update_slice(layer_k, k.astype(layer_k.dtype), start),
+        jax.lax.dynamic_update_slice(layer_v, v.astype(layer_v.dtype), start),
+    )
+
+
+def advance(cache: KVCache, k: jax.Array, v: jax.Array, n_new: int) -> KVCache:
+    """The cache after a forward pass wrote `n_new` tokens into every layer (k, v stacked by layer)."""
+    return cache._replace(k=k, v=v, index=cache.index + n_new)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Scaled dot-product attention with an fp32 softmax.
+
+    q: [batch, n_q, n_head, head_dim]; k, v: [batch, n_k, n_head, head_dim];
+    mask: broadcastable to [batch, n_head, n_q, n_k]. Returns [batch, n_q, n_head, head_dim].
+    """
+    scale = q.shape[-1] ** -0.5
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def self_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    layer_cache: tuple[jax.Array, jax.Array] | None,
+    index: jax.Array | None,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """Attention of new tokens, through this layer's cache when there is one.
+
+    Returns the attended values and the layer's updated (k, v) cache (None without a cache).
+    """
+    if layer_cache is None:
+        return attend(q, k, v, mask), None
+    layer_k, layer_v = write(*layer_cache, k, v, index)
+    return attend(q, layer_k, layer_v, mask), (layer_k, layer_v)

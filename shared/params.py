@@ -1,0 +1,111 @@
+"""The canonical parameter tree: OpenAI's names, blocks stacked on a leading layer axis.
+
+Every converter reads or writes this tree and every backend converts from and to it, so it is the one
+place where parameter names and shapes are defined. Weights are used as `x @ w` ([in, out]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from shared.config import GPT2Config
+
+Params = dict[str, Any]
+"""A nested dict of arrays; leaves are addressed by '/'-joined paths such as `blocks/attn/c_attn/w`."""
+
+
+def canonical_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
+    """Flat `{path: shape}` of every tensor of the canonical tree for `config`."""
+    d, n_layer, n_vocab, n_ctx = config.n_embd, config.n_layer, config.n_vocab, config.n_ctx
+    return {
+        "wte": (n_vocab, d),
+        "wpe": (n_ctx, d),
+        "blocks/ln_1/g": (n_layer, d),
+        "blocks/ln_1/b": (n_layer, d),
+        "blocks/attn/c_attn/w": (n_layer, d, 3 * d),
+        "blocks/attn/c_attn/b": (n_layer, 3 * d),
+        "blocks/attn/c_proj/w": (n_layer, d, d),
+        "blocks/attn/c_proj/b": (n_layer, d),
+        "blocks/ln_2/g": (n_layer, d),
+        "blocks/ln_2/b": (n_layer, d),
+        "blocks/mlp/c_fc/w": (n_layer, d, 4 * d),
+        "blocks/mlp/c_fc/b": (n_layer, 4 * d),
+        "blocks/mlp/c_proj/w": (n_layer, 4 * d, d),
+        "blocks/mlp/c_proj/b": (n_layer, d),
+        "ln_f/g": (d,),
+        "ln_f/b": (d,),
+    }
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> `{"a/b/c": leaf}`."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{path}/"))
+        else:
+            flat[path] = value
+    return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> Params:
+    """`{"a/b/c": leaf}` -> nested dict."""
+    tree: Params = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return tree
+
+
+def validate(tree: Mapping[str, Any], config: GPT2Config) -> None:
+    """Raise one clear `ValueError` naming the first missing, unexpected or mis-shaped tensor."""
+    expected = canonical_shapes(config)
+    flat = flatten(tree)
+    for path, shape in expected.items():
+        if path not in flat:
+            raise ValueError(f"Parameter {path!r} is missing; expected shape {shape}.")
+        actual = tuple(np.shape(flat[path]))
+        if actual != shape:
+            raise ValueError(
+                f"Parameter {path!r} has shape {actual}, but {config} needs {shape}."
+            )
+    unexpected = sorted(set(flat) - set(expected))
+    if unexpected:
+        raise ValueError(
+            f"Unexpected parameter(s) {unexpected}; a GPT-2 tree has only {sorted(expected)}."
+        )
+
+
+def init_params(config: GPT2Config, key: jax.Array, dtype: jnp.dtype = jnp.float32) -> Params:
+    """GPT-2 initialisation: N(0, 0.02) weights, residual projections N(0, 0.02/sqrt(2*n_layer)),
+    zero biases, LayerNorm g=1 b=0."""
+    residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+    stds = {"blocks/attn/c_proj/w": residual_std, "blocks/mlp/c_proj/w": residual_std}
+    shapes = canonical_shapes(config)
+    keys = dict(zip(shapes, jax.random.split(key, len(shapes)), strict=True))
+    flat = {}
+    for path, shape in shapes.items():
+        name = path.rsplit("/", 1)[-1]
+        if name == "g":
+            flat[path] = jnp.ones(shape, dtype)
+        elif name == "b":
+            flat[path] = jnp.zeros(shape, dtype)
+        else:
+            std = stds.get(path, 0.02)
+            flat[path] = (std * jax.random.normal(keys[path], shape, jnp.float32)).astype(dtype)
+    return unflatten(flat)
+
+
+def cast(tree: Params, dtype: jnp.dtype) -> Params:
+    """Cast every floating-point leaf to `dtype` (e.g. bfloat16 weights for faster decoding)."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype), tree)

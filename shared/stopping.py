@@ -1,0 +1,62 @@
+"""Stop strings: cut generated text at the first stop string, and end rows on device early.
+
+A stop string is found in the decoded text on the host. Tokens whose own text contains a stop string
+also end their row inside the jitted loop, so "\\n" stops at the newline token without a host check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.tokenizer import Tokenizer
+
+
+def tokens_containing(tokenizer: Tokenizer, stops: Sequence[str]) -> set[int]:
+    """Ids of every token whose bytes contain one of `stops` whole."""
+    needles = [s.encode("utf-8") for s in stops if s]
+    return {
+        i
+        for i in range(tokenizer.n_vocab)
+        if any(needle in tokenizer.token_bytes(i) for needle in needles)
+    }
+
+
+class StopStringCutter:
+    """Feeds a row's text through, releasing only text that cannot be part of a stop string.
+
+    `push` returns the text safe to show so far; after a stop string appears, `stopped` is True and
+    nothing after it is ever released.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._pending = ""
+        self.stopped = False
+
+    def push(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        self._pending += text
+        cut = min((i for i in (self._pending.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            released, self._pending = self._pending[:cut], ""
+            return released
+        hold = self._longest_stop_prefix_suffix()
+        released = self._pending[: len(self._pending) - hold]
+        self._pending = self._pending[len(released) :]
+        return released
+
+    def flush(self) -> str:
+        released, self._pending = ("" if self.stopped else self._pending), ""
+        return released
+
+    def _longest_stop_prefix_suffix(self) -> int:
+        """Length of the longest end of the pending text that begins some stop string."""
+        best = 0
+        for stop in self._stops:
+            for n in range(min(len(stop) - 1, len(self._pending)), best, -1):
+                if self._pending.endswith(stop[:n]):
+                    best = n
+                    break
+        return best

@@ -1,0 +1,94 @@
+"""GPT-2 byte-level BPE through tiktoken, built from a checkpoint's own `encoder.json` + `vocab.bpe`."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import tiktoken
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+from shared.errors import GPT2Error
+
+ENDOFTEXT = "<|endoftext|>"
+EOT_ID = 50256
+# The files OpenAI ships with every GPT-2 size; anything else is a corrupt or foreign download.
+ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+# GPT-2's pre-tokenizer regex in tiktoken's possessive form (same splits as OpenAI's original).
+_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+
+def _check_sha256(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise GPT2Error(f"Tokenizer file {path} is missing; download the model again.")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != expected:
+        raise GPT2Error(
+            f"Tokenizer file {path} is not OpenAI's GPT-2 file (sha256 {digest[:12]}…); "
+            "delete it and download the model again."
+        )
+
+
+class Tokenizer:
+    """GPT-2 BPE: text <-> token ids, exact round trip for any Unicode text."""
+
+    eot_id: int = EOT_ID
+
+    def __init__(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        encoder_json, vocab_bpe = folder / "encoder.json", folder / "vocab.bpe"
+        _check_sha256(encoder_json, ENCODER_JSON_SHA256)
+        _check_sha256(vocab_bpe, VOCAB_BPE_SHA256)
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(vocab_bpe),
+            encoder_json_file=str(encoder_json),
+            vocab_bpe_hash=VOCAB_BPE_SHA256,
+            encoder_json_hash=ENCODER_JSON_SHA256,
+        )
+        self._encoding = tiktoken.Encoding(
+            name="gpt2",
+            pat_str=_PAT_STR,
+            mergeable_ranks=ranks,
+            special_tokens={ENDOFTEXT: EOT_ID},
+            explicit_n_vocab=EOT_ID + 1,
+        )
+
+    @property
+    def n_vocab(self) -> int:
+        return self._encoding.n_vocab
+
+    def encode(self, text: str, *, allow_endoftext: bool = False) -> list[int]:
+        """Token ids of `text`. `<|endoftext|>` in the text is plain text unless `allow_endoftext`."""
+        allowed = {ENDOFTEXT} if allow_endoftext else set()
+        return self._encoding.encode(text, allowed_special=allowed, disallowed_special=())
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`; bytes that are not (yet) valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        return self._encoding.decode_bytes([int(i) for i in ids])
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._encoding.decode_single_token_bytes(int(token_id))
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
+
+
+class StreamDecoder:
+    """Turns token ids into text as they arrive, holding back a multi-byte character split
+    across tokens (an emoji is often two or three tokens) until it is complete."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, ids: Iterable[int]) -> str:
+        return self._utf8.decode(self._tokenizer.decode_bytes(ids))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)

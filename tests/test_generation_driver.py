@@ -1,0 +1,58 @@
+"""The decode driver: bucketing avoids recompiles, lengths are validated, rows exit early."""
+
+from __future__ import annotations
+
+import jax
+import pytest
+
+from functional_impl.backend import backend
+from shared import generation
+from shared.config import GPT2Config
+from shared.generation import Generator, prompt_bucket, slot_bucket
+
+CONFIG = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=256, n_ctx=128)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return Generator(backend, backend.init(CONFIG, jax.random.PRNGKey(0)), CONFIG)
+
+
+def test_buckets():
+    assert [prompt_bucket(n) for n in (1, 16, 17, 33, 1000)] == [16, 16, 32, 64, 1024]
+    assert [slot_bucket(n) for n in (1, 64, 65, 300)] == [64, 64, 128, 320]
+
+
+def test_new_prompt_lengths_and_budgets_in_a_bucket_do_not_recompile(generator):
+    generator.generate([[1, 2, 3]], 10)
+    compiled = generation._prefill._cache_size(), generation._decode._cache_size()
+    generator.generate([[1, 2, 3, 4, 5, 6, 7]], 20)
+    generator.generate([[9] * 16], 30)
+    assert (generation._prefill._cache_size(), generation._decode._cache_size()) == compiled
+
+
+def test_prompt_plus_new_tokens_beyond_the_context_is_refused(generator):
+    with pytest.raises(ValueError, match=r"100 tokens and 29 new tokens.*129 in all.*128 tokens"):
+        generator.generate([[1] * 100], 29)
+
+
+def test_the_context_can_be_filled_exactly(generator):
+    [completion] = generator.generate([[1] * 100], 28)
+    assert len(completion.tokens) == 28
+
+
+@pytest.mark.parametrize(
+    ("prompts", "max_new", "message"),
+    [([[1]], 0, "max_new_tokens"), ([], 5, "at least one prompt"), ([[1], []], 5, "Prompt 1 is empty")],
+)
+def test_bad_requests_fail_with_a_sentence(generator, prompts, max_new, message):
+    with pytest.raises(ValueError, match=message):
+        generator.generate(prompts, max_new)
+
+
+def test_loop_exits_when_every_row_has_stopped(generator):
+    free = generator.generate([[1, 2], [3, 4]], 30)
+    stops = {free[0].tokens[0], free[1].tokens[0]}
+    chunks = list(generator.stream([[1, 2], [3, 4]], 30, stop_tokens=stops, chunk=30))
+    assert len(chunks) == 1  # both rows stopped on their first token: no decode call at all
+    assert all(chunks[0][1])

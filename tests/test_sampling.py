@@ -1,0 +1,96 @@
+"""Samplers: greedy is argmax, top-k/top-p never leave their sets, settings are validated."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from shared.sampling import SamplingParams, sample
+
+VOCAB = 64
+DRAWS = 4000
+
+
+def _logits(seed=0, rows=4):
+    return jax.random.normal(jax.random.PRNGKey(seed), (rows, VOCAB)) * 3
+
+
+def _draw(logits, params, n=DRAWS):
+    keys = jax.random.split(jax.random.PRNGKey(1), n * logits.shape[0]).reshape(n, logits.shape[0], 2)
+    fn = jax.jit(jax.vmap(lambda k: sample(logits, k, *params.as_arrays())))
+    return np.asarray(fn(keys))  # [n, rows]
+
+
+def _top_p_set(row_logits, top_p, top_k=None):
+    order = np.argsort(-row_logits)
+    if top_k:
+        order = order[:top_k]
+    probs = np.exp(row_logits[order] - row_logits[order].max())
+    probs /= probs.sum()
+    before = np.cumsum(probs) - probs
+    return set(order[before < top_p].tolist())
+
+
+def test_temperature_zero_is_argmax():
+    logits = _logits()
+    tokens = _draw(logits, SamplingParams(temperature=0.0), n=3)
+    assert (tokens == np.argmax(np.asarray(logits), axis=-1)).all()
+
+
+def test_top_k_never_samples_outside_the_k_most_likely():
+    logits = _logits()
+    tokens = _draw(logits, SamplingParams(temperature=1.5, top_k=5))
+    for row in range(logits.shape[0]):
+        allowed = set(np.argsort(-np.asarray(logits[row]))[:5].tolist())
+        assert set(tokens[:, row].tolist()) == allowed  # every member drawn, nothing else
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.75, 0.95])
+def test_top_p_never_samples_outside_the_nucleus(top_p):
+    logits = _logits(seed=2)
+    tokens = _draw(logits, SamplingParams(temperature=1.0, top_p=top_p))
+    for row in range(logits.shape[0]):
+        nucleus = _top_p_set(np.asarray(logits[row]), top_p)
+        drawn = set(tokens[:, row].tolist())
+        assert drawn <= nucleus
+        assert len(drawn) > 1 or len(nucleus) == 1
+
+
+def test_top_k_and_top_p_compose():
+    logits = _logits(seed=3)
+    tokens = _draw(logits, SamplingParams(temperature=1.0, top_k=8, top_p=0.6))
+    for row in range(logits.shape[0]):
+        allowed = _top_p_set(np.asarray(logits[row]), 0.6, top_k=8)
+        assert set(tokens[:, row].tolist()) <= allowed
+
+
+def test_sampling_follows_the_softmax_distribution():
+    logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.2] + [1e-9] * 5]))
+    tokens = _draw(logits, SamplingParams(temperature=1.0))[:, 0]
+    frequencies = np.bincount(tokens, minlength=8)[:3] / len(tokens)
+    np.testing.assert_allclose(frequencies, [0.5, 0.3, 0.2], atol=0.03)
+
+
+def test_each_row_draws_with_its_own_key():
+    logits = jnp.zeros((2, VOCAB))
+    keys = jnp.stack([jax.random.PRNGKey(5), jax.random.PRNGKey(5)])
+    a = sample(logits, keys, *SamplingParams(1.0).as_arrays())
+    assert a[0] == a[1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": 2.5}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.01}, "top_p"),
+    ],
+)
+def test_bad_settings_fail_with_a_sentence_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**kwargs)
