@@ -1,0 +1,75 @@
+"""The Python API of the `gpt2` facade, against the local OpenAI server fixture."""
+
+from __future__ import annotations
+
+import pytest
+
+import gpt2
+from shared.tokenizer import ENDOFTEXT
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, openai_checkpoint_dir):
+    from tests.support.openai_server import OpenAIServer
+
+    with OpenAIServer(openai_checkpoint_dir.parents[1]) as server:
+        yield server.base_url, tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def model(served):
+    base_url, models_dir = served
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GPT2_BASE_URL", base_url)
+        yield gpt2.load_model("124M", models_dir=models_dir, progress=False)
+
+
+def test_main_is_greedy_by_default_like_picogpt(served, model, monkeypatch):
+    base_url, models_dir = served
+    monkeypatch.setenv("GPT2_BASE_URL", base_url)
+    text = gpt2.main(prompt="Hello, world!", n_tokens_to_generate=12, models_dir=models_dir)
+    assert text == model.generate("Hello, world!", 12, temperature=0.0)[0]
+    sampled = gpt2.main("Hello, world!", 12, "124M", models_dir, temperature=0.8, top_k=40, seed=1)
+    assert isinstance(sampled, str)
+
+
+def test_readme_example_with_a_stop_string(model):
+    texts = model.generate(["Hello", "How are you"], max_new_tokens=20, temperature=0.0, stop=["."])
+    free = model.generate(["Hello", "How are you"], max_new_tokens=20, temperature=0.0)
+    assert len(texts) == 2
+    for text, unstopped in zip(texts, free, strict=True):
+        assert "." not in text
+        assert text == unstopped.split(".")[0]
+
+
+def test_stream_deltas_add_up_to_generate(model):
+    kwargs = {"temperature": 1.0, "top_k": 50, "seed": 4}
+    pieces = list(model.stream(["Hello", "Goodbye"], 15, **kwargs))
+    joined = ["".join(p[row] for p in pieces) for row in range(2)]
+    assert joined == model.generate(["Hello", "Goodbye"], 15, **kwargs)
+    assert len(pieces) > 2
+
+
+def test_generated_text_never_contains_endoftext(model):
+    for text in model.generate("The", 40, temperature=2.0, top_k=None, seed=0, num_samples=4):
+        assert ENDOFTEXT not in text
+
+
+def test_samples_of_one_prompt_differ_but_reproduce(model):
+    a = model.generate("Hi", 10, temperature=50.0, seed=9, num_samples=3)
+    assert len(set(a)) == 3
+    assert a == model.generate("Hi", 10, temperature=50.0, seed=9, num_samples=3)
+
+
+def test_bad_arguments_fail_clearly(model, served):
+    with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
+        model.generate("Hi", 5, num_samples=0)
+    with pytest.raises(ValueError, match="Unknown dtype 'float8'"):
+        gpt2.load_model("124M", models_dir=served[1], dtype="float8")
+
+
+def test_bfloat16_weights_generate(served, monkeypatch):
+    monkeypatch.setenv("GPT2_BASE_URL", served[0])
+    model = gpt2.load_model("124M", models_dir=served[1], dtype="bfloat16", progress=False)
+    assert model.params["wte"].dtype.name == "bfloat16"
+    assert len(model.tokenizer.encode(model.generate("Hi", 5, temperature=0.0)[0])) >= 1

@@ -1,0 +1,157 @@
+"""`gpt2` end to end, as a subprocess, against a local server in the layout of OpenAI's storage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from shared import api
+from tests.support.openai_server import OpenAIServer
+
+SIZES = ("124M", "355M", "1558M")
+
+
+@pytest.fixture(scope="module")
+def server(openai_checkpoint_dir, tmp_path_factory):
+    """The tiny real-format checkpoint served under several size names."""
+    root = tmp_path_factory.mktemp("storage")
+    for size in SIZES:
+        shutil.copytree(openai_checkpoint_dir, root / "models" / size)
+    with OpenAIServer(root) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def env(server, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return {
+        **os.environ,
+        "GPT2_BASE_URL": server.base_url,
+        "GPT2_MODELS_DIR": str(cache / "models"),
+        "JAX_COMPILATION_CACHE_DIR": str(cache / "xla"),
+        "JAX_PLATFORMS": "cpu",
+    }
+
+
+def gpt2(env, *args, stdin=None):
+    return subprocess.run(
+        [sys.executable, "-m", "gpt2", *args], env=env, input=stdin, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def model(env):
+    ok(gpt2(env, "download", "124M"))
+    return api.load_model("124M", models_dir=env["GPT2_MODELS_DIR"], progress=False)
+
+
+def test_generate_streams_the_same_text_as_the_python_api(env, model):
+    prompt = "The future of artificial intelligence is"
+    out = ok(gpt2(env, "generate", "--prompt", prompt, "--max-new-tokens", "50", "--seed", "1"))
+    expected = model.generate(prompt, 50, temperature=1.0, top_k=40, seed=1)[0]
+    assert out == prompt + expected + "\n"
+    assert len(model.tokenizer.encode(expected)) >= 40  # tokens may merge when re-encoded
+
+
+def test_sampling_options_and_seed_make_runs_reproducible(env):
+    args = ["generate", "--prompt", "Once upon a time", "--model-size", "355M",
+            "--temperature", "1.2", "--top-p", "0.9", "--seed", "7", "--max-new-tokens", "20"]  # fmt: skip
+    first, second = ok(gpt2(env, *args)), ok(gpt2(env, *args))
+    assert first == second
+    flat = ["generate", "--prompt", "Once upon a time", "--temperature", "50", "--top-k", "none",
+            "--max-new-tokens", "20"]  # fmt: skip
+    assert ok(gpt2(env, *flat, "--seed", "7")) != ok(gpt2(env, *flat, "--seed", "8"))
+
+
+def test_stop_string_typed_as_backslash_n_stops_at_the_first_newline(env, model):
+    out = ok(gpt2(env, "generate", "--prompt", "A robot walks into a bar", "--temperature", "1.2",
+                  "--top-k", "10", "--stop", r"\n", "--seed", "3", "--max-new-tokens", "60"))  # fmt: skip
+    assert out.count("\n") == 1 and out.endswith("\n")
+    full = model.generate("A robot walks into a bar", 60, temperature=1.2, top_k=10, seed=3)[0]
+    assert out == "A robot walks into a bar" + full.split("\n")[0] + "\n"
+
+
+def test_two_prompts_two_samples_give_four_rows(env, model):
+    out = ok(gpt2(env, "generate", "--prompt", "Hello", "--prompt", "Goodbye, old friend",
+                  "--num-samples", "2", "--seed", "5", "--max-new-tokens", "8"))  # fmt: skip
+    headers = [line for line in out.splitlines() if line.startswith("=== sample")]
+    assert headers == [
+        "=== sample 1 of prompt 1 ===", "=== sample 2 of prompt 1 ===",
+        "=== sample 1 of prompt 2 ===", "=== sample 2 of prompt 2 ===",
+    ]  # fmt: skip
+    texts = model.generate(["Hello", "Goodbye, old friend"], 8, top_k=40, seed=5, num_samples=2)
+    for text, prompt in zip(texts, ["Hello", "Hello", "Goodbye, old friend", "Goodbye, old friend"], strict=True):
+        assert prompt + text in out
+
+
+def test_seed_spellings_are_accepted(env, model):
+    out = ok(gpt2(env, "generate", "--prompt", "Hi", "--n_tokens_to_generate", "6",
+                  "--model_size", "gpt2", "--top_k", "3", "--top_p", "0.5", "--seed", "2"))  # fmt: skip
+    assert out == "Hi" + model.generate("Hi", 6, top_k=3, top_p=0.5, seed=2)[0] + "\n"
+
+
+def test_download_of_another_size_converts_it_for_later_runs(env):
+    out = ok(gpt2(env, "download", "1558M"))
+    assert "1558M" in out
+    doctor = ok(gpt2(env, "doctor"))
+    assert "1558M" in doctor and env["GPT2_MODELS_DIR"] in doctor
+
+
+def test_interactive_loop_answers_each_prompt(env, model):
+    out = ok(gpt2(env, "generate", "--interactive", "--model-size", "124M", "--temperature", "0",
+                  "--max-new-tokens", "5", stdin="Hello\n\nHow are you\n"))  # fmt: skip
+    for prompt in ("Hello", "How are you"):
+        assert prompt + model.generate(prompt, 5, temperature=0)[0] in out
+
+
+def test_persistent_compilation_cache_is_filled(env, model):
+    ok(gpt2(env, "generate", "--prompt", "Cache me", "--max-new-tokens", "3", "--seed", "0"))
+    assert any(os.scandir(env["JAX_COMPILATION_CACHE_DIR"]))
+
+
+def test_version_names_the_package_and_jax(env):
+    assert ok(gpt2(env, "--version")).startswith("gpt2-jax ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--top-p", "0"], "top_p must be in (0, 1], got 0.0."),
+        (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+        (["--top-k", "0"], "top_k must be an integer >= 1"),
+        (["--model-size", "13B"], "Unknown model size '13B'; valid sizes are: 124M"),
+        (["--max-new-tokens", "200"], "but the model's context is 128 tokens"),
+        (["--backend", "torch"], "Unknown backend 'torch'"),
+    ],
+)
+def test_bad_input_fails_with_one_sentence(env, model, args, message):
+    result = gpt2(env, "generate", "--prompt", "Hi", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_truncate_keeps_the_end_of_a_long_prompt(env, model):
+    prompt = "word " * 150
+    result = gpt2(env, "generate", "--prompt", prompt, "--max-new-tokens", "4")
+    assert result.returncode == 2
+    out = ok(gpt2(env, "generate", "--prompt", prompt, "--max-new-tokens", "4", "--truncate"))
+    assert out.startswith(prompt)
+
+
+def test_offline_error_says_what_to_download_and_where(env, tmp_path):
+    offline = {**env, "GPT2_BASE_URL": "http://127.0.0.1:9/gpt-2", "GPT2_MODELS_DIR": str(tmp_path)}
+    result = gpt2(offline, "generate", "--prompt", "Hi", "--model-size", "774M")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "model.ckpt.index" in result.stderr and str(tmp_path) in result.stderr
