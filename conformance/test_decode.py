@@ -26,7 +26,9 @@ def test_kv_cache_decode_equals_full_forward_at_every_step(backend, config):
     logits, cache = apply(params, tokens[:, :4], positions[:, :4], cache, config=config)
     steps = [logits]
     for t in range(4, 12):
-        logits, cache = apply(params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, config=config)
+        logits, cache = apply(
+            params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, config=config
+        )
         steps.append(logits)
     np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
     assert int(cache.index) == 12
@@ -55,7 +57,9 @@ def test_greedy_generation_follows_the_full_forward_argmax(backend, tiny_params)
     sequence = list(PROMPTS[1])
     for _ in range(6):
         tokens = jnp.asarray([sequence])
-        logits, _ = backend.apply(tiny_params, tokens, jnp.arange(len(sequence))[None], None, config=TINY)
+        logits, _ = backend.apply(
+            tiny_params, tokens, jnp.arange(len(sequence))[None], None, config=TINY
+        )
         sequence.append(int(jnp.argmax(logits[0, -1])))
     assert completion.tokens == sequence[len(PROMPTS[1]) :]
 

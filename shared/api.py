@@ -134,7 +134,9 @@ def from_canonical(
     tree: Params, config: GPT2Config, tokenizer: Tokenizer, backend: Backend, dtype: str = "float32"
 ) -> GPT2:
     """A GPT2 from a canonical tree (e.g. one you trained or converted yourself)."""
-    return GPT2(tokenizer, config, backend, backend.from_canonical(cast(tree, DTYPES[dtype]), config))
+    return GPT2(
+        tokenizer, config, backend, backend.from_canonical(cast(tree, DTYPES[dtype]), config)
+    )
 
 
 def main(

@@ -16,7 +16,7 @@ import numpy as np
 
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config, config_for_size
-from shared.generation import Generator, slot_bucket
+from shared.generation import GREEDY, Generator, slot_bucket
 from shared.params import cast
 from shared.sampling import SamplingParams
 
@@ -67,7 +67,7 @@ def cached_decode_tokens_per_s(
     batch: int,
     prompt_len: int,
     new_tokens: int,
-    sampling: SamplingParams = SamplingParams(temperature=0.0),
+    sampling: SamplingParams = GREEDY,
     repeats: int = 2,
 ) -> float:
     """Generated tokens per second (all rows), best of `repeats` after one warm-up run."""

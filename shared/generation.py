@@ -23,6 +23,7 @@ from shared.config import GPT2Config
 from shared.kv_cache import KVCache
 from shared.sampling import SamplingParams, sample
 
+GREEDY = SamplingParams(temperature=0.0)
 MIN_PROMPT_BUCKET = 16
 SLOT_BUCKET = 64
 
@@ -175,7 +176,7 @@ class Generator:
         self,
         prompts: Sequence[Sequence[int]],
         max_new_tokens: int,
-        sampling: SamplingParams = SamplingParams(temperature=0.0),
+        sampling: SamplingParams = GREEDY,
         *,
         stop_tokens: Iterable[int] = (),
         keys: jax.Array | None = None,
@@ -196,7 +197,9 @@ class Generator:
             mask[row, bucket - len(prompt) :] = True
         stop_mask = np.zeros(self.config.n_vocab, bool)
         stop_mask[list(stop_tokens)] = True
-        controls = _Controls(*sampling.as_arrays(), jnp.asarray(stop_mask), jnp.int32(max_new_tokens))
+        controls = _Controls(
+            *sampling.as_arrays(), jnp.asarray(stop_mask), jnp.int32(max_new_tokens)
+        )
         keys = row_keys(seed, batch) if keys is None else keys
         static = {"backend": self.backend, "config": self.config}
         state = _prefill(
@@ -221,7 +224,7 @@ class Generator:
         self,
         prompts: Sequence[Sequence[int]],
         max_new_tokens: int,
-        sampling: SamplingParams = SamplingParams(temperature=0.0),
+        sampling: SamplingParams = GREEDY,
         *,
         stop_tokens: Iterable[int] = (),
         keys: jax.Array | None = None,
@@ -236,6 +239,8 @@ class Generator:
             for row, ids in zip(rows, new, strict=True):
                 row.extend(ids)
         return [
-            Completion(row[:-1], "stop") if row and row[-1] in stop_tokens else Completion(row, "length")
+            Completion(row[:-1], "stop")
+            if row and row[-1] in stop_tokens
+            else Completion(row, "length")
             for row in rows
         ]

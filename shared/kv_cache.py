@@ -52,7 +52,9 @@ def attention_mask(cache: KVCache | None, n_new: int) -> jax.Array:
     return causal[None, None] & cache.mask[:, None, None, :]
 
 
-def write(layer_k: jax.Array, layer_v: jax.Array, k: jax.Array, v: jax.Array, index: jax.Array):
+def write(
+    layer_k: jax.Array, layer_v: jax.Array, k: jax.Array, v: jax.Array, index: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Store new keys/values [batch, n_new, n_head, head_dim] at slot `index` of one layer's cache."""
     start = (0, index, 0, 0)
     return (

@@ -76,9 +76,7 @@ def validate(tree: Mapping[str, Any], config: GPT2Config) -> None:
             raise ValueError(f"Parameter {path!r} is missing; expected shape {shape}.")
         actual = tuple(np.shape(flat[path]))
         if actual != shape:
-            raise ValueError(
-                f"Parameter {path!r} has shape {actual}, but {config} needs {shape}."
-            )
+            raise ValueError(f"Parameter {path!r} has shape {actual}, but {config} needs {shape}.")
     unexpected = sorted(set(flat) - set(expected))
     if unexpected:
         raise ValueError(

@@ -90,7 +90,9 @@ def test_two_prompts_two_samples_give_four_rows(env, model):
         "=== sample 1 of prompt 2 ===", "=== sample 2 of prompt 2 ===",
     ]  # fmt: skip
     texts = model.generate(["Hello", "Goodbye, old friend"], 8, top_k=40, seed=5, num_samples=2)
-    for text, prompt in zip(texts, ["Hello", "Hello", "Goodbye, old friend", "Goodbye, old friend"], strict=True):
+    for text, prompt in zip(
+        texts, ["Hello", "Hello", "Goodbye, old friend", "Goodbye, old friend"], strict=True
+    ):
         assert prompt + text in out
 
 

@@ -43,7 +43,11 @@ def test_the_context_can_be_filled_exactly(generator):
 
 @pytest.mark.parametrize(
     ("prompts", "max_new", "message"),
-    [([[1]], 0, "max_new_tokens"), ([], 5, "at least one prompt"), ([[1], []], 5, "Prompt 1 is empty")],
+    [
+        ([[1]], 0, "max_new_tokens"),
+        ([], 5, "at least one prompt"),
+        ([[1], []], 5, "Prompt 1 is empty"),
+    ],
 )
 def test_bad_requests_fail_with_a_sentence(generator, prompts, max_new, message):
     with pytest.raises(ValueError, match=message):

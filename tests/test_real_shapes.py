@@ -35,7 +35,9 @@ def test_gpt2_initialisation_statistics(tree):
 
 def test_124m_forward_and_eight_generated_tokens(tree):
     prompt = list(range(1000, 1020))
-    logits, _ = backend.apply(tree, jnp.asarray([prompt]), jnp.arange(20)[None], None, config=CONFIG)
+    logits, _ = backend.apply(
+        tree, jnp.asarray([prompt]), jnp.arange(20)[None], None, config=CONFIG
+    )
     assert logits.shape == (1, 20, 50257)
     assert bool(jnp.isfinite(logits).all())
     [completion] = Generator(backend, tree, CONFIG).generate([prompt], 8)
@@ -45,6 +47,11 @@ def test_124m_forward_and_eight_generated_tokens(tree):
 
 def test_validation_names_the_wrong_tensor(tree):
     broken = {**tree, "blocks": {**tree["blocks"], "attn": {**tree["blocks"]["attn"]}}}
-    broken["blocks"]["attn"]["c_attn"] = {"w": jnp.zeros((12, 2304, 768)), "b": jnp.zeros((12, 2304))}
-    with pytest.raises(ValueError, match=r"'blocks/attn/c_attn/w' has shape \(12, 2304, 768\).*\(12, 768, 2304\)"):
+    broken["blocks"]["attn"]["c_attn"] = {
+        "w": jnp.zeros((12, 2304, 768)),
+        "b": jnp.zeros((12, 2304)),
+    }
+    with pytest.raises(
+        ValueError, match=r"'blocks/attn/c_attn/w' has shape \(12, 2304, 768\).*\(12, 768, 2304\)"
+    ):
         params.validate(broken, CONFIG)

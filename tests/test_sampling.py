@@ -18,7 +18,9 @@ def _logits(seed=0, rows=4):
 
 
 def _draw(logits, params, n=DRAWS):
-    keys = jax.random.split(jax.random.PRNGKey(1), n * logits.shape[0]).reshape(n, logits.shape[0], 2)
+    keys = jax.random.split(jax.random.PRNGKey(1), n * logits.shape[0]).reshape(
+        n, logits.shape[0], 2
+    )
     fn = jax.jit(jax.vmap(lambda k: sample(logits, k, *params.as_arrays())))
     return np.asarray(fn(keys))  # [n, rows]
 

@@ -53,10 +53,10 @@ def test_stream_decoder_holds_back_split_characters(tokenizer):
 def test_foreign_vocabulary_files_are_rejected(tmp_path):
     shutil.copy(BPE_DIR / "vocab.bpe", tmp_path / "vocab.bpe")
     (tmp_path / "encoder.json").write_text('{"a": 0}')
-    with pytest.raises(GPT2Error, match="encoder.json.*not OpenAI's GPT-2 file"):
+    with pytest.raises(GPT2Error, match=r"encoder\.json.*not OpenAI's GPT-2 file"):
         Tokenizer(tmp_path)
 
 
 def test_missing_vocabulary_file_is_named(tmp_path):
-    with pytest.raises(GPT2Error, match="encoder.json is missing"):
+    with pytest.raises(GPT2Error, match=r"encoder\.json is missing"):
         Tokenizer(tmp_path)

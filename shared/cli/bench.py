@@ -10,9 +10,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "bench", help="measure generation speed", description=__doc__
-    )
+    parser = subparsers.add_parser("bench", help="measure generation speed", description=__doc__)
     parser.add_argument("--model-size", "--model_size", default="124M")
     parser.add_argument("--backend", default="functional")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])

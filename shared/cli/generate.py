@@ -19,9 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--max-new-tokens", "--n_tokens_to_generate", "--n-tokens-to-generate", type=int,
         default=50, dest="max_new_tokens", help="tokens to generate per sample (default 50)",
     )  # fmt: skip
-    parser.add_argument(
-        "--temperature", type=float, default=1.0, help="0 = greedy; default 1.0"
-    )
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; default 1.0")
     parser.add_argument(
         "--top-k", "--top_k", type=_top_k, default=40, dest="top_k",
         help="sample among the k most likely tokens (default 40, as OpenAI's scripts; 'none' = off)",
@@ -115,5 +113,7 @@ def _print_samples(
     texts = model.generate(prompts, args.max_new_tokens, seed=seed, **options)
     for i, (prompt, text) in enumerate(zip(rows, texts, strict=True)):
         if len(rows) > 1:
-            print(f"=== sample {i % args.num_samples + 1} of prompt {i // args.num_samples + 1} ===")
+            print(
+                f"=== sample {i % args.num_samples + 1} of prompt {i // args.num_samples + 1} ==="
+            )
         print(prompt + text)

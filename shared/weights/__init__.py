@@ -1,0 +1,141 @@
+"""Weights I/O: OpenAI's downloads, Hugging Face files and our own canonical cache, all read into
+and written from the one canonical tree.
+
+`load_pretrained("124M")` is the entry point for inference: the first call downloads OpenAI's
+checkpoint and converts it (the only time TensorFlow is imported); later calls read the converted
+`model.canonical.safetensors` beside it. `convert` backs the `gpt2 convert` command.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from shared.config import GPT2Config
+from shared.errors import GPT2Error
+from shared.params import Params
+from shared.weights import openai
+from shared.weights.canonical import is_canonical, load_canonical, save_canonical
+from shared.weights.hf import load_hf, save_hf
+from shared.weights.openai import download, downloaded_sizes, models_dir, resolve_size
+from shared.weights.tf_checkpoint import CorruptCheckpointError, load_tf_checkpoint
+
+__all__ = [
+    "CANONICAL_NAME",
+    "convert",
+    "detect_format",
+    "download",
+    "downloaded_sizes",
+    "load_canonical",
+    "load_hf",
+    "load_pretrained",
+    "load_tf_checkpoint",
+    "load_weights",
+    "models_dir",
+    "save_canonical",
+    "save_hf",
+]
+
+CANONICAL_NAME = "model.canonical.safetensors"
+"""The converted cache of a size, beside OpenAI's files in `<models_dir>/<size>/`."""
+
+Source = str | os.PathLike[str]
+
+
+def load_pretrained(
+    size: str,
+    models_dir: Source | None = None,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> tuple[Params, GPT2Config, Path]:
+    """OpenAI's GPT-2 `size` as (canonical tree of numpy arrays, config, folder).
+
+    The folder also holds `encoder.json` and `vocab.bpe` for the tokenizer. A checkpoint whose
+    files turn out corrupt is deleted, so the next call downloads it again instead of failing
+    the same way forever.
+    """
+    size = resolve_size(size)
+    folder = openai.size_dir(size, models_dir)
+    cache = folder / CANONICAL_NAME
+    if cache.is_file():
+        try:
+            tree, config = load_canonical(cache)
+        except GPT2Error as err:
+            warnings.warn(f"{err} Rebuilding it from OpenAI's checkpoint.", stacklevel=2)
+            cache.unlink(missing_ok=True)
+        else:
+            files = openai.TOKENIZER_FILES
+            download(size, models_dir, base_url, files=files, progress=progress)
+            return tree, config, folder
+    download(size, models_dir, base_url, progress=progress)
+    try:
+        tree, config = load_tf_checkpoint(folder)
+    except CorruptCheckpointError as err:
+        for name in openai.CHECKPOINT_FILES:
+            (folder / name).unlink(missing_ok=True)
+        raise GPT2Error(
+            f"The downloaded GPT-2 {size} checkpoint in {folder} is corrupt ({err.detail}); its "
+            "files were deleted, so run again to download them afresh."
+        ) from None
+    save_canonical(tree, config, cache)
+    return tree, config, folder
+
+
+def detect_format(path: Source) -> str:
+    """`"openai"`, `"hf"` or `"canonical"` for a weights folder or file, else a `GPT2Error`."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / CANONICAL_NAME).is_file():
+            return "canonical"
+        if (path / "hparams.json").is_file() and (
+            (path / "checkpoint").is_file() or (path / "model.ckpt.index").is_file()
+        ):
+            return "openai"
+        if (path / "model.safetensors").is_file():
+            return "canonical" if is_canonical(path / "model.safetensors") else "hf"
+    elif path.is_file() and path.suffix == ".safetensors":
+        return "canonical" if is_canonical(path) else "hf"
+    raise GPT2Error(
+        f"{path} is not a GPT-2 checkpoint; expected an OpenAI folder (hparams.json + checkpoint), "
+        "a Hugging Face folder or model.safetensors, or a gpt2-jax .safetensors file."
+    )
+
+
+def load_weights(src: Source) -> tuple[Params, GPT2Config]:
+    """Load any supported checkpoint (path of any format, or an OpenAI size name)."""
+    path = Path(src)
+    if not path.exists():
+        try:
+            size = resolve_size(str(src))
+        except GPT2Error:
+            raise GPT2Error(f"{src} does not exist and is not a GPT-2 size name.") from None
+        tree, config, _ = load_pretrained(size)
+        return tree, config
+    kind = detect_format(path)
+    if kind == "openai":
+        return load_tf_checkpoint(path)
+    if kind == "hf":
+        return load_hf(path)
+    if path.is_dir():
+        path = (
+            path / CANONICAL_NAME
+            if (path / CANONICAL_NAME).is_file()
+            else path / "model.safetensors"
+        )
+    return load_canonical(path)
+
+
+def convert(src: Source, dst: Source, to: str) -> Path:
+    """Convert the checkpoint at `src` (any format, or a size name) to `to` at `dst`.
+
+    `to="hf"` writes a folder `dst` that `transformers` loads; `to="canonical"` writes the file
+    `dst` (or `dst/model.canonical.safetensors` when `dst` is a folder). Returns what was written.
+    """
+    if to not in ("hf", "canonical"):
+        raise GPT2Error(f"Cannot convert to {to!r}; choose 'hf' or 'canonical'.")
+    tree, config = load_weights(src)
+    if to == "hf":
+        return save_hf(tree, config, dst)
+    dst = Path(dst)
+    return save_canonical(tree, config, dst / CANONICAL_NAME if dst.is_dir() else dst)

@@ -1,0 +1,307 @@
+"""Download OpenAI's GPT-2 files into a local cache, resumably and never leaving a half file behind.
+
+A file is written as `<name>.part` and renamed only once its size matches what the server announced,
+so a name without `.part` in the cache always means a complete file. A `.part` left by a cut
+connection or an interrupted run is resumed with an HTTP `Range` request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import platformdirs
+from tqdm.auto import tqdm
+
+from shared.config import MODEL_SIZES, resolve_model_size
+from shared.errors import GPT2Error
+
+DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2"
+BASE_URL_ENV = "GPT2_BASE_URL"
+MODELS_DIR_ENV = "GPT2_MODELS_DIR"
+
+TOKENIZER_FILES = ("encoder.json", "vocab.bpe")
+CHECKPOINT_FILES = (
+    "checkpoint",
+    "hparams.json",
+    "model.ckpt.data-00000-of-00001",
+    "model.ckpt.index",
+    "model.ckpt.meta",
+)
+FILES = (
+    "checkpoint",
+    "encoder.json",
+    "hparams.json",
+    "model.ckpt.data-00000-of-00001",
+    "model.ckpt.index",
+    "model.ckpt.meta",
+    "vocab.bpe",
+)
+"""The seven files OpenAI serves under `{base}/models/{size}/` for every size."""
+
+_CHUNK = 1 << 20
+_USER_AGENT = "gpt2-jax"
+
+
+def resolve_size(name: str) -> str:
+    """OpenAI's size name for a size or alias (`"gpt2-medium"` -> `"355M"`), else a `GPT2Error`."""
+    try:
+        return resolve_model_size(name)
+    except ValueError as err:
+        raise GPT2Error(str(err)) from None
+
+
+def resolve_base_url(url: str | None = None) -> str:
+    """The download root: the argument, else `$GPT2_BASE_URL`, else OpenAI's public storage."""
+    return (url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+
+def models_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """The cache root: the argument, else `$GPT2_MODELS_DIR`, else the user cache folder."""
+    if path is not None:
+        return Path(path).expanduser()
+    if os.environ.get(MODELS_DIR_ENV):
+        return Path(os.environ[MODELS_DIR_ENV]).expanduser()
+    return Path(platformdirs.user_cache_dir("gpt2-jax")) / "models"
+
+
+def size_dir(size: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """`<models_dir>/<size>/`, the folder holding one size's files."""
+    return models_dir(root) / resolve_size(size)
+
+
+def is_downloaded(size: str, root: str | os.PathLike[str] | None = None) -> bool:
+    """True when all seven files of `size` are in the cache under their final names."""
+    folder = size_dir(size, root)
+    return all((folder / name).is_file() for name in FILES)
+
+
+def downloaded_sizes(models_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """The sizes whose seven files are all complete in the cache, smallest first."""
+    return [size for size in MODEL_SIZES if is_downloaded(size, models_dir)]
+
+
+def download(
+    size: str,
+    models_dir: str | os.PathLike[str] | None = None,
+    base_url: str | None = None,
+    *,
+    files: Sequence[str] = FILES,
+    progress: bool = True,
+    retries: int = 4,
+    retry_delay: float = 1.0,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch the missing `files` of `size` into `<models_dir>/<size>/` and return that folder.
+
+    Files already present under their final names are complete by construction and are not
+    fetched again. A cut connection is resumed; `retries` bounds the consecutive attempts that
+    bring no new bytes, so a slow but moving download is never abandoned.
+    """
+    size = resolve_size(size)
+    folder = size_dir(size, models_dir)
+    root = resolve_base_url(base_url)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        dest = folder / name
+        if dest.is_file():
+            continue
+        url = f"{root}/models/{size}/{name}"
+        try:
+            _fetch(
+                url,
+                dest,
+                label=f"{size}/{name}",
+                progress=progress,
+                retries=retries,
+                retry_delay=retry_delay,
+                timeout=timeout,
+            )
+        except urllib.error.HTTPError as err:
+            err.close()
+            if err.code == 404:
+                raise GPT2Error(
+                    f"{url} does not exist (HTTP 404): the server at {root} has no {name} for "
+                    f"GPT-2 {size}; check the size, or point {BASE_URL_ENV} at a full mirror."
+                ) from None
+            raise GPT2Error(
+                f"{url} answered HTTP {err.code} {err.reason}; try again later, or set "
+                f"{BASE_URL_ENV} to a mirror."
+            ) from None
+        except urllib.error.URLError as err:
+            missing = ", ".join(n for n in files if not (folder / n).is_file())
+            raise GPT2Error(
+                f"Could not reach {url} ({err.reason}); to work offline, download {missing} "
+                f"from {root}/models/{size}/ into {folder}, or set {BASE_URL_ENV} to a mirror."
+            ) from None
+        except _Cut as err:
+            raise GPT2Error(
+                f"Downloading {name} of GPT-2 {size} from {url} stopped at {err}, and "
+                f"{retries + 1} tries in a row got no further; run again to resume from "
+                f"{dest}.part."
+            ) from None
+        except OSError as err:
+            raise GPT2Error(f"Could not write {dest}.part ({err}); check that folder.") from None
+    return folder
+
+
+class _Cut(Exception):
+    """The body ended before the announced size; `received` and `total` say where."""
+
+    def __init__(self, received: int, total: int | None) -> None:
+        super().__init__(f"{received:,} of {total:,} bytes" if total else f"{received:,} bytes")
+        self.received, self.total = received, total
+
+
+_RETRYABLE = (ConnectionError, TimeoutError, http.client.HTTPException, _Cut)
+
+
+def _fetch(
+    url: str,
+    dest: Path,
+    *,
+    label: str,
+    progress: bool,
+    retries: int,
+    retry_delay: float,
+    timeout: float,
+) -> None:
+    """Download `url` to `dest` through `dest.part`, resuming a cut connection with `Range`."""
+    part = dest.with_name(dest.name + ".part")
+    bar = _Progress(label, progress)
+    try:
+        failures = 0
+        while True:
+            offset = _size(part)
+            try:
+                _fetch_once(url, part, offset, timeout, bar)
+            except _RETRYABLE as err:
+                if _size(part) > offset:
+                    failures = 0
+                    continue
+                failures += 1
+                if failures > retries:
+                    raise err if isinstance(err, _Cut) else _Cut(_size(part), None) from err
+                time.sleep(retry_delay * failures)
+                continue
+            except urllib.error.URLError as err:
+                # Unreachable on the first try means offline; later, the server may be restarting.
+                if isinstance(err, urllib.error.HTTPError) or (offset == 0 and failures == 0):
+                    raise
+                failures += 1
+                if failures > retries:
+                    raise
+                time.sleep(retry_delay * failures)
+                continue
+            os.replace(part, dest)
+            return
+    finally:
+        bar.close()
+
+
+class _Progress:
+    """One tqdm bar per file, opened once the size is known and kept across resumed requests."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label, self.enabled = label, enabled
+        self.bar: tqdm | None = None
+
+    def start(self, total: int | None, offset: int) -> None:
+        if self.bar is None:
+            # Without a terminal (logs, CI) redraw rarely instead of flooding the output.
+            interactive = sys.stderr is not None and sys.stderr.isatty()
+            self.bar = tqdm(
+                total=total,
+                initial=offset,
+                desc=self.label,
+                disable=not self.enabled,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                dynamic_ncols=True,
+                mininterval=0.1 if interactive else 10.0,
+            )
+        else:
+            self.bar.reset(total=total)
+            self.bar.update(offset)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _fetch_once(url: str, part: Path, offset: int, timeout: float, bar: _Progress) -> None:
+    """One HTTP request that appends to `part` from byte `offset` and checks the announced size.
+
+    Raises `_Cut` when the body ends early (the caller resumes) or the file came out too large
+    (the `.part` is deleted, so the caller starts again from zero).
+    """
+    headers = {"User-Agent": _USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code != 416 or not offset:
+            raise
+        err.close()
+        # Range not satisfiable: the .part is already whole, or longer than the file.
+        if _content_range_total(err.headers.get("Content-Range")) == offset:
+            return
+        part.unlink()
+        raise _Cut(offset, None) from None
+    with response:
+        if offset and response.status == 206:
+            start, total = _parse_content_range(response.headers.get("Content-Range"))
+            if start != offset:
+                part.unlink()
+                raise _Cut(0, total)
+            mode = "ab"
+        else:
+            # 200: the server ignored the Range header, so the body starts at byte 0.
+            offset, mode = 0, "wb"
+            length = response.headers.get("Content-Length")
+            total = int(length) if length is not None else None
+        bar.start(total, offset)
+        received = offset
+        with open(part, mode) as f:
+            while chunk := response.read(_CHUNK):
+                f.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+            f.flush()
+            os.fsync(f.fileno())
+    if total is not None and received != total:
+        if received > total:
+            part.unlink()
+        raise _Cut(received, total)
+
+
+def _parse_content_range(value: str | None) -> tuple[int, int | None]:
+    """`bytes START-END/TOTAL` -> (START, TOTAL); TOTAL is None when the server sends `*`."""
+    if not value or not value.startswith("bytes "):
+        raise http.client.HTTPException(f"206 answer without a usable Content-Range: {value!r}")
+    span, _, total = value.removeprefix("bytes ").partition("/")
+    start = int(span.split("-", 1)[0])
+    return start, None if total.strip() in ("", "*") else int(total)
+
+
+def _content_range_total(value: str | None) -> int | None:
+    """The TOTAL of `bytes */TOTAL` in a 416 answer."""
+    total = (value or "").rpartition("/")[2].strip()
+    return int(total) if total.isdigit() else None

@@ -1,0 +1,1 @@
+"""Test helpers that build real-format inputs (OpenAI checkpoints, a download server)."""

@@ -1,0 +1,374 @@
+"""Converters between OpenAI's TF checkpoint, our canonical file and Hugging Face safetensors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from shared.config import GPT2Config
+from shared.errors import GPT2Error
+from shared.params import canonical_shapes, flatten, unflatten
+from shared.weights import (
+    CANONICAL_NAME,
+    convert,
+    detect_format,
+    load_canonical,
+    load_hf,
+    load_pretrained,
+    load_tf_checkpoint,
+    save_canonical,
+    save_hf,
+)
+from shared.weights.openai import CHECKPOINT_FILES
+from tests.support.openai_server import unused_port
+
+DATA = "model.ckpt.data-00000-of-00001"
+# HF name suffix under h.{i}. -> OpenAI name under model/h{i}/ (written out here, not imported).
+HF_TO_OPENAI_BLOCK = {
+    "ln_1.weight": "ln_1/g",
+    "ln_1.bias": "ln_1/b",
+    "attn.c_attn.weight": "attn/c_attn/w",
+    "attn.c_attn.bias": "attn/c_attn/b",
+    "attn.c_proj.weight": "attn/c_proj/w",
+    "attn.c_proj.bias": "attn/c_proj/b",
+    "ln_2.weight": "ln_2/g",
+    "ln_2.bias": "ln_2/b",
+    "mlp.c_fc.weight": "mlp/c_fc/w",
+    "mlp.c_fc.bias": "mlp/c_fc/b",
+    "mlp.c_proj.weight": "mlp/c_proj/w",
+    "mlp.c_proj.bias": "mlp/c_proj/b",
+}
+
+
+def random_tree(config: GPT2Config, seed: int = 0) -> dict:
+    """A canonical tree with every leaf random (so a swapped or transposed leaf shows)."""
+    rng = np.random.default_rng(seed)
+    shapes = canonical_shapes(config)
+    return unflatten({k: rng.standard_normal(s, dtype=np.float32) for k, s in shapes.items()})
+
+
+def write_hf_config_by_hand(folder, config: GPT2Config) -> None:
+    """The fields of a Hugging Face GPT-2 `config.json` that describe the shapes."""
+    hf = {
+        "model_type": "gpt2",
+        "activation_function": "gelu_new",
+        "n_embd": config.n_embd,
+        "n_head": config.n_head,
+        "n_layer": config.n_layer,
+        "vocab_size": config.n_vocab,
+        "n_positions": config.n_ctx,
+        "layer_norm_epsilon": config.ln_eps,
+    }
+    (folder / "config.json").write_text(json.dumps(hf))
+
+
+def hf_tensors_by_hand(openai_arrays: dict, n_layer: int, prefix: str = "") -> dict:
+    """HF's names for the OpenAI arrays: Conv1D weights lose the leading 1 and stay [in, out]."""
+    tensors = {
+        f"{prefix}wte.weight": openai_arrays["model/wte"],
+        f"{prefix}wpe.weight": openai_arrays["model/wpe"],
+        f"{prefix}ln_f.weight": openai_arrays["model/ln_f/g"],
+        f"{prefix}ln_f.bias": openai_arrays["model/ln_f/b"],
+    }
+    for i in range(n_layer):
+        for hf, openai in HF_TO_OPENAI_BLOCK.items():
+            array = openai_arrays[f"model/h{i}/{openai}"]
+            tensors[f"{prefix}h.{i}.{hf}"] = array[0] if array.ndim == 3 else array
+    return tensors
+
+
+def assert_trees_equal(actual: dict, expected: dict) -> None:
+    actual, expected = flatten(actual), flatten(expected)
+    assert sorted(actual) == sorted(expected)
+    for path in expected:
+        assert actual[path].dtype == expected[path].dtype, path
+        np.testing.assert_array_equal(actual[path], expected[path], err_msg=path)
+
+
+def expected_canonical(openai_arrays: dict, n_layer: int) -> dict:
+    """The canonical tree the OpenAI arrays should become, built with numpy by hand."""
+
+    def stack(name: str) -> np.ndarray:
+        layers = [openai_arrays[f"model/h{i}/{name}"] for i in range(n_layer)]
+        return np.stack([layer[0] if name.endswith("/w") else layer for layer in layers])
+
+    return {
+        "wte": openai_arrays["model/wte"],
+        "wpe": openai_arrays["model/wpe"],
+        "blocks": {
+            "ln_1": {"g": stack("ln_1/g"), "b": stack("ln_1/b")},
+            "attn": {
+                "c_attn": {"w": stack("attn/c_attn/w"), "b": stack("attn/c_attn/b")},
+                "c_proj": {"w": stack("attn/c_proj/w"), "b": stack("attn/c_proj/b")},
+            },
+            "ln_2": {"g": stack("ln_2/g"), "b": stack("ln_2/b")},
+            "mlp": {
+                "c_fc": {"w": stack("mlp/c_fc/w"), "b": stack("mlp/c_fc/b")},
+                "c_proj": {"w": stack("mlp/c_proj/w"), "b": stack("mlp/c_proj/b")},
+            },
+        },
+        "ln_f": {"g": openai_arrays["model/ln_f/g"], "b": openai_arrays["model/ln_f/b"]},
+    }
+
+
+@pytest.fixture
+def cached_checkpoint(openai_checkpoint_dir, models_dir):
+    """A copy of the tiny OpenAI checkpoint placed in the cache as size 124M (safe to damage)."""
+    folder = models_dir / "124M"
+    shutil.copytree(openai_checkpoint_dir, folder)
+    return folder
+
+
+# --- OpenAI TF checkpoint -> canonical ---
+
+
+def test_tf_checkpoint_converts_to_exactly_the_written_arrays(
+    openai_checkpoint_dir, openai_arrays, tiny_config
+):
+    tree, config = load_tf_checkpoint(openai_checkpoint_dir)
+
+    assert config == tiny_config
+    assert_trees_equal(tree, expected_canonical(openai_arrays, tiny_config.n_layer))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_tf_data_file_raises_and_deletes_the_checkpoint(
+    cached_checkpoint, models_dir, damage
+):
+    data = cached_checkpoint / DATA
+    raw = bytearray(data.read_bytes())
+    if damage == "flip":
+        raw[len(raw) // 2] ^= 0xFF
+    else:
+        raw = raw[: len(raw) // 2]
+    data.write_bytes(bytes(raw))
+    offline = f"http://127.0.0.1:{unused_port()}/gpt-2"
+
+    with pytest.raises(GPT2Error, match=r"corrupt.*deleted"):
+        load_pretrained("124M", models_dir, offline, progress=False)
+
+    assert not any((cached_checkpoint / name).exists() for name in CHECKPOINT_FILES)
+    assert not (cached_checkpoint / CANONICAL_NAME).exists()
+    assert (cached_checkpoint / "encoder.json").is_file()
+
+
+def test_corrupt_tf_index_file_is_reported_with_its_folder(cached_checkpoint):
+    (cached_checkpoint / "model.ckpt.index").write_bytes(b"not an sstable")
+
+    with pytest.raises(GPT2Error, match=f"{cached_checkpoint}.*corrupt"):
+        load_tf_checkpoint(cached_checkpoint)
+
+
+def test_tf_checkpoint_wider_than_hparams_names_variable_and_shapes(cached_checkpoint, tiny_config):
+    hparams = {**tiny_config.to_hparams(), "n_ctx": 64}
+    (cached_checkpoint / "hparams.json").write_text(json.dumps(hparams))
+
+    with pytest.raises(GPT2Error, match=r"'model/wpe' has shape \(128, 32\).*\(64, 32\)"):
+        load_tf_checkpoint(cached_checkpoint)
+
+
+def test_tf_checkpoint_missing_layer_names_variable(cached_checkpoint, tiny_config):
+    hparams = {**tiny_config.to_hparams(), "n_layer": 3}
+    (cached_checkpoint / "hparams.json").write_text(json.dumps(hparams))
+
+    with pytest.raises(GPT2Error, match="model/h2/ln_1/g"):
+        load_tf_checkpoint(cached_checkpoint)
+
+
+# --- canonical file ---
+
+
+def test_canonical_round_trip_is_bitwise(tiny_config, tmp_path):
+    tree = random_tree(tiny_config)
+
+    path = save_canonical(tree, tiny_config, tmp_path / "w.safetensors")
+    loaded, config = load_canonical(path)
+
+    assert config == tiny_config
+    assert_trees_equal(loaded, tree)
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_canonical_keeps_non_default_layer_norm_epsilon(tmp_path):
+    config = GPT2Config(n_embd=8, n_head=2, n_layer=1, n_vocab=16, n_ctx=4, ln_eps=1e-6)
+
+    save_canonical(random_tree(config), config, tmp_path / "w.safetensors")
+
+    assert load_canonical(tmp_path / "w.safetensors")[1] == config
+
+
+def test_truncated_canonical_file_is_named_in_error(tiny_config, tmp_path):
+    path = save_canonical(random_tree(tiny_config), tiny_config, tmp_path / "w.safetensors")
+    path.write_bytes(path.read_bytes()[:-1000])
+
+    with pytest.raises(GPT2Error, match=str(path)):
+        load_canonical(path)
+
+
+def test_foreign_safetensors_is_not_mistaken_for_canonical(tmp_path):
+    path = tmp_path / "other.safetensors"
+    safetensors.numpy.save_file({"x": np.zeros(3, np.float32)}, str(path))
+
+    with pytest.raises(GPT2Error, match="not a gpt2-jax canonical"):
+        load_canonical(path)
+
+
+def test_damaged_canonical_cache_is_rebuilt(cached_checkpoint, models_dir, tiny_config):
+    (cached_checkpoint / CANONICAL_NAME).write_bytes(b"garbage")
+    offline = f"http://127.0.0.1:{unused_port()}/gpt-2"
+
+    with pytest.warns(UserWarning, match="Rebuilding"):
+        _, config, _ = load_pretrained("124M", models_dir, offline, progress=False)
+
+    assert config == tiny_config
+    assert load_canonical(cached_checkpoint / CANONICAL_NAME)[1] == tiny_config
+
+
+# --- Hugging Face safetensors ---
+
+
+def test_hf_round_trip_is_bitwise(tiny_config, tmp_path):
+    tree = random_tree(tiny_config)
+
+    save_hf(tree, tiny_config, tmp_path / "hf")
+    loaded, config = load_hf(tmp_path / "hf")
+
+    assert config == tiny_config
+    assert_trees_equal(loaded, tree)
+
+
+def test_hf_files_have_hf_names_and_a_transformers_config(tiny_config, tmp_path):
+    save_hf(random_tree(tiny_config), tiny_config, tmp_path / "hf")
+
+    tensors = safetensors.numpy.load_file(str(tmp_path / "hf" / "model.safetensors"))
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert tensors["h.1.attn.c_attn.weight"].shape == (32, 96)
+    assert "wte.weight" in tensors and not any(k.startswith("transformer.") for k in tensors)
+    assert hf_config["model_type"] == "gpt2"
+    assert hf_config["architectures"] == ["GPT2LMHeadModel"]
+    assert (hf_config["n_embd"], hf_config["n_head"], hf_config["n_layer"]) == (32, 4, 2)
+    assert (hf_config["vocab_size"], hf_config["n_positions"]) == (50257, 128)
+    assert hf_config["tie_word_embeddings"] is True
+
+
+def test_hf_file_written_by_hand_gives_openai_layout_untransposed(
+    openai_arrays, tiny_config, tmp_path
+):
+    path = tmp_path / "model.safetensors"
+    tensors = hf_tensors_by_hand(openai_arrays, tiny_config.n_layer)
+    safetensors.numpy.save_file(tensors, str(path), {"format": "pt"})
+    write_hf_config_by_hand(tmp_path, tiny_config)
+
+    tree, config = load_hf(path)
+
+    assert config == tiny_config
+    assert_trees_equal(tree, expected_canonical(openai_arrays, tiny_config.n_layer))
+    c_attn = tree["blocks"]["attn"]["c_attn"]["w"]
+    assert c_attn.shape == (2, 32, 96)
+    np.testing.assert_array_equal(c_attn[1], tensors["h.1.attn.c_attn.weight"])
+
+
+def test_hf_without_config_json_infers_shapes_and_openai_head_count(tmp_path):
+    config = GPT2Config(n_embd=768, n_head=12, n_layer=1, n_vocab=16, n_ctx=8)
+    save_hf(random_tree(config), config, tmp_path)
+    (tmp_path / "config.json").unlink()
+
+    assert load_hf(tmp_path / "model.safetensors")[1] == config
+
+
+def test_hf_prefixed_names_and_mask_buffers_load(openai_arrays, tiny_config, tmp_path):
+    tensors = hf_tensors_by_hand(openai_arrays, tiny_config.n_layer, prefix="transformer.")
+    for i in range(tiny_config.n_layer):
+        tensors[f"transformer.h.{i}.attn.bias"] = np.tril(np.ones((1, 1, 128, 128), np.float32))
+        tensors[f"transformer.h.{i}.attn.masked_bias"] = np.array(-1e4, np.float32)
+    tensors["lm_head.weight"] = openai_arrays["model/wte"]
+    write_hf_config_by_hand(tmp_path, tiny_config)
+    safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"), {"format": "pt"})
+
+    tree, _ = load_hf(tmp_path)
+
+    assert_trees_equal(tree, expected_canonical(openai_arrays, tiny_config.n_layer))
+
+
+def test_hf_untied_lm_head_is_refused(openai_arrays, tiny_config, tmp_path):
+    tensors = hf_tensors_by_hand(openai_arrays, tiny_config.n_layer)
+    tensors["lm_head.weight"] = openai_arrays["model/wte"] + 1
+    write_hf_config_by_hand(tmp_path, tiny_config)
+    safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
+
+    with pytest.raises(GPT2Error, match="untied"):
+        load_hf(tmp_path)
+
+
+def test_hf_shape_mismatch_names_the_tensor(openai_arrays, tiny_config, tmp_path):
+    tensors = hf_tensors_by_hand(openai_arrays, tiny_config.n_layer)
+    tensors["h.1.mlp.c_fc.weight"] = tensors["h.1.mlp.c_fc.weight"].T.copy()
+    write_hf_config_by_hand(tmp_path, tiny_config)
+    safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
+
+    with pytest.raises(GPT2Error, match=r"'h\.1\.mlp\.c_fc\.weight' .* shape \(128, 32\)"):
+        load_hf(tmp_path)
+
+
+def test_hf_unknown_tensor_is_named(openai_arrays, tiny_config, tmp_path):
+    tensors = hf_tensors_by_hand(openai_arrays, tiny_config.n_layer)
+    tensors["h.0.attn.q_proj.weight"] = np.zeros((32, 32), np.float32)
+    write_hf_config_by_hand(tmp_path, tiny_config)
+    safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
+
+    with pytest.raises(GPT2Error, match=r"unknown tensor 'h\.0\.attn\.q_proj\.weight'"):
+        load_hf(tmp_path)
+
+
+def test_hf_missing_tensor_is_named(openai_arrays, tiny_config, tmp_path):
+    tensors = hf_tensors_by_hand(openai_arrays, tiny_config.n_layer)
+    del tensors["h.1.ln_2.bias"]
+    write_hf_config_by_hand(tmp_path, tiny_config)
+    safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
+
+    with pytest.raises(GPT2Error, match=r"'h\.1\.ln_2\.bias'"):
+        load_hf(tmp_path)
+
+
+def test_hf_without_config_and_unknown_width_asks_for_config_json(tmp_path):
+    config = GPT2Config(n_embd=24, n_head=4, n_layer=1, n_vocab=16, n_ctx=8)
+    save_hf(random_tree(config), config, tmp_path)
+    (tmp_path / "config.json").unlink()
+
+    with pytest.raises(GPT2Error, match=r"config\.json"):
+        load_hf(tmp_path)
+
+
+# --- convert (the `gpt2 convert` command) ---
+
+
+def test_detect_format_tells_the_three_formats_apart(openai_checkpoint_dir, tiny_config, tmp_path):
+    save_hf(random_tree(tiny_config), tiny_config, tmp_path / "hf")
+    save_canonical(random_tree(tiny_config), tiny_config, tmp_path / "c.safetensors")
+
+    assert detect_format(openai_checkpoint_dir) == "openai"
+    assert detect_format(tmp_path / "hf") == "hf"
+    assert detect_format(tmp_path / "hf" / "model.safetensors") == "hf"
+    assert detect_format(tmp_path / "c.safetensors") == "canonical"
+    with pytest.raises(GPT2Error, match="not a GPT-2 checkpoint"):
+        detect_format(tmp_path)
+
+
+def test_convert_openai_to_hf_to_canonical_keeps_every_value(
+    openai_checkpoint_dir, openai_arrays, tiny_config, tmp_path
+):
+    hf_dir = convert(openai_checkpoint_dir, tmp_path / "hf", to="hf")
+    canonical = convert(hf_dir, tmp_path / "w.safetensors", to="canonical")
+
+    tree, config = load_canonical(canonical)
+    assert config == tiny_config
+    assert_trees_equal(tree, expected_canonical(openai_arrays, tiny_config.n_layer))
+
+
+def test_convert_rejects_unknown_target(openai_checkpoint_dir, tmp_path):
+    with pytest.raises(GPT2Error, match="'hf' or 'canonical'"):
+        convert(openai_checkpoint_dir, tmp_path / "x", to="onnx")
