@@ -1,0 +1,36 @@
+"""The next-token (language modelling) loss, written once against the backend contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from shared.backend import Backend
+from shared.config import GPT2Config
+
+
+def next_token_loss(
+    logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+    """Mean cross-entropy of `targets` [batch, seq] under `logits` [batch, seq, vocab] (fp32).
+
+    `mask` [batch, seq] excludes positions (e.g. padding) from the mean.
+    """
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    if mask is None:
+        return jnp.mean(nll)
+    mask = mask.astype(jnp.float32)
+    return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def language_model_loss(
+    backend: Backend, params: Any, tokens: jax.Array, *, config: GPT2Config
+) -> jax.Array:
+    """Loss of predicting tokens[:, 1:] from tokens[:, :-1] with the training forward pass."""
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+    logits, _ = backend.apply(params, inputs, positions, None, config=config)
+    return next_token_loss(logits, targets)
