@@ -34,15 +34,7 @@ CHECKPOINT_FILES = (
     "model.ckpt.index",
     "model.ckpt.meta",
 )
-FILES = (
-    "checkpoint",
-    "encoder.json",
-    "hparams.json",
-    "model.ckpt.data-00000-of-00001",
-    "model.ckpt.index",
-    "model.ckpt.meta",
-    "vocab.bpe",
-)
+FILES = tuple(sorted(CHECKPOINT_FILES + TOKENIZER_FILES))
 """The seven files OpenAI serves under `{base}/models/{size}/` for every size."""
 
 _CHUNK = 1 << 20
