@@ -1,4 +1,4 @@
-"""Test automation: one session per backend, the conformance suite, benchmarks and lint.
+"""Test automation: one session per backend, the conformance suite, the HF oracle, benchmarks, lint.
 
 `nox -l` lists them. Each session gets its own virtualenv with only what it needs.
 """
@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "tests-functional", "conformance"]
+nox.options.sessions = ["lint", "tests-functional", "tests-haiku", "tests-keras", "conformance"]
 nox.options.reuse_existing_virtualenvs = True
+
+BACKEND_TESTS = {"haiku": "tests/haiku", "keras": "tests/keras"}
+# The CPU build of PyTorch this project's machines carry; a plain `torch` pulls CUDA wheels.
+TORCH = "torch==2.13.0"
 
 
 @nox.session
@@ -23,14 +27,39 @@ def lint(session: nox.Session) -> None:
 def tests_functional(session: nox.Session) -> None:
     """The shared core and the functional backend (TensorFlow only to write/read OpenAI fixtures)."""
     session.install("-e", ".[tf]", "pytest>=8")
-    session.run("pytest", "tests", *session.posargs)
+    ignores = [f"--ignore={path}" for path in BACKEND_TESTS.values()]
+    session.run("pytest", "tests", *ignores, *session.posargs)
+
+
+@nox.session(name="tests-haiku")
+def tests_haiku(session: nox.Session) -> None:
+    """The haiku backend's own tests, with only dm-haiku added to the core."""
+    session.install("-e", ".[haiku]", "pytest>=8")
+    session.run("pytest", BACKEND_TESTS["haiku"], *session.posargs)
+
+
+@nox.session(name="tests-keras")
+def tests_keras(session: nox.Session) -> None:
+    """The Keras backend's own tests, with only Keras 3 added to the core."""
+    session.install("-e", ".[keras]", "pytest>=8")
+    session.run("pytest", BACKEND_TESTS["keras"], *session.posargs)
 
 
 @nox.session
 def conformance(session: nox.Session) -> None:
-    """The conformance suite over every registered backend."""
+    """The conformance suite over every backend; writes reports/conformance.{md,json}."""
     session.install("-e", ".[all]", "pytest>=8")
-    session.run("pytest", "conformance", *session.posargs)
+    session.run("pytest", "conformance", "--conformance-report", "reports", *session.posargs)
+
+
+@nox.session
+def oracle(session: nox.Session) -> None:
+    """Every backend against HF transformers on PyTorch (CPU); adds its rows to the report."""
+    session.install("-e", ".[all]", "pytest>=8", TORCH, "transformers>=4.45")
+    session.run(
+        "pytest", "conformance/oracle", "--oracle", "--conformance-report", "reports",
+        *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session

@@ -1,14 +1,49 @@
-"""Fixtures of the conformance suite: every registered backend, on a tiny config and at 124M shapes."""
+"""Fixtures of the conformance suite: every registered backend against the functional reference,
+on a tiny config and at the real 124M shapes, each measured difference recorded for the report."""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import pytest
 
+from conformance.report import Report
 from shared.backend import backend_names, get_backend
 from shared.config import MODEL_SIZES, GPT2Config
+from shared.params import init_params
 
 TINY = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128)
+CONFIGS = {"tiny": TINY, "124M": MODEL_SIZES["124M"]}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--conformance-report", default=None, metavar="DIR",
+        help="write conformance.md and conformance.json (measured differences) into DIR",
+    )  # fmt: skip
+    parser.addoption(
+        "--oracle", action="store_true", help="also run conformance/oracle (needs transformers)"
+    )
+
+
+def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool:
+    """The oracle needs PyTorch and transformers; only `nox -s oracle` (--oracle) collects it."""
+    return collection_path.name == "oracle" and not config.getoption("--oracle")
+
+
+_REPORT = Report()
+
+
+@pytest.fixture(scope="session")
+def report() -> Report:
+    return _REPORT
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    folder = session.config.getoption("--conformance-report")
+    if folder and _REPORT.rows:
+        _REPORT.write(folder)
 
 
 @pytest.fixture(params=backend_names())
@@ -21,11 +56,27 @@ def reference():
     return get_backend("functional")
 
 
-@pytest.fixture(params=["tiny", "124M"])
-def config(request):
-    return TINY if request.param == "tiny" else MODEL_SIZES["124M"]
+@pytest.fixture(params=list(CONFIGS))
+def config_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def config(config_name) -> GPT2Config:
+    return CONFIGS[config_name]
+
+
+@functools.cache
+def canonical_tree(config: GPT2Config, seed: int = 0) -> dict:
+    """The shared starting point: a GPT-2-initialised canonical tree (cached per config)."""
+    return jax.jit(lambda key: init_params(config, key))(jax.random.PRNGKey(seed))
+
+
+@pytest.fixture
+def canonical(config) -> dict:
+    return canonical_tree(config)
 
 
 @pytest.fixture
 def tiny_params(backend):
-    return backend.init(TINY, jax.random.PRNGKey(0))
+    return backend.from_canonical(canonical_tree(TINY), TINY)

@@ -1,53 +1,89 @@
-"""Every backend's cached decode equals its own full forward pass, and batching changes nothing."""
+"""Decoding: the KV cache equals the full forward pass, batching changes nothing, and every backend
+generates the very same token ids as the reference for the same seed."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from conformance.conftest import TINY
+from conformance.conftest import TINY, canonical_tree
+from conformance.report import max_abs_diff
+from conformance.test_logits import LOGITS_TOLERANCE, forward
 from shared.generation import Generator, row_keys
 from shared.sampling import SamplingParams
 
+PROMPTS = [[5, 6, 7], [11, 12, 13, 14, 15, 16, 17, 18, 19], [42]]
+SAMPLERS = {
+    "greedy": SamplingParams(0.0),
+    "temperature": SamplingParams(1.3),
+    "top-k": SamplingParams(1.0, top_k=20),
+    "top-p": SamplingParams(0.8, top_p=0.9),
+    "top-k+top-p": SamplingParams(1.1, top_k=50, top_p=0.95),
+}
 
-def _tokens(config, batch, length, seed=1):
-    return jax.random.randint(jax.random.PRNGKey(seed), (batch, length), 0, config.n_vocab)
 
-
-def test_kv_cache_decode_equals_full_forward_at_every_step(backend, config):
-    params = backend.init(config, jax.random.PRNGKey(0))
-    tokens = _tokens(config, 2, 12)
+def test_kv_cache_decode_equals_full_forward_at_every_step(
+    backend, reference, config, config_name, canonical, report
+):
+    backend_params = backend.from_canonical(canonical, config)
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, config.n_vocab)
     positions = jnp.broadcast_to(jnp.arange(12), tokens.shape)
     apply = jax.jit(backend.apply, static_argnames="config")
-    full, _ = apply(params, tokens, positions, None, config=config)
     cache = backend.init_cache(config, 2, 16, jnp.float32)
-    logits, cache = apply(params, tokens[:, :4], positions[:, :4], cache, config=config)
+    logits, cache = apply(backend_params, tokens[:, :6], positions[:, :6], cache, config=config)
     steps = [logits]
-    for t in range(4, 12):
+    for t in range(6, 12):
         logits, cache = apply(
-            params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, config=config
+            backend_params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, config=config
         )
         steps.append(logits)
-    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
+    cached = jnp.concatenate(steps, axis=1)
     assert int(cache.index) == 12
+    own = max_abs_diff(cached, forward(backend, canonical, config, tokens))
+    report.check(
+        "KV-cache decode vs own full forward", backend.name, config_name, own, LOGITS_TOLERANCE
+    )
+    ref = max_abs_diff(cached, forward(reference, canonical, config, tokens))
+    report.check(
+        "KV-cache decode vs functional full forward",
+        backend.name,
+        config_name,
+        ref,
+        LOGITS_TOLERANCE,
+    )
 
 
-PROMPTS = [[5, 6, 7], [11, 12, 13, 14, 15, 16, 17, 18, 19], [42]]
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_generation_gives_the_reference_token_ids(backend, reference, tiny_params, sampler, report):
+    """A left-padded batch of different-length prompts, a stop token, one seed: identical ids."""
+    tree = canonical_tree(TINY)
+    expected = Generator(reference, reference.from_canonical(tree, TINY), TINY).generate(
+        PROMPTS, 16, SAMPLERS[sampler], seed=11
+    )
+    stop = expected[1].tokens[5]
+    expected = Generator(reference, reference.from_canonical(tree, TINY), TINY).generate(
+        PROMPTS, 16, SAMPLERS[sampler], seed=11, stop_tokens={stop}
+    )
+    got = Generator(backend, tiny_params, TINY).generate(
+        PROMPTS, 16, SAMPLERS[sampler], seed=11, stop_tokens={stop}
+    )
+    assert expected[1].finish_reason == "stop"
+    differing = sum(
+        (a != b)
+        for e, g in zip(expected, got, strict=True)
+        for a, b in zip(e.tokens, g.tokens, strict=False)
+    ) + sum(abs(len(e.tokens) - len(g.tokens)) for e, g in zip(expected, got, strict=True))
+    report.check(f"generated ids vs functional ({sampler})", backend.name, "tiny", differing, 0)
 
 
-@pytest.mark.parametrize(
-    "sampling",
-    [SamplingParams(0.0), SamplingParams(1.0, top_k=20), SamplingParams(0.8, top_p=0.9)],
-    ids=["greedy", "top_k", "top_p"],
-)
-def test_left_padded_batch_rows_equal_prompts_generated_alone(backend, tiny_params, sampling):
+@pytest.mark.parametrize("sampler", ["greedy", "top-k", "top-p"])
+def test_left_padded_batch_rows_equal_prompts_generated_alone(backend, tiny_params, sampler):
     generator = Generator(backend, tiny_params, TINY)
     keys = row_keys(7, len(PROMPTS))
-    batched = generator.generate(PROMPTS, 12, sampling, keys=keys)
+    batched = generator.generate(PROMPTS, 12, SAMPLERS[sampler], keys=keys)
     for row, prompt in enumerate(PROMPTS):
-        alone = generator.generate([prompt], 12, sampling, keys=keys[row : row + 1])
+        alone = generator.generate([prompt], 12, SAMPLERS[sampler], keys=keys[row : row + 1])
         assert alone[0].tokens == batched[row].tokens
 
 

@@ -7,10 +7,17 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from shared.cli import bench, doctor, generate, weights_commands
+from shared.cli import bench, conformance, doctor, generate, weights_commands
 from shared.errors import GPT2Error
 
-COMMANDS = (generate, weights_commands.download, weights_commands.convert, doctor, bench)
+COMMANDS = (
+    generate,
+    weights_commands.download,
+    weights_commands.convert,
+    doctor,
+    bench,
+    conformance,
+)
 
 
 def version_string() -> str:

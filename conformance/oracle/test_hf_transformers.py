@@ -1,0 +1,102 @@
+"""The oracle: an implementation nobody here wrote. HF transformers (PyTorch, CPU) builds a GPT-2,
+we load its `model.safetensors` through `shared.weights.hf` into every backend and compare logits and
+greedy tokens; and weights exported by `gpt2 convert --to hf` load back into transformers.
+
+Run by `nox -s oracle` (which installs PyTorch and transformers) with `--oracle`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from conformance.conftest import CONFIGS, canonical_tree
+from conformance.report import max_abs_diff
+from conformance.test_logits import LOGITS_TOLERANCE, forward
+from shared.cli import main as gpt2_cli
+from shared.generation import Generator
+from shared.weights import load_hf, save_canonical
+
+GREEDY_TOKENS = 30
+
+
+def _hf_model(config, seed=0) -> transformers.GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    hf_config = transformers.GPT2Config(
+        vocab_size=config.n_vocab, n_positions=config.n_ctx, n_embd=config.n_embd,
+        n_layer=config.n_layer, n_head=config.n_head, layer_norm_epsilon=config.ln_eps,
+        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    return transformers.GPT2LMHeadModel(hf_config).eval()
+
+
+def _hf_logits(model, tokens: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(tokens)).logits.numpy()
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def hf_checkpoint(request, tmp_path_factory):
+    """(config name, HF model, our canonical tree loaded from its saved model.safetensors)."""
+    model = _hf_model(CONFIGS[request.param])
+    folder = tmp_path_factory.mktemp(f"hf-{request.param}")
+    model.save_pretrained(folder)
+    tree, config = load_hf(folder)
+    assert config == CONFIGS[request.param]
+    return request.param, model, tree
+
+
+def test_logits_match_hf_transformers(backend, hf_checkpoint, report):
+    name, model, tree = hf_checkpoint
+    tokens = np.random.default_rng(0).integers(0, CONFIGS[name].n_vocab, (2, 24))
+    ours = forward(backend, tree, CONFIGS[name], jnp.asarray(tokens))
+    diff = max_abs_diff(ours, _hf_logits(model, tokens))
+    report.check("oracle: logits vs HF transformers", backend.name, name, diff, LOGITS_TOLERANCE)
+
+
+def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, report):
+    name, model, tree = hf_checkpoint
+    config = CONFIGS[name]
+    prompt = np.random.default_rng(1).integers(0, config.n_vocab, (1, 10))
+    with torch.no_grad():
+        hf_out = model.generate(
+            torch.from_numpy(prompt), attention_mask=torch.ones_like(torch.from_numpy(prompt)),
+            max_new_tokens=GREEDY_TOKENS, min_new_tokens=GREEDY_TOKENS, do_sample=False,
+            pad_token_id=0,
+        )[0, prompt.shape[1] :].tolist()  # fmt: skip
+    [ours] = Generator(backend, backend.from_canonical(tree, config), config).generate(
+        prompt.tolist(), GREEDY_TOKENS
+    )
+    assert len(hf_out) == GREEDY_TOKENS
+    differing = sum(a != b for a, b in zip(ours.tokens, hf_out, strict=True))
+    report.check(
+        f"oracle: {GREEDY_TOKENS} greedy ids vs HF generate", backend.name, name, differing, 0
+    )
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_gpt2_convert_to_hf_loads_in_transformers(name, tmp_path, reference, report):
+    config, tree = CONFIGS[name], canonical_tree(CONFIGS[name])
+    save_canonical(jax.tree.map(np.asarray, tree), config, tmp_path / "ours.safetensors")
+    assert (
+        gpt2_cli(
+            ["convert", str(tmp_path / "ours.safetensors"), str(tmp_path / "hf"), "--to", "hf"]
+        )
+        == 0
+    )
+    model = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    tokens = np.random.default_rng(2).integers(0, config.n_vocab, (2, 24))
+    diff = max_abs_diff(
+        _hf_logits(model, tokens), forward(reference, tree, config, jnp.asarray(tokens))
+    )
+    report.check(
+        "oracle: `gpt2 convert --to hf` loads in transformers (logits)",
+        "functional",
+        name,
+        diff,
+        LOGITS_TOLERANCE,
+    )

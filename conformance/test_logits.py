@@ -1,0 +1,51 @@
+"""Logits: every backend equals the functional reference, also on a real-format OpenAI checkpoint."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from conformance.conftest import TINY
+from conformance.report import max_abs_diff
+from shared.weights import load_tf_checkpoint
+from tests.support.openai_checkpoint import write_openai_checkpoint
+
+LOGITS_TOLERANCE = 1e-4
+
+
+def forward(backend, tree, config, tokens):
+    """Full (cache-less) forward of `tokens` [batch, seq] with canonical weights `tree`."""
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    apply = jax.jit(backend.apply, static_argnames="config")
+    logits, _ = apply(backend.from_canonical(tree, config), tokens, positions, None, config=config)
+    return logits
+
+
+def test_logits_match_the_reference(backend, reference, config, config_name, canonical, report):
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 24), 0, config.n_vocab)
+    diff = max_abs_diff(
+        forward(backend, canonical, config, tokens), forward(reference, canonical, config, tokens)
+    )
+    report.check("logits vs functional", backend.name, config_name, diff, LOGITS_TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def openai_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("openai") / "124M"
+    write_openai_checkpoint(folder, TINY, seed=3)
+    return load_tf_checkpoint(folder)
+
+
+def test_openai_checkpoint_gives_the_same_logits_in_every_backend(
+    backend, reference, openai_checkpoint, report
+):
+    tree, config = openai_checkpoint
+    assert config == TINY
+    tokens = jax.random.randint(jax.random.PRNGKey(2), (3, 20), 0, config.n_vocab)
+    diff = max_abs_diff(
+        forward(backend, tree, config, tokens), forward(reference, tree, config, tokens)
+    )
+    report.check(
+        "OpenAI TF checkpoint logits vs functional", backend.name, "tiny", diff, LOGITS_TOLERANCE
+    )
