@@ -7,11 +7,12 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from shared.cli import bench, conformance, doctor, generate, weights_commands
+from shared.cli import bench, conformance, doctor, generate, prepare, weights_commands
 from shared.errors import GPT2Error
 
 COMMANDS = (
     generate,
+    prepare,
     weights_commands.download,
     weights_commands.convert,
     doctor,

@@ -1,0 +1,210 @@
+"""Token files for training: `gpt2 prepare` writes them, the batch sampler reads them.
+
+Layout (nanoGPT's): `train.bin` and `val.bin` hold uint16 token ids back to back; `meta.json` says
+which tokenizer made them, the vocabulary size and the counts (and, for characters, the alphabet).
+Text is streamed in chunks, so a corpus larger than memory never loads at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import GPT2Error
+from shared.tokenizer import Tokenizer
+
+TOKENIZERS = ("gpt2", "char")
+CHUNK_CHARS = 1 << 20
+META_NAME = "meta.json"
+UINT16_LIMIT = 1 << 16
+
+
+def text_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The files to read, in a stable order: given files as given, folders' files sorted."""
+    files: list[Path] = []
+    for entry in map(Path, inputs):
+        if entry.is_dir():
+            found = sorted(
+                p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+            if not found:
+                raise GPT2Error(f"Folder {entry} holds no files to prepare.")
+            files.extend(found)
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            raise GPT2Error(f"{entry} does not exist; give text files or folders of them.")
+    return files
+
+
+def _read_chunks(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        while chunk := handle.read(CHUNK_CHARS):
+            yield chunk
+
+
+def _safe_pieces(chunks: Iterable[str]) -> Iterator[str]:
+    """Re-cut a stream of text where GPT-2's pre-tokenizer splits anyway (after a newline that
+    follows and precedes non-space), so encoding the pieces equals encoding the whole."""
+    carry = ""
+    for chunk in chunks:
+        text = carry + chunk
+        cut = len(text) - 1
+        while cut > 1 and not (
+            text[cut - 1] == "\n" and not text[cut - 2].isspace() and not text[cut].isspace()
+        ):
+            cut -= 1
+        if cut <= 1:
+            carry = text
+            continue
+        yield text[:cut]
+        carry = text[cut:]
+    if carry:
+        yield carry
+
+
+@dataclasses.dataclass
+class Corpus:
+    """What one pass over the inputs learned: documents' sizes in characters and the alphabet."""
+
+    files: list[Path]
+    chars_per_file: list[int]
+    alphabet: list[str]
+
+    @classmethod
+    def scan(cls, files: list[Path]) -> Corpus:
+        sizes, alphabet = [], set()
+        for path in files:
+            size = 0
+            try:
+                for chunk in _read_chunks(path):
+                    size += len(chunk)
+                    alphabet.update(chunk)
+            except UnicodeDecodeError as error:
+                raise GPT2Error(
+                    f"{path} is not UTF-8 text ({error.reason} at byte {error.start})."
+                ) from None
+            sizes.append(size)
+        if not sum(sizes):
+            raise GPT2Error("The input text is empty; give at least one non-empty file.")
+        return cls(files, sizes, sorted(alphabet))
+
+    def split(self, val_fraction: float) -> tuple[Iterator[str], Iterator[str]]:
+        """(train, val) document streams: the first `1 - val_fraction` of all characters, the rest.
+
+        Each stream yields documents as iterators of chunks; a document cut by the split point
+        continues in the other stream.
+        """
+        boundary = int(sum(self.chars_per_file) * (1 - val_fraction))
+        return self._documents(0, boundary), self._documents(boundary, None)
+
+    def _documents(self, start: int, stop: int | None) -> Iterator[Iterator[str]]:
+        offset = 0
+        for path, size in zip(self.files, self.chars_per_file, strict=True):
+            lo, hi = max(start - offset, 0), size if stop is None else min(stop - offset, size)
+            if lo < hi:
+                yield _slice_chunks(_read_chunks(path), lo, hi)
+            offset += size
+
+
+def _slice_chunks(chunks: Iterable[str], lo: int, hi: int) -> Iterator[str]:
+    position = 0
+    for chunk in chunks:
+        begin, end = max(lo - position, 0), min(hi - position, len(chunk))
+        if begin < end:
+            yield chunk[begin:end]
+        position += len(chunk)
+        if position >= hi:
+            return
+
+
+class CharTokenizer:
+    """One token per character of the corpus' alphabet (the classic char-level recipe)."""
+
+    def __init__(self, alphabet: Sequence[str]) -> None:
+        self.alphabet = list(alphabet)
+        self._ids = {c: i for i, c in enumerate(self.alphabet)}
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.alphabet)
+
+    def encode(self, text: str) -> list[int]:
+        return [self._ids[c] for c in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.alphabet[int(i)] for i in ids)
+
+
+def _write_tokens(
+    path: Path,
+    documents: Iterator[Iterator[str]],
+    encode: Callable[[str], list[int]],
+    separator: list[int],
+) -> int:
+    """Encode documents into uint16 ids at `path` (atomically); returns the token count."""
+    count, partial = 0, path.with_name(path.name + ".part")
+    with partial.open("wb") as out:
+        for index, document in enumerate(documents):
+            ids = [] if index == 0 else list(separator)
+            for piece in _safe_pieces(document):
+                ids.extend(encode(piece))
+                np.asarray(ids, np.uint16).tofile(out)
+                count, ids = count + len(ids), []
+            np.asarray(ids, np.uint16).tofile(out)
+            count += len(ids)
+    os.replace(partial, path)
+    return count
+
+
+def prepare(
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    tokenizer: str = "gpt2",
+    val_fraction: float = 0.1,
+    bpe_dir: str | os.PathLike[str] | None = None,
+) -> dict:
+    """Tokenize text files or folders into `out_dir/{train,val}.bin` + `meta.json`; returns meta.
+
+    Documents (files) are joined with `<|endoftext|>` under the GPT-2 tokenizer. `bpe_dir` holds
+    `encoder.json` and `vocab.bpe` (default: the downloaded 124M files).
+    """
+    if tokenizer not in TOKENIZERS:
+        raise GPT2Error(f"Unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}.")
+    if not 0 < val_fraction < 1:
+        raise GPT2Error(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}.")
+    corpus = Corpus.scan(text_files(inputs))
+    meta: dict = {"tokenizer": tokenizer, "sources": [str(p) for p in corpus.files]}
+    if tokenizer == "char":
+        encoder = CharTokenizer(corpus.alphabet)
+        separator: list[int] = []
+        meta["alphabet"] = corpus.alphabet
+    else:
+        encoder = _gpt2_tokenizer(bpe_dir)
+        separator = [encoder.eot_id]
+    if encoder.n_vocab > UINT16_LIMIT:
+        raise GPT2Error(
+            f"The vocabulary has {encoder.n_vocab:,} tokens, more than the {UINT16_LIMIT:,} that "
+            "uint16 token files can hold."
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, val = corpus.split(val_fraction)
+    meta["vocab_size"] = encoder.n_vocab
+    meta["train_tokens"] = _write_tokens(out / "train.bin", train, encoder.encode, separator)
+    meta["val_tokens"] = _write_tokens(out / "val.bin", val, encoder.encode, separator)
+    (out / META_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    return meta
+
+
+def _gpt2_tokenizer(bpe_dir: str | os.PathLike[str] | None) -> Tokenizer:
+    if bpe_dir is None:
+        from shared.weights import openai
+
+        bpe_dir = openai.download("124M", files=openai.TOKENIZER_FILES)
+    return Tokenizer(bpe_dir)
