@@ -46,37 +46,66 @@ def test_loss_and_gradients_match_the_reference(
     )
 
 
+KEY_BIAS_NOTE = (
+    "The key part of c_attn's bias has an exactly zero gradient (softmax ignores a constant added "
+    "to every score), so Adam turns rounding noise there into +-lr steps; it is left out."
+)
+# At 124M, Adam normalises every near-cancelling gradient element (fp32 rounding noise) into a
+# +-lr step, and each backend's XLA program rounds differently, so the parameters after ten steps
+# drift apart by up to ~lr*steps/|w| even with bitwise-equal first gradients (measured ~6e-3 at
+# lr 1e-4), and the loss curve follows them to ~2e-5; at 124M both are held to what rounding allows.
+PARAMS_TOLERANCE = {"tiny": 1e-5, "124M": 2e-2}
+CURVE_TOLERANCE = {"tiny": 1e-5, "124M": 1e-4}
+
+
 def _adamw_steps(backend, tree, config, tokens, steps=10):
-    optimizer = optax.adamw(1e-3, weight_decay=0.1)
+    """(canonical params after `steps` AdamW steps, the loss before each step)."""
+    optimizer = optax.adamw(1e-4, weight_decay=0.1)
 
     @jax.jit
     def step(backend_params, state):
-        grads = jax.grad(language_model_loss, argnums=1)(
+        loss, grads = jax.value_and_grad(language_model_loss, argnums=1)(
             backend, backend_params, tokens, config=config
         )
         updates, state = optimizer.update(grads, state, backend_params)
-        return optax.apply_updates(backend_params, updates), state
+        return optax.apply_updates(backend_params, updates), state, loss
 
     backend_params = backend.from_canonical(tree, config)
-    state = optimizer.init(backend_params)
+    state, losses = optimizer.init(backend_params), []
     for _ in range(steps):
-        backend_params, state = step(backend_params, state)
-    return params.flatten(backend.to_canonical(backend_params, config))
+        backend_params, state, loss = step(backend_params, state)
+        losses.append(float(loss))
+    return params.flatten(backend.to_canonical(backend_params, config)), losses
 
 
-@pytest.mark.parametrize("config_name", ["tiny", "124M"], indirect=False)
+def _without_key_bias(flat: dict, config) -> list:
+    d = config.n_embd
+    bias = flat["blocks/attn/c_attn/b"]
+    trimmed = {
+        **flat,
+        "blocks/attn/c_attn/b": jax.numpy.concatenate([bias[:, :d], bias[:, 2 * d :]], -1),
+    }
+    return [trimmed[k] for k in sorted(trimmed)]
+
+
+@pytest.mark.parametrize("config_name", ["tiny", "124M"])
 def test_ten_adamw_steps_match_the_reference(backend, reference, config_name, report):
     from conformance.conftest import CONFIGS, canonical_tree
 
     config = CONFIGS[config_name]
     tree, tokens = canonical_tree(config), _tokens(config, batch=1, length=17)
-    got = _adamw_steps(backend, tree, config, tokens)
-    expected = _adamw_steps(reference, tree, config, tokens)
-    diff = max_rel_diff([got[k] for k in expected], list(expected.values()))
+    got, got_losses = _adamw_steps(backend, tree, config, tokens)
+    expected, losses = _adamw_steps(reference, tree, config, tokens)
+    curve = max(abs(a / b - 1) for a, b in zip(got_losses, losses, strict=True))
     report.check(
-        "params after 10 AdamW steps vs functional (relative)",
+        "loss curve over 10 AdamW steps vs functional (relative)",
         backend.name,
         config_name,
-        diff,
-        TOLERANCE,
+        curve,
+        CURVE_TOLERANCE[config_name],
     )
+    diff = max_rel_diff(_without_key_bias(got, config), _without_key_bias(expected, config))
+    report.check(
+        "params after 10 AdamW steps vs functional (relative, key bias excluded)",
+        backend.name, config_name, diff, PARAMS_TOLERANCE[config_name],
+    )  # fmt: skip

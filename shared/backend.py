@@ -53,6 +53,7 @@ class Backend(Protocol):
 
 _REGISTRY: dict[str, str] = {
     "functional": "functional_impl.backend:backend",
+    "haiku": "haiku_impl.backend:backend",
 }
 
 

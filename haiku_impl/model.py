@@ -1,0 +1,159 @@
+"""GPT-2 as dm-haiku modules, written like haiku's own `examples/transformer/model.py`.
+
+Each module takes its configuration in the constructor and creates its submodules there, so parameter
+names follow GPT-2's parts: `gpt2/~/h0/~/attn/~/c_attn` holds `w` [n_embd, 3*n_embd] and `b`.
+The blocks are separate modules called in a Python loop rather than `hk.layer_stack`, because on
+XLA:CPU a scan over stacked weights copies every layer's slice and decoded about 1.9x slower.
+Shapes: x is [batch, seq, n_embd].
+"""
+
+from __future__ import annotations
+
+import math
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from shared import kv_cache
+from shared.config import GPT2Config
+from shared.kv_cache import KVCache
+
+MODEL_NAME = "gpt2"
+"""The top module's name: the first scope of every haiku parameter name."""
+
+INIT_STD = 0.02
+
+
+def _residual_init(config: GPT2Config) -> hk.initializers.Initializer:
+    """GPT-2 scales the projections that feed the residual stream by 1/sqrt(2*n_layer)."""
+    return hk.initializers.RandomNormal(INIT_STD / math.sqrt(2 * config.n_layer))
+
+
+class LayerNorm(hk.Module):
+    """LayerNorm over the last axis with fp32 statistics (so bf16 weights normalise accurately).
+
+    Written out rather than `hk.LayerNorm`, which computes statistics in the input dtype and
+    rounds differently from the other backends.
+    """
+
+    def __init__(self, eps: float, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = hk.get_parameter("scale", [x.shape[-1]], x.dtype, init=jnp.ones)
+        offset = hk.get_parameter("offset", [x.shape[-1]], x.dtype, init=jnp.zeros)
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        variance = jnp.var(x32, axis=-1, keepdims=True)
+        return ((x32 - mean) * jax.lax.rsqrt(variance + self.eps)).astype(x.dtype) * scale + offset
+
+
+class CausalSelfAttention(hk.Module):
+    """Multi-head self-attention with a fused QKV projection, through the layer's KV cache."""
+
+    def __init__(self, config: GPT2Config, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.n_head = config.n_head
+        normal = hk.initializers.RandomNormal(INIT_STD)
+        self.c_attn = hk.Linear(3 * config.n_embd, w_init=normal, name="c_attn")
+        self.c_proj = hk.Linear(config.n_embd, w_init=_residual_init(config), name="c_proj")
+
+    def __call__(
+        self,
+        x: jax.Array,
+        mask: jax.Array,
+        layer_cache: tuple[jax.Array, jax.Array] | None,
+        index: jax.Array | None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+        """x [batch, seq, n_embd] -> (attended [batch, seq, n_embd], updated (k, v) or None)."""
+        batch, seq, n_embd = x.shape
+        qkv = self.c_attn(x).reshape(batch, seq, 3, self.n_head, n_embd // self.n_head)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        heads, layer_cache = kv_cache.self_attention(q, k, v, mask, layer_cache, index)
+        return self.c_proj(heads.reshape(batch, seq, n_embd)), layer_cache
+
+
+class MLP(hk.Module):
+    """Position-wise feed-forward: n_embd -> 4*n_embd -> GELU (tanh approximation) -> n_embd."""
+
+    def __init__(self, config: GPT2Config, name: str | None = None) -> None:
+        super().__init__(name=name)
+        normal = hk.initializers.RandomNormal(INIT_STD)
+        self.c_fc = hk.Linear(4 * config.n_embd, w_init=normal, name="c_fc")
+        self.c_proj = hk.Linear(config.n_embd, w_init=_residual_init(config), name="c_proj")
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.c_proj(jax.nn.gelu(self.c_fc(x), approximate=True))
+
+
+class Block(hk.Module):
+    """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPT2Config, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.ln_1 = LayerNorm(config.ln_eps, name="ln_1")
+        self.attn = CausalSelfAttention(config, name="attn")
+        self.ln_2 = LayerNorm(config.ln_eps, name="ln_2")
+        self.mlp = MLP(config, name="mlp")
+
+    def __call__(
+        self,
+        x: jax.Array,
+        mask: jax.Array,
+        layer_cache: tuple[jax.Array, jax.Array] | None,
+        index: jax.Array | None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+        attended, layer_cache = self.attn(self.ln_1(x), mask, layer_cache, index)
+        x = x + attended
+        return x + self.mlp(self.ln_2(x)), layer_cache
+
+
+class GPT2(hk.Module):
+    """The GPT-2 language model; the output projection is tied to the `wte` embedding matrix."""
+
+    def __init__(self, config: GPT2Config, name: str = MODEL_NAME) -> None:
+        super().__init__(name=name)
+        normal = hk.initializers.RandomNormal(INIT_STD)
+        self.wte = hk.Embed(config.n_vocab, config.n_embd, w_init=normal, name="wte")
+        self.wpe = hk.Embed(config.n_ctx, config.n_embd, w_init=normal, name="wpe")
+        self.blocks = [Block(config, name=f"h{i}") for i in range(config.n_layer)]
+        self.ln_f = LayerNorm(config.ln_eps, name="ln_f")
+
+    def __call__(
+        self, tokens: jax.Array, positions: jax.Array, cache: KVCache | None
+    ) -> tuple[jax.Array, KVCache | None]:
+        """tokens, positions [batch, seq] int32 -> (logits [batch, seq, n_vocab], cache).
+
+        With `cache=None` this is the causal training forward; with a cache, layer i writes its new
+        keys/values into `cache.k[i]`, `cache.v[i]` at `cache.index` and attends to all filled slots.
+        """
+        seq = tokens.shape[1]
+        x = self.wte(tokens) + self.wpe(positions)
+        mask = kv_cache.attention_mask(cache, seq)
+        index = None if cache is None else cache.index
+        layer_caches = (
+            [None] * len(self.blocks) if cache is None else zip(cache.k, cache.v, strict=True)
+        )
+        new_caches = []
+        for block, layer_cache in zip(self.blocks, layer_caches, strict=True):
+            x, layer_cache = block(x, mask, layer_cache, index)
+            new_caches.append(layer_cache)
+        logits = self.ln_f(x) @ self.wte.embeddings.T
+        if cache is not None:
+            k, v = zip(*new_caches, strict=True)
+            cache = kv_cache.advance(cache, k, v, seq)
+        return logits, cache
+
+
+def forward(
+    tokens: jax.Array, positions: jax.Array, cache: KVCache | None, *, config: GPT2Config
+) -> tuple[jax.Array, KVCache | None]:
+    """The function `hk.transform` wraps: build the model for `config` and run it."""
+    return GPT2(config)(tokens, positions, cache)
+
+
+def transformed(config: GPT2Config) -> hk.Transformed:
+    """`forward` for `config` as a pure (init, apply) pair; apply needs no PRNG key."""
+    return hk.without_apply_rng(hk.transform(lambda *args: forward(*args, config=config)))

@@ -1,0 +1,1 @@
+"""Tests of the haiku backend: its parameter names, converter, initialisation and forward pass."""
