@@ -73,7 +73,11 @@ class GPT2:
         truncate: bool = False,
         chunk: int | None = 1,
     ) -> Iterator[list[str]]:
-        """Yield, for every row, the text produced since the last yield (every `chunk` tokens)."""
+        """Yield, for every row, the text produced since the last yield (every `chunk` tokens).
+
+        `truncate` lets prompt + new tokens exceed the context: the model always sees the last
+        tokens that fit (the prompt's end, then a window sliding along the text).
+        """
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
@@ -84,10 +88,10 @@ class GPT2:
         decoders = [self.tokenizer.stream_decoder() for _ in rows]
         cutters = [StopStringCutter(stops) for _ in rows]
         seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
-        for new, done in self.generator.stream(
-            rows, max_new_tokens, sampling, stop_tokens=self._stop_tokens(stops), seed=seed,
-            chunk=chunk,
-        ):  # fmt: skip
+        ids = self._ids_stream(
+            rows, max_new_tokens, sampling, self._stop_tokens(stops), seed, chunk, truncate
+        )
+        for new, done in ids:
             deltas = []
             for ids, finished, decoder, cutter in zip(new, done, decoders, cutters, strict=True):
                 text = cutter.push(decoder.push(ids) + (decoder.flush() if finished else ""))
@@ -96,15 +100,56 @@ class GPT2:
             if all(c.stopped or d for c, d in zip(cutters, done, strict=True)):
                 return
 
+    def _ids_stream(
+        self,
+        rows: list[list[int]],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        stop_tokens: frozenset[int],
+        seed: int,
+        chunk: int | None,
+        slide: bool,
+    ) -> Iterator[tuple[list[list[int]], list[bool]]]:
+        """The generator's stream; with `slide`, text longer than the context keeps going in
+        segments that each see the last half-context of what came before."""
+        n_ctx = self.config.n_ctx
+        history, stopped, remaining, segment = (
+            [list(r) for r in rows],
+            [False] * len(rows),
+            max_new_tokens,
+            0,
+        )
+        while remaining > 0 and not all(stopped):
+            new_tokens = (
+                remaining
+                if not slide
+                else min(remaining, max(n_ctx - max(map(len, history)), n_ctx // 2))
+            )
+            contexts = [h[-(n_ctx - new_tokens) :] for h in history]
+            remaining -= new_tokens
+            for new, done in self.generator.stream(
+                contexts, new_tokens, sampling, stop_tokens=stop_tokens, seed=seed + 7919 * segment,
+                chunk=chunk,
+            ):  # fmt: skip
+                new = [[] if s else ids for s, ids in zip(stopped, new, strict=True)]
+                for row, ids in enumerate(new):
+                    history[row] += ids
+                    stopped[row] |= done[row] and bool(ids) and ids[-1] in stop_tokens
+                yield new, [s or (d and remaining == 0) for s, d in zip(stopped, done, strict=True)]
+            segment += 1
+
     def encode_prompts(
         self, prompts: Sequence[str], max_new_tokens: int, truncate: bool = False
     ) -> list[list[int]]:
-        """Token ids of each prompt; with `truncate`, only the last tokens that fit the context."""
+        """Token ids of each prompt; with `truncate`, only the last tokens that fit the context
+        (the text then slides along the context if it outgrows it)."""
         rows = [self.tokenizer.encode(p) for p in prompts]
         if truncate:
-            keep = max(self.config.n_ctx - max_new_tokens, 1)
+            keep = max(self.config.n_ctx - min(max_new_tokens, self.config.n_ctx // 2), 1)
             rows = [ids[-keep:] for ids in rows]
-        self.generator.check_lengths(rows, max_new_tokens)
+            self.generator.check_lengths(rows, 1)
+        else:
+            self.generator.check_lengths(rows, max_new_tokens)
         return rows
 
     @functools.lru_cache(maxsize=16)  # noqa: B019 - one model lives as long as its cache
@@ -128,6 +173,29 @@ def load_model(
         model_size, models_dir=models_dir, progress=progress
     )
     return from_canonical(tree, config, Tokenizer(folder), impl, dtype)
+
+
+def load_checkpoint(
+    out_dir: str | Path,
+    backend: str | None = None,
+    *,
+    models_dir: str | Path | None = None,
+    dtype: str = "float32",
+) -> GPT2:
+    """A model trained with `gpt2 train`, from the newest checkpoint in `out_dir`, with the
+    tokenizer its data was prepared with (GPT-2 BPE or the stored character alphabet)."""
+    from shared.data import CharTokenizer
+    from shared.training.checkpoints import load_for_inference
+    from shared.weights import openai
+
+    tree, config, meta = load_for_inference(out_dir)
+    data = meta["data"]
+    if data["tokenizer"] == "char":
+        tokenizer = CharTokenizer(data["alphabet"])
+    else:
+        files = openai.TOKENIZER_FILES
+        tokenizer = Tokenizer(openai.download("124M", models_dir, files=files, progress=False))
+    return from_canonical(tree, config, tokenizer, get_backend(backend or meta["backend"]), dtype)
 
 
 def from_canonical(

@@ -13,10 +13,11 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from shared.errors import GPT2Error
-from shared.tokenizer import Tokenizer
+from shared.tokenizer import StreamDecoder, Tokenizer
 
 TOKENIZERS = ("gpt2", "char")
 CHUNK_CHARS = 1 << 20
@@ -140,6 +141,15 @@ class CharTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.alphabet[int(i)] for i in ids)
 
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        return self.decode(ids).encode("utf-8")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.alphabet[int(token_id)].encode("utf-8")
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
+
 
 def _write_tokens(
     path: Path,
@@ -208,3 +218,36 @@ def _gpt2_tokenizer(bpe_dir: str | os.PathLike[str] | None) -> Tokenizer:
 
         bpe_dir = openai.download("124M", files=openai.TOKENIZER_FILES)
     return Tokenizer(bpe_dir)
+
+
+class TokenDataset:
+    """A memory-mapped split (`train` or `val`) of prepared token files, sampled by step.
+
+    Batch `step` depends only on (key, step), so a resumed run draws exactly the batches the
+    uninterrupted run would have drawn.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], split: str, block_size: int) -> None:
+        folder = Path(data_dir)
+        path = folder / f"{split}.bin"
+        if not (folder / META_NAME).is_file() or not path.is_file():
+            raise GPT2Error(
+                f"{folder} has no prepared {split} data ({path.name} and {META_NAME}); run "
+                f"`gpt2 prepare TEXT --out-dir {folder}` first."
+            )
+        self.meta = json.loads((folder / META_NAME).read_text())
+        self.tokens = np.memmap(path, dtype=np.uint16, mode="r")
+        if len(self.tokens) <= block_size:
+            raise GPT2Error(
+                f"The {split} split of {folder} has {len(self.tokens):,} tokens, fewer than one "
+                f"block of {block_size} + 1; use more text or a smaller block_size."
+            )
+        self.block_size = block_size
+
+    def batch(self, key: jax.Array, step: int, batch_size: int) -> np.ndarray:
+        """[batch_size, block_size + 1] int32 windows (inputs are [:, :-1], targets [:, 1:])."""
+        starts = jax.random.randint(
+            jax.random.fold_in(key, step), (batch_size,), 0, len(self.tokens) - self.block_size
+        )
+        offsets = np.asarray(starts)[:, None] + np.arange(self.block_size + 1)
+        return self.tokens[offsets].astype(np.int32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 
 from shared.cli.options import add_model_options, unescape
@@ -38,7 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="samples per prompt",
     )  # fmt: skip
     parser.add_argument(
-        "--truncate", action="store_true", help="keep the prompt's last tokens if it is too long"
+        "--truncate",
+        action="store_true",
+        help="let prompt + new tokens exceed the context: the model sees the last tokens that fit",
     )
     parser.add_argument(
         "--interactive", action="store_true", help="read prompts in a loop (model loaded once)"
@@ -46,6 +49,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-stream", action="store_true", help="print whole samples instead of streaming"
     )
+    parser.add_argument(
+        "--checkpoint", default=None, metavar="OUT_DIR",
+        help="sample from a model trained with `gpt2 train` (its out_dir) instead of OpenAI's",
+    )  # fmt: skip
     add_model_options(parser)
     parser.set_defaults(run=run)
 
@@ -72,9 +79,12 @@ def run(args: argparse.Namespace) -> int:
     from shared import api, compilation_cache
 
     compilation_cache.enable()
-    model = api.load_model(
-        args.model_size, args.backend, models_dir=args.models_dir, dtype=args.dtype
-    )
+    if args.checkpoint:
+        model = api.load_checkpoint(args.checkpoint, models_dir=args.models_dir, dtype=args.dtype)
+    else:
+        model = api.load_model(
+            args.model_size, args.backend, models_dir=args.models_dir, dtype=args.dtype
+        )
     if args.interactive:
         return _interactive(model, args, options)
     _print_samples(model, args.prompt, args, options, seed=args.seed)
@@ -104,8 +114,10 @@ def _print_samples(
 ) -> None:
     rows = [p for p in prompts for _ in range(args.num_samples)]
     if len(rows) == 1 and not args.no_stream:
+        stream = model.stream(prompts, args.max_new_tokens, seed=seed, **options)
+        first = next(stream)  # raises on a bad prompt before anything is printed
         sys.stdout.write(rows[0])
-        for deltas in model.stream(prompts, args.max_new_tokens, seed=seed, **options):
+        for deltas in itertools.chain([first], stream):
             sys.stdout.write(deltas[0])
             sys.stdout.flush()
         sys.stdout.write("\n")

@@ -83,9 +83,12 @@ def load_pretrained(
 
 
 def detect_format(path: Source) -> str:
-    """`"openai"`, `"hf"` or `"canonical"` for a weights folder or file, else a `GPT2Error`."""
+    """`"openai"`, `"hf"`, `"canonical"` or `"run"` (a `gpt2 train` out_dir) for a weights folder
+    or file, else a `GPT2Error`."""
     path = Path(path)
     if path.is_dir():
+        if (path / "checkpoints").is_dir():
+            return "run"
         if (path / CANONICAL_NAME).is_file():
             return "canonical"
         if (path / "hparams.json").is_file() and (
@@ -98,7 +101,8 @@ def detect_format(path: Source) -> str:
         return "canonical" if is_canonical(path) else "hf"
     raise GPT2Error(
         f"{path} is not a GPT-2 checkpoint; expected an OpenAI folder (hparams.json + checkpoint), "
-        "a Hugging Face folder or model.safetensors, or a gpt2-jax .safetensors file."
+        "a Hugging Face folder or model.safetensors, a gpt2-jax .safetensors file, or the "
+        "out_dir of `gpt2 train`."
     )
 
 
@@ -113,6 +117,11 @@ def load_weights(src: Source) -> tuple[Params, GPT2Config]:
         tree, config, _ = load_pretrained(size)
         return tree, config
     kind = detect_format(path)
+    if kind == "run":
+        from shared.training.checkpoints import load_for_inference
+
+        tree, config, _ = load_for_inference(path)
+        return tree, config
     if kind == "openai":
         return load_tf_checkpoint(path)
     if kind == "hf":

@@ -1,0 +1,42 @@
+"""`gpt2 train`: train from scratch, fine-tune a GPT-2 size, or resume exactly where a run stopped."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from shared.training import config as training_config
+
+    parser = subparsers.add_parser(
+        "train", help="train or fine-tune GPT-2 on prepared token files", description=__doc__
+    )
+    parser.add_argument(
+        "--config", default=None, help="a TOML or JSON file of TrainingConfig fields"
+    )
+    training_config.add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shared.training.config import TrainingConfig, from_arguments
+
+    if args.init_from == "resume":
+        from shared.training.trainer import resume_config
+
+        given = {
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(TrainingConfig)
+            if getattr(args, f.name) is not None and f.name != "init_from"
+        }
+        config = resume_config(given.get("out_dir", "out"), given)
+    else:
+        config = from_arguments(args, args.config)
+    from shared import compilation_cache
+    from shared.training.trainer import Trainer
+
+    compilation_cache.enable()
+    result = Trainer(config).run()
+    print(f"done at iter {result['iter']}; checkpoints in {config.out_dir}")
+    return 0

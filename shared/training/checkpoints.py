@@ -1,0 +1,94 @@
+"""Checkpoints through orbax: the last N by step, and the best by validation loss.
+
+A checkpoint holds the backend's parameters and optimizer state, the step, and as JSON the training
+and model configs, the backend's name and the data's metadata. The data stream and dropout are
+keyed by (seed, step), so the step is all the PRNG state a resumed run needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+from shared.errors import GPT2Error
+
+LAST, BEST = "checkpoints", "best"
+
+
+class Checkpoints:
+    def __init__(self, out_dir: str | Path, keep_last: int) -> None:
+        root = Path(out_dir).resolve()
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep_last, create=True)
+        self.last = ocp.CheckpointManager(
+            root / LAST, options=options, item_names=("state", "meta")
+        )
+        best_options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+        self.best = ocp.CheckpointManager(
+            root / BEST, options=best_options, item_names=("state", "meta")
+        )
+
+    def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
+        manager = self.best if best else self.last
+        manager.wait_until_finished()
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        manager.save(step, args=args, force=True)
+
+    def wait(self) -> None:
+        self.last.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.last.close()
+        self.best.close()
+
+
+def latest_step(out_dir: str | Path, which: str = LAST) -> int | None:
+    folder = Path(out_dir).resolve() / which
+    if not folder.is_dir():
+        return None
+    with ocp.CheckpointManager(folder, item_names=("state", "meta")) as manager:
+        return manager.latest_step()
+
+
+def read_meta(out_dir: str | Path, which: str = LAST) -> tuple[int, dict]:
+    """(step, meta) of the newest checkpoint in `out_dir`, or a clear error when there is none."""
+    step = latest_step(out_dir, which)
+    if step is None:
+        raise GPT2Error(
+            f"No checkpoint in {Path(out_dir) / which}; train first (init_from scratch or a size) "
+            "before resuming or sampling."
+        )
+    with ocp.CheckpointManager(Path(out_dir).resolve() / which, item_names=("state", "meta")) as m:
+        meta = m.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    return step, meta
+
+
+def restore_state(out_dir: str | Path, step: int, target: Any, which: str = LAST) -> Any:
+    """The saved state of `step`, restored into the structure (and shardings) of `target`."""
+    with ocp.CheckpointManager(Path(out_dir).resolve() / which, item_names=("state", "meta")) as m:
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        return m.restore(step, args=args)["state"]
+
+
+def load_for_inference(out_dir: str | Path, which: str = LAST) -> tuple[dict, Any, dict]:
+    """(canonical tree, GPT2Config, meta) of the newest checkpoint of a training run."""
+    from shared.backend import get_backend
+    from shared.config import GPT2Config
+    from shared.training.config import TrainingConfig
+    from shared.training.optimizer import make_optimizer
+
+    step, meta = read_meta(out_dir, which)
+    backend, config = get_backend(meta["backend"]), GPT2Config.from_hparams(meta["model"])
+    import jax
+
+    template = backend.init(config, jax.random.PRNGKey(0))
+    optimizer = make_optimizer(TrainingConfig.from_dict(meta["training"]))
+    target = {"params": template, "opt_state": optimizer.init(template)}
+    state = restore_state(out_dir, step, target, which)
+    return backend.to_canonical(state["params"], config), config, meta
+
+
+def is_training_run(path: str | Path) -> bool:
+    return (Path(path) / LAST).is_dir()

@@ -1,0 +1,183 @@
+"""TrainingConfig: every knob of a training run, typed and validated, from code, a TOML/JSON file or
+the command line (each field is a flag, spelled `--kebab-case` and `--snake_case`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from shared.config import MODEL_SIZES, SIZE_ALIASES, GPT2Config, config_for_size, resolve_model_size
+from shared.errors import GPT2Error
+
+INIT_FROM = ("scratch", "resume", *MODEL_SIZES, *SIZE_ALIASES)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """A training run. Defaults follow nanoGPT's GPT-2 recipe scaled to one machine.
+
+    init_from: "scratch" (a new model of `model_size` or the n_* fields), a GPT-2 size to fine-tune
+    from OpenAI's weights, or "resume" (continue the checkpoint in out_dir exactly).
+    """
+
+    data_dir: str = ""
+    out_dir: str = "out"
+    init_from: str = "scratch"
+    backend: str = "functional"
+    # model (scratch); n_* override model_size's shape, block_size caps the context
+    model_size: str = "124M"
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    block_size: int = 1024
+    dropout: float = 0.0
+    # optimisation
+    batch_size: int = 12
+    gradient_accumulation_steps: int = 1
+    max_iters: int = 5000
+    learning_rate: float = 6e-4
+    min_lr: float = 6e-5
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    compute_dtype: str = "float32"
+    seed: int = 1337
+    # evaluation, logging, checkpoints
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    save_interval: int = 250
+    keep_last: int = 3
+    tensorboard: bool = False
+    use_wandb: bool = False
+    project_name: str = "gpt2-jax"
+    run_name: str | None = None
+    keras_fit: bool = False
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        positive = ("batch_size", "gradient_accumulation_steps", "max_iters", "block_size",
+                    "eval_interval", "eval_iters", "log_interval", "save_interval", "keep_last")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise GPT2Error(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.init_from not in INIT_FROM and self.init_from.lower() not in SIZE_ALIASES:
+            raise GPT2Error(
+                f"init_from must be one of {', '.join(INIT_FROM)}, got {self.init_from!r}."
+            )
+        if not 0 <= self.dropout < 1:
+            raise GPT2Error(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise GPT2Error(
+                f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}."
+            )
+        if self.learning_rate <= 0 or not 0 <= self.min_lr <= self.learning_rate:
+            raise GPT2Error(
+                f"Need 0 < learning_rate and 0 <= min_lr <= learning_rate, got "
+                f"{self.learning_rate} and {self.min_lr}."
+            )
+        if self.keras_fit and self.backend != "keras":
+            raise GPT2Error("keras_fit needs backend 'keras'.")
+        resolve_model_size(self.model_size)
+
+    @property
+    def decay_iters(self) -> int:
+        return self.lr_decay_iters or self.max_iters
+
+    def model_config(self, vocab_size: int) -> GPT2Config:
+        """The shape of a model trained from scratch on a vocabulary of `vocab_size`."""
+        base = config_for_size(self.model_size)
+        return GPT2Config(
+            n_embd=self.n_embd or base.n_embd,
+            n_head=self.n_head or base.n_head,
+            n_layer=self.n_layer or base.n_layer,
+            n_vocab=vocab_size,
+            n_ctx=self.block_size,
+        )
+
+    def replace(self, **changes: Any) -> TrainingConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "the config") -> TrainingConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise GPT2Error(f"Unknown key(s) {unknown} in {source}; allowed keys: {sorted(known)}.")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainingConfig:
+        """Read a `.toml` or `.json` file (unknown keys are an error)."""
+        path = Path(path)
+        if not path.is_file():
+            raise GPT2Error(f"Config file {path} does not exist.")
+        text = path.read_text()
+        try:
+            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+            raise GPT2Error(
+                f"Config file {path} is not valid {path.suffix[1:].upper()}: {error}."
+            ) from None
+        return cls.from_dict(values, source=str(path))
+
+
+def _field_type(field: dataclasses.Field) -> tuple[type, bool]:
+    """(scalar type, optional?) of a field annotated like `int | None`."""
+    hint = typing.get_type_hints(TrainingConfig)[field.name]
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
+    if args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def _check_types(config: TrainingConfig) -> None:
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        kind, optional = _field_type(field)
+        if value is None and optional:
+            continue
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise GPT2Error(f"{field.name} must be {kind.__name__}, got {value!r}.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field (`--max-iters` and `--max_iters`), defaulting to 'not given'."""
+    for field in dataclasses.fields(TrainingConfig):
+        kind, _ = _field_type(field)
+        flags = {f"--{field.name.replace('_', '-')}", f"--{field.name}"}
+        names = sorted(flags, key=lambda f: "_" in f)
+        if kind is bool:
+            parser.add_argument(
+                *names, dest=field.name, action=argparse.BooleanOptionalAction, default=None
+            )
+        else:
+            parser.add_argument(
+                *names, dest=field.name, type=kind, default=None, metavar=kind.__name__.upper()
+            )
+
+
+def from_arguments(args: argparse.Namespace, file: str | None = None) -> TrainingConfig:
+    """The config file's values (if any), overridden by the flags that were given."""
+    base = TrainingConfig.from_file(file).to_dict() if file else {}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainingConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    return TrainingConfig.from_dict({**base, **given})

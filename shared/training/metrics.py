@@ -1,0 +1,80 @@
+"""Where training metrics go: one console line per interval, JSONL always, TensorBoard and Weights &
+Biases when asked (W&B honours WANDB_MODE=offline)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from shared.training.config import TrainingConfig
+
+# Dense bf16 peak FLOP/s by device kind, for MFU; devices not listed report no MFU.
+PEAK_FLOPS = {
+    "NVIDIA H100 80GB HBM3": 989e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100-SXM4-80GB": 312e12,
+}
+
+
+def flops_per_token(n_params: int, n_layer: int, n_embd: int, block_size: int) -> float:
+    """Training FLOPs per token: 6N for the weights plus the attention scores (PaLM appendix B)."""
+    return 6 * n_params + 12 * n_layer * n_embd * block_size
+
+
+class MetricsLog:
+    def __init__(self, config: TrainingConfig, model_hparams: dict) -> None:
+        self.path = Path(config.out_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tensorboard = self._wandb = None
+        if config.tensorboard:
+            import tensorflow as tf
+
+            self._tensorboard = tf.summary.create_file_writer(
+                str(Path(config.out_dir) / "tensorboard")
+            )
+        if config.use_wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise ImportError("use_wandb needs wandb: pip install wandb.") from None
+            self._wandb = wandb.init(
+                project=config.project_name, name=config.run_name, dir=config.out_dir,
+                config={**config.to_dict(), "model": model_hparams}, resume="allow",
+            )  # fmt: skip
+
+    def write(self, step: int, values: dict[str, Any]) -> None:
+        record = {"iter": step, **{k: v for k, v in values.items() if v is not None}}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "iter"}
+        if self._tensorboard is not None:
+            import tensorflow as tf
+
+            with self._tensorboard.as_default(step=step):
+                for name, value in numbers.items():
+                    tf.summary.scalar(name, value)
+        if self._wandb is not None:
+            self._wandb.log(numbers, step=step)
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.flush()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def console_line(step: int, values: dict[str, Any]) -> str:
+    parts = [f"iter {step}:"]
+    for name, fmt in (
+        ("train_loss", ".4f"),
+        ("val_loss", ".4f"),
+        ("lr", ".1e"),
+        ("tok/s", ",.0f"),
+        ("mfu", ".1%"),
+    ):
+        value = values.get(name)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            parts.append(f"{name}={value:{fmt}}")
+    return " ".join(parts)
