@@ -36,6 +36,11 @@ from shared.training.optimizer import learning_rate_schedule, make_optimizer
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def resume_config(out_dir: str, overrides: dict[str, Any]) -> TrainingConfig:
     """The checkpoint's own training config, with the explicitly given fields changed."""
     _, meta = checkpoints.read_meta(out_dir)
@@ -150,7 +155,12 @@ class Trainer:
             (loss, grads), _ = jax.lax.scan(accumulate, zeros, batches)
             loss, grads = jax.tree.map(lambda x: x / batches.shape[0], (loss, grads))
             updates, opt_state = optimizer.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
+            return (
+                optax.apply_updates(params, updates),
+                opt_state,
+                loss,
+                optax.tree_utils.tree_norm(grads),
+            )
 
         return train_step
 
@@ -212,7 +222,7 @@ class Trainer:
                 ):
                     continue
                 loss = float(loss)
-                self._check_finite(loss, state.step, last_saved)
+                self._check_finite("loss", math.isfinite(loss), state.step, last_saved)
                 elapsed, timer = time.perf_counter() - timer, time.perf_counter()
                 tokens_per_s = tokens_per_step * timed_steps / elapsed
                 timed_steps = 0
@@ -223,7 +233,7 @@ class Trainer:
                 }  # fmt: skip
                 if state.step % config.eval_interval == 0 or done:
                     last["val_loss"] = self.evaluate(state.step)
-                    if last["val_loss"] < best_val:
+                    if last["val_loss"] < best_val and self._params_finite():
                         best_val = last["val_loss"]
                         store.save(
                             state.step,
@@ -234,9 +244,11 @@ class Trainer:
                 log.write(state.step, last)
                 bar.write(console_line(state.step, last))
                 if state.step % config.save_interval == 0 or done:
+                    self._check_finite("parameters", self._params_finite(), state.step, last_saved)
                     store.save(state.step, self._state_dict(), self._meta(state.step, best_val))
                     last_saved = state.step
             if self._stop_signal is not None and state.step != last_saved:
+                self._check_finite("parameters", self._params_finite(), state.step, last_saved)
                 store.save(state.step, self._state_dict(), self._meta(state.step, best_val))
                 bar.write(
                     f"stopped by signal at iter {state.step}; saved; resume with --init-from resume"
@@ -263,12 +275,16 @@ class Trainer:
             "best_val_loss": None if math.isinf(best_val) else best_val,
         }
 
-    def _check_finite(self, loss: float, step: int, last_saved: int) -> None:
-        if not math.isfinite(loss):
+    def _params_finite(self) -> bool:
+        return bool(_all_finite(self.state.params))
+
+    def _check_finite(self, what: str, finite: bool, step: int, last_saved: int) -> None:
+        """Stop before a diverged state can be saved; the last good checkpoint stays."""
+        if not finite:
             raise GPT2Error(
-                f"The training loss became {loss} at iter {step}; stopped without saving, and the "
-                f"last good checkpoint (iter {last_saved}) stays in {self.config.out_dir}. Lower "
-                "the learning rate or check the data."
+                f"Training diverged at iter {step}: the {what} became non-finite (nan or inf); "
+                f"stopped without saving, and the last good checkpoint (iter {last_saved}) stays "
+                f"in {self.config.out_dir}. Lower the learning rate or check the data."
             )
 
     def _catch_stop_signals(self) -> dict:

@@ -1,0 +1,165 @@
+"""The shared trainer: exact resume after SIGTERM, fine-tuning OpenAI weights, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from shared import data, params, weights
+from shared.errors import GPT2Error
+from shared.training import checkpoints
+from shared.training.config import TrainingConfig
+from shared.training.trainer import Trainer
+from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
+
+TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
+
+
+@pytest.fixture(scope="module")
+def char_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shakespeare_char")
+    data.prepare([TINY_SHAKESPEARE], folder, "char")
+    return folder
+
+
+def _config(data_dir, out_dir, /, **overrides):
+    values = {"data_dir": str(data_dir), "out_dir": str(out_dir), "batch_size": 4, "max_iters": 40,
+              "learning_rate": 3e-3, "min_lr": 3e-4, "warmup_iters": 5, "eval_interval": 20,
+              "eval_iters": 2, "log_interval": 1, "save_interval": 10, **TINY_MODEL}  # fmt: skip
+    return TrainingConfig(**{**values, **overrides})
+
+
+def _losses(out_dir):
+    lines = (json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines())
+    return {r["iter"]: (r["train_loss"], r.get("val_loss")) for r in lines}
+
+
+def _final_params(out_dir):
+    tree, _, meta = checkpoints.load_for_inference(out_dir)
+    return meta["step"], tree
+
+
+def _train_command(config: TrainingConfig, *extra):
+    flags = [
+        f"--{k}={v}"
+        for k, v in config.to_dict().items()
+        if v is not None and not isinstance(v, bool)
+    ]
+    return [sys.executable, "-m", "gpt2", "train", *flags, *extra]
+
+
+def test_a_run_killed_by_sigterm_resumes_exactly(char_data, tmp_path):
+    straight = _config(char_data, tmp_path / "straight")
+    Trainer(straight).run()
+    resumed = straight.replace(out_dir=str(tmp_path / "resumed"))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    process = subprocess.Popen(_train_command(resumed), env=env, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "resumed" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 15):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    stopped_at = checkpoints.latest_step(tmp_path / "resumed")
+    assert 15 <= stopped_at < 40, stderr
+    subprocess.run(
+        [sys.executable, "-m", "gpt2", "train", "--init-from", "resume", "--out-dir", resumed.out_dir],
+        env=env, check=True, capture_output=True, timeout=240,
+    )  # fmt: skip
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
+    (step_a, a), (step_b, b) = (
+        _final_params(tmp_path / "straight"),
+        _final_params(tmp_path / "resumed"),
+    )
+    assert step_a == step_b == 40
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_best_checkpoint_follows_the_validation_loss(char_data, tmp_path):
+    result = Trainer(_config(char_data, tmp_path, max_iters=40)).run()
+    _, meta = checkpoints.read_meta(tmp_path, checkpoints.BEST)
+    losses = _losses(tmp_path)
+    assert meta["best_val_loss"] == min(v for _, v in losses.values() if v is not None)
+    assert result["iter"] == 40
+
+
+def test_fine_tuning_openai_weights_then_export_to_hf(openai_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPT2_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("GPT2_MODELS_DIR", str(tmp_path / "models"))
+    text = tmp_path / "text.txt"
+    text.write_text(TINY_SHAKESPEARE.read_text()[:20_000])
+    data.prepare([text], tmp_path / "data", "gpt2", bpe_dir=BPE_DIR)
+    config = _config(tmp_path / "data", tmp_path / "ft", init_from="124M", max_iters=6, learning_rate=1e-4,
+                     min_lr=1e-5, warmup_iters=1, eval_interval=3, save_interval=3)  # fmt: skip
+    start, _, _ = weights.load_pretrained("124M")
+    Trainer(config).run()
+    tree, model_config = weights.load_weights(tmp_path / "ft")
+    assert model_config.n_ctx == 32 and model_config.n_embd == 32
+    moved = np.abs(
+        np.asarray(tree["blocks"]["mlp"]["c_fc"]["w"]) - start["blocks"]["mlp"]["c_fc"]["w"]
+    ).max()
+    assert 0 < moved < 0.01
+    weights.convert(tmp_path / "ft", tmp_path / "hf", "hf")
+    exported, _ = weights.load_hf(tmp_path / "hf")
+    for path, value in params.flatten(tree).items():
+        np.testing.assert_array_equal(params.flatten(exported)[path], value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"block_size": 2000}, "has 1,080 tokens, fewer than one block of 2000"),
+        ({"data_dir": "/nonexistent/data"}, "has no prepared train data"),
+        ({"init_from": "resume"}, "No checkpoint in"),
+        ({"dropout": 0.1}, "dropout > 0 is not available yet"),
+    ],
+)
+def test_bad_runs_fail_with_one_sentence(tmp_path, overrides, message):
+    (tmp_path / "small.txt").write_text("tiny corpus " * 100)
+    data.prepare([tmp_path / "small.txt"], tmp_path / "small", "char")
+    with pytest.raises(GPT2Error, match=message):
+        Trainer(_config(tmp_path / "small", tmp_path / "out", **overrides))
+
+
+def test_unknown_keys_in_a_config_file_are_named(tmp_path):
+    (tmp_path / "run.toml").write_text("batch_size = 8\nlearning_rat = 1e-3\n")
+    with pytest.raises(GPT2Error, match=r"Unknown key\(s\) \['learning_rat'\] in .*run.toml"):
+        TrainingConfig.from_file(tmp_path / "run.toml")
+
+
+def test_config_file_and_flags_agree_and_flags_win(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"batch_size": 8, "max_iters": 100}))
+    from shared.cli import build_parser
+    from shared.training.config import from_arguments
+
+    args = build_parser().parse_args(
+        ["train", "--config", str(tmp_path / "run.json"), "--max_iters", "7"]
+    )
+    assert (
+        from_arguments(args, args.config).to_dict()
+        == TrainingConfig(batch_size=8, max_iters=7).to_dict()
+    )
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(char_data, tmp_path):
+    config = _config(char_data, tmp_path, learning_rate=1e9, min_lr=1e8, grad_clip=1e30, warmup_iters=1,
+                     max_iters=200, save_interval=1)  # fmt: skip
+    with pytest.raises(
+        GPT2Error,
+        match=r"Training diverged at iter \d+: the (loss|parameters) became non-finite.*stopped without saving",
+    ):
+        Trainer(config).run()
+    step, tree = _final_params(tmp_path)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree))
+    assert step >= 1
