@@ -17,21 +17,6 @@ TINY = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128)
 CONFIGS = {"tiny": TINY, "124M": MODEL_SIZES["124M"]}
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--conformance-report", default=None, metavar="DIR",
-        help="write conformance.md and conformance.json (measured differences) into DIR",
-    )  # fmt: skip
-    parser.addoption(
-        "--oracle", action="store_true", help="also run conformance/oracle (needs transformers)"
-    )
-
-
-def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool:
-    """The oracle needs PyTorch and transformers; only `nox -s oracle` (--oracle) collects it."""
-    return collection_path.name == "oracle" and not config.getoption("--oracle")
-
-
 _REPORT = Report()
 
 

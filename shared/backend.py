@@ -54,6 +54,7 @@ class Backend(Protocol):
 _REGISTRY: dict[str, str] = {
     "functional": "functional_impl.backend:backend",
     "haiku": "haiku_impl.backend:backend",
+    "keras": "keras_impl.backend:backend",
 }
 
 

@@ -1,0 +1,22 @@
+"""Options of the test suites, registered at the root so `pytest` alone knows them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--conformance-report", default=None, metavar="DIR",
+        help="write conformance.md and conformance.json (measured differences) into DIR",
+    )  # fmt: skip
+    parser.addoption(
+        "--oracle", action="store_true", help="also run conformance/oracle (needs transformers)"
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool:
+    """The oracle needs PyTorch and transformers; only `nox -s oracle` (--oracle) collects it."""
+    return collection_path.name == "oracle" and not config.getoption("--oracle")

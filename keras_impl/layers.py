@@ -1,0 +1,264 @@
+"""GPT-2's building blocks as Keras 3 layers: LayerNorm, causal self-attention, MLP, the block.
+
+Weights are named as in OpenAI's checkpoint (`c_attn`, `c_proj`, `c_fc`, `ln_1`, ...) and are Keras
+`Dense` / `LayerNorm` weights (`kernel` [in, out], `bias`, `gamma`, `beta`), so `model.summary()`
+reads like the paper. The KV cache, masks and attention come from `shared.kv_cache`: they are plain
+JAX functions, which is why this backend runs Keras on JAX only.
+
+Shapes: x is [batch, seq, n_embd]; a layer's cache is (k, v), each [batch, slots, n_head, head_dim].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import keras
+from keras import ops
+
+from shared import kv_cache
+
+LayerCache = tuple[jax.Array, jax.Array]
+"""One layer's (keys, values) cache, each [batch, slots, n_head, head_dim]."""
+
+GPT2_INIT_STD = 0.02
+"""Standard deviation of GPT-2's weight initialisation (residual projections are scaled down)."""
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """GELU, tanh approximation, as in GPT-2.
+
+    Written out with sqrt(2/pi) rounded as the functional reference rounds it, so the backends'
+    logits agree bitwise; `keras.activations.gelu(approximate=True)` differs from it by one ulp.
+    """
+    sqrt_2_over_pi = ops.cast(ops.sqrt(2.0 / math.pi), x.dtype)
+    return 0.5 * x * (1.0 + ops.tanh(sqrt_2_over_pi * (x + 0.044715 * x**3)))
+
+
+def _normal(stddev: float) -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package="gpt2")
+class LayerNorm(keras.layers.Layer):
+    """Layer normalisation over the last axis with float32 statistics, as in GPT-2.
+
+    The mean and variance are computed in float32 and the normalised values are cast back to the
+    input dtype before `gamma`/`beta` are applied, exactly as the other backends do, so bfloat16
+    weights behave the same everywhere (`keras.layers.LayerNormalization` scales in float32).
+
+    Args:
+        epsilon: added to the variance before the square root (GPT-2 uses 1e-5).
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_impl import LayerNorm
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 8)).astype("float32")
+    y = LayerNorm(epsilon=1e-5)(x)  # [2, 3, 8], zero mean and unit variance per row
+    assert abs(float(y.mean())) < 1e-5
+    ```
+    """
+
+    def __init__(self, epsilon: float = 1e-5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        dim = input_shape[-1]
+        self.gamma = self.add_weight(shape=(dim,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
+
+    def call(self, x: jax.Array) -> jax.Array:
+        x32 = ops.cast(x, "float32")
+        mean = ops.mean(x32, axis=-1, keepdims=True)
+        variance = ops.var(x32, axis=-1, keepdims=True)
+        normalised = ops.cast((x32 - mean) * ops.rsqrt(variance + self.epsilon), x.dtype)
+        return normalised * self.gamma + self.beta
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="gpt2")
+class CausalSelfAttention(keras.layers.Layer):
+    """Multi-head causal self-attention with a fused QKV projection (`c_attn`) and `c_proj`.
+
+    Called as `layer(x, attention_mask, layer_cache=None, index=None)` and returns
+    `(y, layer_cache)`: y is [batch, seq, n_embd]; with a cache the new keys and values are written
+    at slot `index` and the updated (k, v) is returned, otherwise the second output is None.
+    `attention_mask` comes from `shared.kv_cache.attention_mask`.
+
+    Args:
+        n_head: number of attention heads; n_embd must be divisible by it.
+        residual_std: standard deviation of `c_proj`'s initial kernel (GPT-2 scales the residual
+            projections by 1/sqrt(2 * n_layer)).
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_impl import CausalSelfAttention
+    from shared.kv_cache import attention_mask
+
+    x = np.zeros((2, 5, 32), "float32")
+    y, _ = CausalSelfAttention(n_head=4)(x, attention_mask(None, 5))  # [2, 5, 32]
+    ```
+    """
+
+    def __init__(self, n_head: int, residual_std: float = GPT2_INIT_STD, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_head = n_head
+        self.residual_std = residual_std
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        n_embd = input_shape[-1]
+        if n_embd % self.n_head:
+            raise ValueError(
+                f"{self.name}: n_embd ({n_embd}) must be divisible by n_head ({self.n_head})."
+            )
+        self.c_attn = keras.layers.Dense(
+            3 * n_embd,
+            kernel_initializer=_normal(GPT2_INIT_STD),
+            name="c_attn",
+            dtype=self.dtype_policy,
+        )
+        self.c_proj = keras.layers.Dense(
+            n_embd,
+            kernel_initializer=_normal(self.residual_std),
+            name="c_proj",
+            dtype=self.dtype_policy,
+        )
+        self.c_attn.build(input_shape)
+        self.c_proj.build(input_shape)
+
+    def call(
+        self,
+        x: jax.Array,
+        attention_mask: jax.Array,
+        layer_cache: LayerCache | None = None,
+        index: jax.Array | None = None,
+    ) -> tuple[jax.Array, LayerCache | None]:
+        batch, seq, n_embd = x.shape
+        qkv = ops.reshape(self.c_attn(x), (batch, seq, 3, self.n_head, n_embd // self.n_head))
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        heads, layer_cache = kv_cache.self_attention(q, k, v, attention_mask, layer_cache, index)
+        return self.c_proj(ops.reshape(heads, (batch, seq, n_embd))), layer_cache
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_head": self.n_head, "residual_std": self.residual_std}
+
+
+@keras.saving.register_keras_serializable(package="gpt2")
+class MLP(keras.layers.Layer):
+    """Position-wise feed-forward: `c_fc` (n_embd -> 4*n_embd), GELU (tanh approximation), `c_proj`.
+
+    Args:
+        residual_std: standard deviation of `c_proj`'s initial kernel.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_impl import MLP
+
+    y = MLP()(np.ones((2, 5, 32), "float32"))  # [2, 5, 32], hidden width 128
+    ```
+    """
+
+    def __init__(self, residual_std: float = GPT2_INIT_STD, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.residual_std = residual_std
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        n_embd = input_shape[-1]
+        self.c_fc = keras.layers.Dense(
+            4 * n_embd,
+            kernel_initializer=_normal(GPT2_INIT_STD),
+            name="c_fc",
+            dtype=self.dtype_policy,
+        )
+        self.c_proj = keras.layers.Dense(
+            n_embd,
+            kernel_initializer=_normal(self.residual_std),
+            name="c_proj",
+            dtype=self.dtype_policy,
+        )
+        self.c_fc.build(input_shape)
+        self.c_proj.build((*input_shape[:-1], 4 * n_embd))
+
+    def call(self, x: jax.Array) -> jax.Array:
+        return self.c_proj(gelu(self.c_fc(x)))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "residual_std": self.residual_std}
+
+
+@keras.saving.register_keras_serializable(package="gpt2")
+class TransformerBlock(keras.layers.Layer):
+    """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+
+    Called like `CausalSelfAttention` and returns `(x, layer_cache)` the same way.
+
+    Args:
+        n_head: number of attention heads.
+        ln_eps: LayerNorm epsilon.
+        residual_std: standard deviation of the initial `c_proj` kernels.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_impl import TransformerBlock
+    from shared.kv_cache import attention_mask
+
+    block = TransformerBlock(n_head=4, residual_std=0.02 / 2)
+    x, _ = block(np.ones((1, 7, 32), "float32"), attention_mask(None, 7))  # [1, 7, 32]
+    ```
+    """
+
+    def __init__(
+        self,
+        n_head: int,
+        ln_eps: float = 1e-5,
+        residual_std: float = GPT2_INIT_STD,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.n_head, self.ln_eps, self.residual_std = n_head, ln_eps, residual_std
+        policy = self.dtype_policy
+        self.ln_1 = LayerNorm(epsilon=ln_eps, name="ln_1", dtype=policy)
+        self.attn = CausalSelfAttention(n_head, residual_std, name="attn", dtype=policy)
+        self.ln_2 = LayerNorm(epsilon=ln_eps, name="ln_2", dtype=policy)
+        self.mlp = MLP(residual_std, name="mlp", dtype=policy)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        for layer in (self.ln_1, self.attn, self.ln_2, self.mlp):
+            layer.build(input_shape)
+
+    def call(
+        self,
+        x: jax.Array,
+        attention_mask: jax.Array,
+        layer_cache: LayerCache | None = None,
+        index: jax.Array | None = None,
+    ) -> tuple[jax.Array, LayerCache | None]:
+        attended, layer_cache = self.attn(self.ln_1(x), attention_mask, layer_cache, index)
+        x = x + attended
+        x = x + self.mlp(self.ln_2(x))
+        return x, layer_cache
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "n_head": self.n_head,
+            "ln_eps": self.ln_eps,
+            "residual_std": self.residual_std,
+        }

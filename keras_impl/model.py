@@ -1,0 +1,149 @@
+"""GPT2LM: the whole GPT-2 language model as a `keras.Model`, from token ids to next-token logits."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import keras
+from keras import ops
+
+from keras_impl.layers import GPT2_INIT_STD, LayerNorm, TransformerBlock
+from shared import kv_cache
+from shared.config import GPT2Config
+from shared.kv_cache import KVCache
+from shared.params import Params
+
+
+@keras.saving.register_keras_serializable(package="gpt2")
+class GPT2LM(keras.Model):
+    """GPT-2: token + position embeddings, `n_layer` transformer blocks, final LayerNorm, logits.
+
+    The output projection is tied to the token embedding (`logits = x @ wte.T`), so the model has
+    exactly GPT-2's parameters (124,439,808 for 124M). Blocks are separate layers `h0..h{n-1}`
+    rather than a scan over stacked weights: each layer's weights stay their own buffers, which
+    decodes faster on CPU. The model is built on construction, so `summary()` works at once.
+
+    `model(tokens)` returns logits [batch, seq, n_vocab], which is what `fit` needs with
+    `SparseCategoricalCrossentropy(from_logits=True)`. With a `shared.kv_cache.KVCache` it returns
+    `(logits, new_cache)`: the new tokens are written at `cache.index` and attend to everything
+    cached before them (this is how the shared generation loop drives it).
+
+    Args:
+        config: the network's shape (`shared.config.GPT2Config`).
+        **kwargs: passed to `keras.Model` (`name`, `dtype`, e.g. `dtype="bfloat16"`).
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_impl import GPT2LM
+    from shared.config import GPT2Config
+
+    config = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128)
+    model = GPT2LM(config)
+    tokens = np.random.default_rng(0).integers(0, config.n_vocab, size=(4, 17))
+    logits = model(tokens[:, :-1])  # [4, 16, 512]
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(tokens[:, :-1], tokens[:, 1:], epochs=2, verbose=0)
+    model.summary()
+    ```
+    """
+
+    def __init__(self, config: GPT2Config, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        policy = self.dtype_policy
+        normal = keras.initializers.RandomNormal(stddev=GPT2_INIT_STD)
+        self.wte = keras.layers.ReversibleEmbedding(
+            config.n_vocab, config.n_embd, embeddings_initializer=normal, name="wte", dtype=policy
+        )
+        self.wpe = keras.layers.Embedding(
+            config.n_ctx, config.n_embd, embeddings_initializer=normal, name="wpe", dtype=policy
+        )
+        residual_std = GPT2_INIT_STD / math.sqrt(2 * config.n_layer)
+        self.blocks = [
+            TransformerBlock(config.n_head, config.ln_eps, residual_std, name=f"h{i}", dtype=policy)
+            for i in range(config.n_layer)
+        ]
+        self.ln_f = LayerNorm(epsilon=config.ln_eps, name="ln_f", dtype=policy)
+        self.build((None, None))
+
+    def build(self, input_shape: tuple[int | None, ...] = (None, None)) -> None:
+        """Create every weight; the shapes depend only on the config, not on `input_shape`."""
+        hidden = (*input_shape, self.config.n_embd)
+        self.wte.build(input_shape)
+        self.wpe.build(input_shape)
+        for block in self.blocks:
+            block.build(hidden)
+        self.ln_f.build(hidden)
+
+    def call(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        cache: KVCache | None = None,
+    ) -> jax.Array | tuple[jax.Array, KVCache]:
+        """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (and the new cache).
+
+        `positions` default to 0..seq-1 for every row.
+        """
+        seq = tokens.shape[1]
+        if positions is None:
+            positions = ops.arange(seq)[None, :]
+        x = self.wte(tokens) + self.wpe(positions)
+        attention_mask = kv_cache.attention_mask(cache, seq)
+        index = None if cache is None else cache.index
+        new_k, new_v = [], []
+        for i, block in enumerate(self.blocks):
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            x, layer_cache = block(x, attention_mask, layer_cache, index)
+            if cache is not None:
+                new_k.append(layer_cache[0])
+                new_v.append(layer_cache[1])
+        logits = self.wte(self.ln_f(x), reverse=True)
+        if cache is None:
+            return logits
+        return logits, kv_cache.advance(cache, new_k, new_v, seq)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **dataclasses.asdict(self.config)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> GPT2LM:
+        config = dict(config)
+        hparams = {f.name: config.pop(f.name) for f in dataclasses.fields(GPT2Config)}
+        return cls(GPT2Config(**hparams), **config)
+
+    @classmethod
+    def from_canonical(cls, tree: Params, config: GPT2Config, **kwargs: Any) -> GPT2LM:
+        """A model holding canonical weights (e.g. OpenAI's checkpoint), ready to `fit` or `summary`.
+
+        Args:
+            tree: the canonical parameter tree (`shared.params`).
+            config: its shape.
+            **kwargs: passed to the constructor (`name`, `dtype`).
+
+        Example:
+
+        ```python
+        import jax
+        from keras_impl import GPT2LM
+        from shared.config import GPT2Config
+        from shared.params import init_params
+
+        config = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128)
+        model = GPT2LM.from_canonical(init_params(config, jax.random.PRNGKey(0)), config)
+        ```
+        """
+        from keras_impl import convert
+
+        model = cls(config, **kwargs)
+        convert.load_into(model, tree)
+        return model

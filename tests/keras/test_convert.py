@@ -1,0 +1,88 @@
+"""keras_impl.convert: Keras variable paths <-> the canonical tree, exact both ways."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from keras_impl import GPT2LM, convert
+from keras_impl.backend import backend
+from shared import params
+from shared.config import GPT2Config
+
+CONFIG = GPT2Config(n_embd=32, n_head=4, n_layer=3, n_vocab=300, n_ctx=64)
+
+
+@pytest.fixture(scope="module")
+def tree():
+    return jax.jit(params.init_params, static_argnums=0)(CONFIG, jax.random.PRNGKey(1))
+
+
+@pytest.fixture(scope="module")
+def keras_params():
+    """Weights made by the model's own Keras initialisers, not by the canonical init."""
+    return convert.model_params(GPT2LM(CONFIG))
+
+
+def test_the_name_table_covers_exactly_the_models_variables(keras_params):
+    assert set(convert.name_table(CONFIG)) == set(keras_params)
+
+
+def test_layer_i_of_a_stacked_tensor_becomes_layer_h_i(tree):
+    converted = backend.from_canonical(tree, CONFIG)
+    np.testing.assert_array_equal(
+        converted["h1/mlp/c_fc/kernel"], tree["blocks"]["mlp"]["c_fc"]["w"][1]
+    )
+    np.testing.assert_array_equal(converted["ln_f/gamma"], tree["ln_f"]["g"])
+    np.testing.assert_array_equal(converted["wte/embeddings"], tree["wte"])
+
+
+def test_canonical_to_keras_to_canonical_is_bitwise_exact(tree):
+    back = backend.to_canonical(backend.from_canonical(tree, CONFIG), CONFIG)
+    flat, flat_back = params.flatten(tree), params.flatten(back)
+    assert flat.keys() == flat_back.keys()
+    for path in flat:
+        assert flat_back[path].dtype == flat[path].dtype
+        np.testing.assert_array_equal(flat[path], flat_back[path])
+
+
+def test_keras_to_canonical_to_keras_is_bitwise_exact(keras_params):
+    back = backend.from_canonical(backend.to_canonical(keras_params, CONFIG), CONFIG)
+    assert back.keys() == keras_params.keys()
+    for path, value in keras_params.items():
+        np.testing.assert_array_equal(back[path], value)
+
+
+def test_load_into_puts_canonical_weights_into_the_model(tree):
+    model = GPT2LM.from_canonical(tree, CONFIG)
+    loaded = convert.model_params(model)
+    for path, value in backend.from_canonical(tree, CONFIG).items():
+        np.testing.assert_array_equal(loaded[path], value)
+
+
+def test_a_mis_shaped_keras_variable_is_named(keras_params):
+    broken = {**keras_params, "h1/attn/c_proj/kernel": np.zeros((3, 3), np.float32)}
+    with pytest.raises(
+        ValueError, match=r"Keras variable 'h1/attn/c_proj/kernel' has shape \(3, 3\).*\(32, 32\)"
+    ):
+        backend.to_canonical(broken, CONFIG)
+
+
+def test_a_missing_keras_variable_is_named(keras_params):
+    broken = dict(keras_params)
+    del broken["h2/ln_2/beta"]
+    with pytest.raises(ValueError, match=r"Keras variable 'h2/ln_2/beta' is missing"):
+        backend.to_canonical(broken, CONFIG)
+
+
+def test_an_extra_layer_is_rejected(keras_params):
+    extra = {**keras_params, "h3/ln_1/gamma": keras_params["h0/ln_1/gamma"]}
+    with pytest.raises(ValueError, match=r"Unexpected Keras variable.*'h3/ln_1/gamma'"):
+        backend.to_canonical(extra, CONFIG)
+
+
+def test_an_invalid_canonical_tree_is_rejected_with_its_path(tree):
+    broken = {**tree, "ln_f": {**tree["ln_f"], "g": tree["ln_f"]["g"][:2]}}
+    with pytest.raises(ValueError, match="'ln_f/g' has shape"):
+        backend.from_canonical(broken, CONFIG)
