@@ -163,3 +163,9 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(char_data, tmp
     step, tree = _final_params(tmp_path)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tree))
     assert step >= 1
+
+
+def test_tensorboard_events_are_written_when_asked(char_data, tmp_path):
+    Trainer(_config(char_data, tmp_path, max_iters=4, eval_interval=2, tensorboard=True)).run()
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
