@@ -29,11 +29,9 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tensorboard = self._wandb = None
         if config.tensorboard:
-            import tensorflow as tf
+            from tensorboardX import SummaryWriter
 
-            self._tensorboard = tf.summary.create_file_writer(
-                str(Path(config.out_dir) / "tensorboard")
-            )
+            self._tensorboard = SummaryWriter(str(Path(config.out_dir) / "tensorboard"))
         if config.use_wandb:
             try:
                 import wandb
@@ -50,17 +48,14 @@ class MetricsLog:
             handle.write(json.dumps(record) + "\n")
         numbers = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "iter"}
         if self._tensorboard is not None:
-            import tensorflow as tf
-
-            with self._tensorboard.as_default(step=step):
-                for name, value in numbers.items():
-                    tf.summary.scalar(name, value)
+            for name, value in numbers.items():
+                self._tensorboard.add_scalar(name, value, step)
         if self._wandb is not None:
             self._wandb.log(numbers, step=step)
 
     def close(self) -> None:
         if self._tensorboard is not None:
-            self._tensorboard.flush()
+            self._tensorboard.close()
         if self._wandb is not None:
             self._wandb.finish()
 
