@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import keras
 
-from shared import params
+from shared import name_table as name_table_lib
 from shared.config import GPT2Config
 from shared.params import Params
 
@@ -47,15 +46,15 @@ PER_LAYER: dict[str, str] = {
 """Keras path below `h{i}/` -> canonical path, indexed by layer i."""
 
 
-def name_table(config: GPT2Config) -> dict[str, tuple[str, int | None]]:
+def name_table(config: GPT2Config) -> name_table_lib.Table:
     """Every Keras variable path of `config` -> (canonical path, layer index or None)."""
-    table: dict[str, tuple[str, int | None]] = {
-        path: (canonical, None) for path, canonical in TOP_LEVEL.items()
-    }
-    for i in range(config.n_layer):
-        for path, canonical in PER_LAYER.items():
-            table[f"h{i}/{path}"] = (canonical, i)
-    return table
+    return name_table_lib.build(
+        TOP_LEVEL, PER_LAYER, config.n_layer, lambda i, path: f"h{i}/{path}"
+    )
+
+
+def _describe(path: str) -> str:
+    return f"Keras variable {path!r}"
 
 
 def variable_path(model: keras.Model, variable: keras.Variable) -> str:
@@ -71,26 +70,12 @@ def model_params(model: keras.Model) -> KerasParams:
 
 def from_canonical(tree: Params, config: GPT2Config) -> KerasParams:
     """Canonical tree -> Keras params; layer i of each stacked tensor goes to layer `h{i}`."""
-    params.validate(tree, config)
-    flat = params.flatten(tree)
-    return {
-        path: jnp.asarray(flat[canonical] if layer is None else flat[canonical][layer])
-        for path, (canonical, layer) in name_table(config).items()
-    }
+    return name_table_lib.from_canonical(tree, config, name_table(config))
 
 
 def to_canonical(keras_params: Mapping[str, Any], config: GPT2Config) -> Params:
     """Keras params -> canonical tree, stacking layers `h0..h{n_layer-1}` on the layer axis."""
-    _check(keras_params, config)
-    flat: dict[str, Any] = {}
-    layers: dict[str, list[Any]] = {}
-    for path, (canonical, layer) in name_table(config).items():
-        if layer is None:
-            flat[canonical] = keras_params[path]
-        else:
-            layers.setdefault(canonical, []).append(keras_params[path])
-    flat.update({canonical: jnp.stack(values) for canonical, values in layers.items()})
-    return params.unflatten(flat)
+    return name_table_lib.to_canonical(keras_params, config, name_table(config), _describe)
 
 
 def load_into(model: keras.Model, tree: Params) -> None:
@@ -98,24 +83,3 @@ def load_into(model: keras.Model, tree: Params) -> None:
     values = from_canonical(tree, model.config)
     for variable in model.trainable_variables:
         variable.assign(values[variable_path(model, variable)])
-
-
-def _check(keras_params: Mapping[str, Any], config: GPT2Config) -> None:
-    """Raise one ValueError naming the first missing, mis-shaped or unexpected Keras variable."""
-    shapes = params.canonical_shapes(config)
-    table = name_table(config)
-    for path, (canonical, layer) in table.items():
-        expected = shapes[canonical] if layer is None else shapes[canonical][1:]
-        if path not in keras_params:
-            raise ValueError(f"Keras variable {path!r} is missing; expected shape {expected}.")
-        actual = tuple(jnp.shape(keras_params[path]))
-        if actual != expected:
-            raise ValueError(
-                f"Keras variable {path!r} has shape {actual}, but {config} needs {expected}."
-            )
-    unexpected = sorted(set(keras_params) - set(table))
-    if unexpected:
-        raise ValueError(
-            f"Unexpected Keras variable(s) {unexpected}; a GPT-2 with {config.n_layer} layers has "
-            f"wte, wpe, h0..h{config.n_layer - 1} and ln_f only."
-        )

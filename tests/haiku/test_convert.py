@@ -84,7 +84,10 @@ def test_a_missing_haiku_parameter_is_named(haiku_params):
 
 def test_an_extra_layer_is_rejected(haiku_params):
     extra = {**haiku_params, "gpt2/~/h3/~/ln_1": haiku_params["gpt2/~/h0/~/ln_1"]}
-    with pytest.raises(ValueError, match=r"Unexpected haiku parameter.*gpt2/~/h3/~/ln_1 / scale"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unexpected Haiku parameter 'gpt2/~/h3/~/ln_1' / 'offset', Haiku parameter 'gpt2/~/h3/~/ln_1' / 'scale'",
+    ):
         backend.to_canonical(extra, CONFIG)
 
 

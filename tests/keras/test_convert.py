@@ -78,7 +78,7 @@ def test_a_missing_keras_variable_is_named(keras_params):
 
 def test_an_extra_layer_is_rejected(keras_params):
     extra = {**keras_params, "h3/ln_1/gamma": keras_params["h0/ln_1/gamma"]}
-    with pytest.raises(ValueError, match=r"Unexpected Keras variable.*'h3/ln_1/gamma'"):
+    with pytest.raises(ValueError, match=r"Unexpected Keras variable 'h3/ln_1/gamma'"):
         backend.to_canonical(extra, CONFIG)
 
 
