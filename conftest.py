@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Test helpers import TensorFlow, which may import Keras: keep Keras on JAX for the keras backend.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

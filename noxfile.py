@@ -25,8 +25,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(name="tests-functional")
 def tests_functional(session: nox.Session) -> None:
-    """The shared core and the functional backend (TensorFlow only to write/read OpenAI fixtures)."""
-    session.install("-e", ".[tf]", "pytest>=8")
+    """The shared core (training included) and the functional backend; TensorFlow writes and reads
+    the OpenAI fixtures."""
+    session.install("-e", ".[tf,train]", "pytest>=8")
     ignores = [f"--ignore={path}" for path in BACKEND_TESTS.values()]
     session.run("pytest", "tests", *ignores, *session.posargs)
 

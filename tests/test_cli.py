@@ -157,19 +157,3 @@ def test_offline_error_says_what_to_download_and_where(env, tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "model.ckpt.index" in result.stderr and str(tmp_path) in result.stderr
-
-
-@pytest.mark.parametrize("backend", ["haiku", "keras"])
-def test_every_backend_generates_the_same_text(env, model, backend):
-    args = [
-        "generate",
-        "--prompt",
-        "The meaning of life is",
-        "--max-new-tokens",
-        "12",
-        "--seed",
-        "4",
-    ]
-    assert ok(gpt2(env, *args, "--backend", backend)) == ok(
-        gpt2(env, *args, "--backend", "functional")
-    )

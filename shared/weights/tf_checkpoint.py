@@ -149,6 +149,8 @@ def _read(reader: object, available: dict, name: str, shape: tuple[int, ...]) ->
 
 def _import_tensorflow() -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow may import Keras; keep it on JAX so the keras backend still works afterwards.
+    os.environ.setdefault("KERAS_BACKEND", "jax")
     try:
         import tensorflow as tf
     except ImportError:
