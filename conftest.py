@@ -21,6 +21,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool:
-    """The oracle needs PyTorch and transformers; only `nox -s oracle` (--oracle) collects it."""
-    return collection_path.name == "oracle" and not config.getoption("--oracle")
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The oracle needs PyTorch and transformers; only `nox -s oracle` (--oracle) collects it.
+
+    None (not False) elsewhere, so pytest's own --ignore still applies.
+    """
+    if collection_path.name == "oracle" and not config.getoption("--oracle"):
+        return True
+    return None

@@ -82,16 +82,16 @@ class GPT2:
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        rows = [ids for ids in self.encode_prompts(prompts, max_new_tokens, truncate)]
-        rows = [ids for ids in rows for _ in range(num_samples)]
+        encoded = self.encode_prompts(prompts, max_new_tokens, truncate)
+        rows = [ids for ids in encoded for _ in range(num_samples)]
         stops = (*stop, ENDOFTEXT)
         decoders = [self.tokenizer.stream_decoder() for _ in rows]
         cutters = [StopStringCutter(stops) for _ in rows]
         seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
-        ids = self._ids_stream(
+        tokens = self._ids_stream(
             rows, max_new_tokens, sampling, self._stop_tokens(stops), seed, chunk, truncate
         )
-        for new, done in ids:
+        for new, done in tokens:
             deltas = []
             for ids, finished, decoder, cutter in zip(new, done, decoders, cutters, strict=True):
                 text = cutter.push(decoder.push(ids) + (decoder.flush() if finished else ""))
@@ -113,18 +113,13 @@ class GPT2:
         """The generator's stream; with `slide`, text longer than the context keeps going in
         segments that each see the last half-context of what came before."""
         n_ctx = self.config.n_ctx
-        history, stopped, remaining, segment = (
-            [list(r) for r in rows],
-            [False] * len(rows),
-            max_new_tokens,
-            0,
-        )
+        history = [list(r) for r in rows]
+        stopped = [False] * len(rows)
+        remaining, segment = max_new_tokens, 0
         while remaining > 0 and not all(stopped):
-            new_tokens = (
-                remaining
-                if not slide
-                else min(remaining, max(n_ctx - max(map(len, history)), n_ctx // 2))
-            )
+            new_tokens = remaining
+            if slide:  # use the whole context at first, then half-context steps
+                new_tokens = min(remaining, max(n_ctx - max(map(len, history)), n_ctx // 2))
             contexts = [h[-(n_ctx - new_tokens) :] for h in history]
             remaining -= new_tokens
             for new, done in self.generator.stream(

@@ -87,9 +87,7 @@ class Trainer:
                 )
             backend = backend or get_backend(meta["backend"])
             model_config = GPT2Config.from_hparams(meta["model"])
-            template = self._fresh_state(
-                backend, model_config, backend.init(model_config, self._key(0))
-            )
+            template = self._fresh_state(backend.init(model_config, self._key(0)))
             state = checkpoints.restore_state(
                 config.out_dir, step, {"params": template.params, "opt_state": template.opt_state}
             )
@@ -97,18 +95,12 @@ class Trainer:
         backend = backend or get_backend(config.backend)
         if config.init_from == "scratch":
             model_config = config.model_config(vocab)
-            return (
-                backend,
-                model_config,
-                self._fresh_state(backend, model_config, backend.init(model_config, self._key(0))),
-            )
-        tree, model_config, _ = weights.load_pretrained(config.init_from)
-        tree, model_config = self._fit_pretrained(tree, model_config, vocab)
-        return (
-            backend,
-            model_config,
-            self._fresh_state(backend, model_config, backend.from_canonical(tree, model_config)),
-        )
+            params = backend.init(model_config, self._key(0))
+        else:
+            tree, model_config, _ = weights.load_pretrained(config.init_from)
+            tree, model_config = self._fit_pretrained(tree, model_config, vocab)
+            params = backend.from_canonical(tree, model_config)
+        return backend, model_config, self._fresh_state(params)
 
     def _fit_pretrained(
         self, tree: dict, model_config: GPT2Config, vocab: int
@@ -126,7 +118,7 @@ class Trainer:
         tree = {**tree, "wpe": tree["wpe"][: self.config.block_size]}
         return tree, dataclasses.replace(model_config, n_ctx=self.config.block_size)
 
-    def _fresh_state(self, backend: Backend, model_config: GPT2Config, params: Any) -> TrainState:
+    def _fresh_state(self, params: Any) -> TrainState:
         params = jax.tree.map(jnp.asarray, params)
         return TrainState(params, self.optimizer.init(params), 0)
 
