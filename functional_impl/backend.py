@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from functional_impl.model import gpt2
 from shared import kv_cache, params
 from shared.config import GPT2Config
+from shared.dropout import Dropout
 from shared.kv_cache import KVCache
 from shared.params import Params
 
@@ -42,8 +43,12 @@ class FunctionalBackend:
         cache: KVCache | None,
         *,
         config: GPT2Config,
+        dropout: Dropout | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        return gpt2(tokens, positions, **tree, n_head=config.n_head, eps=config.ln_eps, cache=cache)
+        return gpt2(
+            tokens, positions, **tree, n_head=config.n_head, eps=config.ln_eps, cache=cache,
+            dropout=dropout,
+        )  # fmt: skip
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
         return kv_cache.init_cache(config, batch, max_len, dtype)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from shared import kv_cache
+from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.kv_cache import KVCache
 
 
@@ -48,12 +49,13 @@ def mha(
     mask: jax.Array,
     layer_cache: tuple[jax.Array, jax.Array] | None,
     index: jax.Array | None,
+    dropout: Dropout | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Causal multi-head self-attention with fused QKV projection."""
     batch, seq, n_embd = x.shape
     qkv = linear(x, **c_attn).reshape(batch, seq, 3, n_head, n_embd // n_head)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    heads, layer_cache = kv_cache.self_attention(q, k, v, mask, layer_cache, index)
+    heads, layer_cache = kv_cache.self_attention(q, k, v, mask, layer_cache, index, dropout)
     return linear(heads.reshape(batch, seq, n_embd), **c_proj), layer_cache
 
 
@@ -69,8 +71,12 @@ def transformer_block(
     mask: jax.Array,
     layer_cache: tuple[jax.Array, jax.Array] | None = None,
     index: jax.Array | None = None,
+    dropout: Dropout | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+
+    `dropout` (this block's) drops the attention probabilities and both residual branches.
+    """
     attended, layer_cache = mha(
         layer_norm(x, **ln_1, eps=eps),
         **attn,
@@ -78,9 +84,10 @@ def transformer_block(
         mask=mask,
         layer_cache=layer_cache,
         index=index,
+        dropout=dropout,
     )
-    x = x + attended
-    x = x + ffn(layer_norm(x, **ln_2, eps=eps), **mlp)
+    x = x + drop(attended, dropout, ATTENTION_OUTPUT)
+    x = x + drop(ffn(layer_norm(x, **ln_2, eps=eps), **mlp), dropout, MLP_OUTPUT)
     return x, layer_cache
 
 
@@ -95,32 +102,36 @@ def gpt2(
     n_head: int,
     eps: float = 1e-5,
     cache: KVCache | None = None,
+    dropout: Dropout | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (output tied to `wte`).
 
     `blocks` is either the canonical stacked tree, run with `lax.scan`, or one dict per layer, run
-    as an unrolled loop over separate buffers (the faster choice for decoding on CPU).
+    as an unrolled loop over separate buffers (the faster choice for decoding on CPU). `dropout`
+    is for training only (`shared.dropout`); None runs the deterministic forward.
     """
-    x = wte[tokens] + wpe[positions]
+    x = drop(wte[tokens] + wpe[positions], dropout, EMBEDDINGS)
     mask = kv_cache.attention_mask(cache, tokens.shape[1])
     index = None if cache is None else cache.index
     layer_caches = (
         [None] * _n_layers(blocks) if cache is None else list(zip(cache.k, cache.v, strict=True))
     )
 
-    def layer(x: jax.Array, block: dict, layer_cache: tuple | None) -> tuple:
+    def layer(x: jax.Array, block: dict, layer_cache: tuple | None, i: int | jax.Array) -> tuple:
         return transformer_block(
-            x, **block, n_head=n_head, eps=eps, mask=mask, layer_cache=layer_cache, index=index
-        )
+            x, **block, n_head=n_head, eps=eps, mask=mask, layer_cache=layer_cache, index=index,
+            dropout=None if dropout is None else dropout.block(i),
+        )  # fmt: skip
 
     if isinstance(blocks, Mapping):
         stacked = None if cache is None else (jnp.stack(cache.k), jnp.stack(cache.v))
-        x, new_caches = jax.lax.scan(lambda x, xs: layer(x, *xs), x, (blocks, stacked))
+        layers = jnp.arange(_n_layers(blocks))
+        x, new_caches = jax.lax.scan(lambda x, xs: layer(x, *xs), x, (blocks, stacked, layers))
         new_caches = None if cache is None else list(zip(*new_caches, strict=True))
     else:
         new_caches = []
-        for block, layer_cache in zip(blocks, layer_caches, strict=True):
-            x, layer_cache = layer(x, block, layer_cache)
+        for i, (block, layer_cache) in enumerate(zip(blocks, layer_caches, strict=True)):
+            x, layer_cache = layer(x, block, layer_cache, i)
             new_caches.append(layer_cache)
     logits = layer_norm(x, **ln_f, eps=eps) @ wte.T
     if cache is not None:

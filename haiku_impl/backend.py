@@ -13,6 +13,7 @@ from haiku_impl import convert, model
 from haiku_impl.convert import HaikuParams
 from shared import kv_cache
 from shared.config import GPT2Config
+from shared.dropout import Dropout
 from shared.kv_cache import KVCache
 from shared.params import Params
 
@@ -50,8 +51,9 @@ class HaikuBackend:
         cache: KVCache | None,
         *,
         config: GPT2Config,
+        dropout: Dropout | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
-        return _transformed(config).apply(params, tokens, positions, cache)
+        return _transformed(config).apply(params, tokens, positions, cache, dropout)
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
         return kv_cache.init_cache(config, batch, max_len, dtype)

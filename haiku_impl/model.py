@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from shared import kv_cache
 from shared.config import GPT2Config
+from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.kv_cache import KVCache
 
 MODEL_NAME = "gpt2"
@@ -66,12 +67,13 @@ class CausalSelfAttention(hk.Module):
         mask: jax.Array,
         layer_cache: tuple[jax.Array, jax.Array] | None,
         index: jax.Array | None,
+        dropout: Dropout | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
         """x [batch, seq, n_embd] -> (attended [batch, seq, n_embd], updated (k, v) or None)."""
         batch, seq, n_embd = x.shape
         qkv = self.c_attn(x).reshape(batch, seq, 3, self.n_head, n_embd // self.n_head)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        heads, layer_cache = kv_cache.self_attention(q, k, v, mask, layer_cache, index)
+        heads, layer_cache = kv_cache.self_attention(q, k, v, mask, layer_cache, index, dropout)
         return self.c_proj(heads.reshape(batch, seq, n_embd)), layer_cache
 
 
@@ -89,7 +91,12 @@ class MLP(hk.Module):
 
 
 class Block(hk.Module):
-    """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+
+    `dropout` (this block's, training only) drops the attention probabilities and both residual
+    branches; its key is passed in rather than taken from `hk.next_rng_key`, so the masks are
+    the other backends' masks.
+    """
 
     def __init__(self, config: GPT2Config, name: str | None = None) -> None:
         super().__init__(name=name)
@@ -104,10 +111,11 @@ class Block(hk.Module):
         mask: jax.Array,
         layer_cache: tuple[jax.Array, jax.Array] | None,
         index: jax.Array | None,
+        dropout: Dropout | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-        attended, layer_cache = self.attn(self.ln_1(x), mask, layer_cache, index)
-        x = x + attended
-        return x + self.mlp(self.ln_2(x)), layer_cache
+        attended, layer_cache = self.attn(self.ln_1(x), mask, layer_cache, index, dropout)
+        x = x + drop(attended, dropout, ATTENTION_OUTPUT)
+        return x + drop(self.mlp(self.ln_2(x)), dropout, MLP_OUTPUT), layer_cache
 
 
 class GPT2(hk.Module):
@@ -122,23 +130,29 @@ class GPT2(hk.Module):
         self.ln_f = LayerNorm(config.ln_eps, name="ln_f")
 
     def __call__(
-        self, tokens: jax.Array, positions: jax.Array, cache: KVCache | None
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        cache: KVCache | None,
+        dropout: Dropout | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """tokens, positions [batch, seq] int32 -> (logits [batch, seq, n_vocab], cache).
 
         With `cache=None` this is the causal training forward; with a cache, layer i writes its new
         keys/values into `cache.k[i]`, `cache.v[i]` at `cache.index` and attends to all filled slots.
+        `dropout` (`shared.dropout`) is for training; None runs the deterministic forward.
         """
         seq = tokens.shape[1]
-        x = self.wte(tokens) + self.wpe(positions)
+        x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)
         mask = kv_cache.attention_mask(cache, seq)
         index = None if cache is None else cache.index
         layer_caches = (
             [None] * len(self.blocks) if cache is None else zip(cache.k, cache.v, strict=True)
         )
         new_caches = []
-        for block, layer_cache in zip(self.blocks, layer_caches, strict=True):
-            x, layer_cache = block(x, mask, layer_cache, index)
+        for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches, strict=True)):
+            block_dropout = None if dropout is None else dropout.block(i)
+            x, layer_cache = block(x, mask, layer_cache, index, block_dropout)
             new_caches.append(layer_cache)
         logits = self.ln_f(x) @ self.wte.embeddings.T
         if cache is not None:
@@ -148,12 +162,18 @@ class GPT2(hk.Module):
 
 
 def forward(
-    tokens: jax.Array, positions: jax.Array, cache: KVCache | None, *, config: GPT2Config
+    tokens: jax.Array,
+    positions: jax.Array,
+    cache: KVCache | None,
+    dropout: Dropout | None = None,
+    *,
+    config: GPT2Config,
 ) -> tuple[jax.Array, KVCache | None]:
     """The function `hk.transform` wraps: build the model for `config` and run it."""
-    return GPT2(config)(tokens, positions, cache)
+    return GPT2(config)(tokens, positions, cache, dropout)
 
 
 def transformed(config: GPT2Config) -> hk.Transformed:
-    """`forward` for `config` as a pure (init, apply) pair; apply needs no PRNG key."""
+    """`forward` for `config` as a pure (init, apply) pair; apply needs no PRNG key (dropout's key
+    is an explicit argument)."""
     return hk.without_apply_rng(hk.transform(lambda *args: forward(*args, config=config)))

@@ -12,6 +12,7 @@ from keras_impl.convert import KerasParams
 from keras_impl.model import GPT2LM
 from shared import kv_cache, params
 from shared.config import GPT2Config
+from shared.dropout import Dropout
 from shared.kv_cache import KVCache
 from shared.params import Params
 
@@ -62,11 +63,14 @@ class KerasBackend:
         cache: KVCache | None,
         *,
         config: GPT2Config,
+        dropout: Dropout | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
         model, paths = _model(config, dtype)
         values = [keras_params[path] for path in paths]
-        outputs, _ = model.stateless_call(values, [], tokens, positions=positions, cache=cache)
+        outputs, _ = model.stateless_call(
+            values, [], tokens, positions=positions, cache=cache, dropout=dropout
+        )
         return outputs if cache is not None else (outputs, None)
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from shared import kv_cache
+from shared.dropout import ATTENTION_OUTPUT, MLP_OUTPUT, Dropout, drop
 
 LayerCache = tuple[jax.Array, jax.Array]
 """One layer's (keys, values) cache, each [batch, slots, n_head, head_dim]."""
@@ -88,10 +89,11 @@ class LayerNorm(keras.layers.Layer):
 class CausalSelfAttention(keras.layers.Layer):
     """Multi-head causal self-attention with a fused QKV projection (`c_attn`) and `c_proj`.
 
-    Called as `layer(x, attention_mask, layer_cache=None, index=None)` and returns
+    Called as `layer(x, attention_mask, layer_cache=None, index=None, dropout=None)` and returns
     `(y, layer_cache)`: y is [batch, seq, n_embd]; with a cache the new keys and values are written
     at slot `index` and the updated (k, v) is returned, otherwise the second output is None.
-    `attention_mask` comes from `shared.kv_cache.attention_mask`.
+    `attention_mask` comes from `shared.kv_cache.attention_mask`; `dropout` (a
+    `shared.dropout.Dropout`, training only) drops attention probabilities.
 
     Args:
         n_head: number of attention heads; n_embd must be divisible by it.
@@ -143,11 +145,14 @@ class CausalSelfAttention(keras.layers.Layer):
         attention_mask: jax.Array,
         layer_cache: LayerCache | None = None,
         index: jax.Array | None = None,
+        dropout: Dropout | None = None,
     ) -> tuple[jax.Array, LayerCache | None]:
         batch, seq, n_embd = x.shape
         qkv = ops.reshape(self.c_attn(x), (batch, seq, 3, self.n_head, n_embd // self.n_head))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        heads, layer_cache = kv_cache.self_attention(q, k, v, attention_mask, layer_cache, index)
+        heads, layer_cache = kv_cache.self_attention(
+            q, k, v, attention_mask, layer_cache, index, dropout
+        )
         return self.c_proj(ops.reshape(heads, (batch, seq, n_embd))), layer_cache
 
     def get_config(self) -> dict[str, Any]:
@@ -204,7 +209,10 @@ class MLP(keras.layers.Layer):
 class TransformerBlock(keras.layers.Layer):
     """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 
-    Called like `CausalSelfAttention` and returns `(x, layer_cache)` the same way.
+    Called like `CausalSelfAttention` and returns `(x, layer_cache)` the same way. `dropout` (this
+    block's, `Dropout.block(i)`) drops the attention probabilities and both residual branches with
+    explicit keys, so the masks equal the other backends' (Keras' own `Dropout` layer draws its
+    masks from a `SeedGenerator` and could not match them).
 
     Args:
         n_head: number of attention heads.
@@ -249,10 +257,13 @@ class TransformerBlock(keras.layers.Layer):
         attention_mask: jax.Array,
         layer_cache: LayerCache | None = None,
         index: jax.Array | None = None,
+        dropout: Dropout | None = None,
     ) -> tuple[jax.Array, LayerCache | None]:
-        attended, layer_cache = self.attn(self.ln_1(x), attention_mask, layer_cache, index)
-        x = x + attended
-        x = x + self.mlp(self.ln_2(x))
+        attended, layer_cache = self.attn(
+            self.ln_1(x), attention_mask, layer_cache, index, dropout=dropout
+        )
+        x = x + drop(attended, dropout, ATTENTION_OUTPUT)
+        x = x + drop(self.mlp(self.ln_2(x)), dropout, MLP_OUTPUT)
         return x, layer_cache
 
     def get_config(self) -> dict[str, Any]:

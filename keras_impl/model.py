@@ -13,6 +13,7 @@ from keras import ops
 from keras_impl.layers import GPT2_INIT_STD, LayerNorm, TransformerBlock
 from shared import kv_cache
 from shared.config import GPT2Config
+from shared.dropout import EMBEDDINGS, Dropout, drop
 from shared.kv_cache import KVCache
 from shared.params import Params
 
@@ -89,21 +90,24 @@ class GPT2LM(keras.Model):
         tokens: jax.Array,
         positions: jax.Array | None = None,
         cache: KVCache | None = None,
+        dropout: Dropout | None = None,
     ) -> jax.Array | tuple[jax.Array, KVCache]:
         """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (and the new cache).
 
-        `positions` default to 0..seq-1 for every row.
+        `positions` default to 0..seq-1 for every row. `dropout` (`shared.dropout.Dropout`: a rate
+        and a key) applies GPT-2's training dropout; None runs the deterministic forward.
         """
         seq = tokens.shape[1]
         if positions is None:
             positions = ops.arange(seq)[None, :]
-        x = self.wte(tokens) + self.wpe(positions)
+        x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)
         attention_mask = kv_cache.attention_mask(cache, seq)
         index = None if cache is None else cache.index
         new_k, new_v = [], []
         for i, block in enumerate(self.blocks):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-            x, layer_cache = block(x, attention_mask, layer_cache, index)
+            block_dropout = None if dropout is None else dropout.block(i)
+            x, layer_cache = block(x, attention_mask, layer_cache, index, dropout=block_dropout)
             if cache is not None:
                 new_k.append(layer_cache[0])
                 new_v.append(layer_cache[1])

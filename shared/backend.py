@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from shared.config import GPT2Config
+from shared.dropout import Dropout
 from shared.kv_cache import KVCache
 from shared.params import Params
 
@@ -40,11 +41,14 @@ class Backend(Protocol):
         cache: KVCache | None,
         *,
         config: GPT2Config,
+        dropout: Dropout | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Pure, jittable forward pass: tokens/positions [batch, seq] -> logits [batch, seq, n_vocab].
 
         With `cache=None` this is the training forward (causal mask); with a cache the new tokens are
-        written at `cache.index` and attend to everything cached before them.
+        written at `cache.index` and attend to everything cached before them. `dropout` (a rate and
+        a key) turns on GPT-2's training dropout through `shared.dropout.drop`, so every backend
+        draws the same masks for the same key; None (inference, evaluation) applies none.
         """
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from shared.config import GPT2Config
+from shared.dropout import ATTENTION, Dropout, drop
 
 
 class KVCache(NamedTuple):
@@ -71,17 +72,35 @@ def advance(cache: KVCache, k: Sequence[jax.Array], v: Sequence[jax.Array], n_ne
     return cache._replace(k=tuple(k), v=tuple(v), index=cache.index + n_new)
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def attend(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dropout: Dropout | None = None
+) -> jax.Array:
     """Scaled dot-product attention with an fp32 softmax.
 
     q: [batch, n_q, n_head, head_dim]; k, v: [batch, n_k, n_head, head_dim];
     mask: broadcastable to [batch, n_head, n_q, n_k]. Returns [batch, n_q, n_head, head_dim].
+    `dropout` (the block's, training only) drops attention probabilities.
     """
     scale = q.shape[-1] ** -0.5
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    weights = drop(jax.nn.softmax(scores, axis=-1), dropout, ATTENTION).astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def fused_attention_applies(q: jax.Array) -> bool:
+    """Whether the causal attention of a training forward can run as cuDNN's fused flash kernel.
+
+    Only on GPU, in bf16/fp16, with head sizes cuDNN takes; elsewhere (CPU, fp32) the explicit
+    softmax above runs, which is also what keeps CPU results bit-identical across backends.
+    """
+    head_dim = q.shape[-1]
+    return (
+        jax.default_backend() == "gpu"
+        and q.dtype in (jnp.bfloat16, jnp.float16)
+        and head_dim % 8 == 0
+        and head_dim <= 128
+    )
 
 
 def self_attention(
@@ -91,12 +110,18 @@ def self_attention(
     mask: jax.Array,
     layer_cache: tuple[jax.Array, jax.Array] | None,
     index: jax.Array | None,
+    dropout: Dropout | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Attention of new tokens, through this layer's cache when there is one.
 
     Returns the attended values and the layer's updated (k, v) cache (None without a cache).
+    `dropout` is the block's (`Dropout.block`); None for inference.
     """
     if layer_cache is None:
-        return attend(q, k, v, mask), None
+        if fused_attention_applies(q) and (dropout is None or dropout.rate == 0):
+            return jax.nn.dot_product_attention(
+                q, k, v, is_causal=True, implementation="cudnn"
+            ), None
+        return attend(q, k, v, mask, dropout), None
     layer_k, layer_v = write(*layer_cache, k, v, index)
-    return attend(q, layer_k, layer_v, mask), (layer_k, layer_v)
+    return attend(q, layer_k, layer_v, mask, dropout), (layer_k, layer_v)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from shared.backend import Backend
 from shared.config import GPT2Config
+from shared.dropout import Dropout
 
 
 def next_token_loss(
@@ -27,10 +28,18 @@ def next_token_loss(
 
 
 def language_model_loss(
-    backend: Backend, params: Any, tokens: jax.Array, *, config: GPT2Config
+    backend: Backend,
+    params: Any,
+    tokens: jax.Array,
+    *,
+    config: GPT2Config,
+    dropout: Dropout | None = None,
 ) -> jax.Array:
-    """Loss of predicting tokens[:, 1:] from tokens[:, :-1] with the training forward pass."""
+    """Loss of predicting tokens[:, 1:] from tokens[:, :-1] with the training forward pass.
+
+    `dropout` (training only) is passed to the backend; None evaluates without dropout.
+    """
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
-    logits, _ = backend.apply(params, inputs, positions, None, config=config)
+    logits, _ = backend.apply(params, inputs, positions, None, config=config, dropout=dropout)
     return next_token_loss(logits, targets)

@@ -1,0 +1,51 @@
+"""Dropout: one key gives the same masks in every backend, so the training loss and its gradients
+with dropout on agree with the reference as closely as without."""
+
+from __future__ import annotations
+
+import jax
+
+from conformance.report import max_rel_diff
+from conformance.test_training import TOLERANCE, _tokens
+from shared import params
+from shared.dropout import Dropout
+from shared.loss import language_model_loss
+
+DROPOUT = Dropout(0.1, jax.random.PRNGKey(11))
+
+
+def _loss_and_canonical_grads(backend, tree, config, tokens, dropout):
+    backend_params = backend.from_canonical(tree, config)
+    loss, grads = jax.jit(
+        lambda p, d: jax.value_and_grad(language_model_loss, argnums=1)(
+            backend, p, tokens, config=config, dropout=d
+        )
+    )(backend_params, dropout)
+    return loss, params.flatten(backend.to_canonical(grads, config))
+
+
+def test_loss_and_gradients_with_dropout_match_the_reference(
+    backend, reference, config, config_name, canonical, report
+):
+    tokens = _tokens(config)
+    loss, grads = _loss_and_canonical_grads(backend, canonical, config, tokens, DROPOUT)
+    ref_loss, ref_grads = _loss_and_canonical_grads(reference, canonical, config, tokens, DROPOUT)
+    plain_loss = jax.jit(lambda p: language_model_loss(reference, p, tokens, config=config))(
+        reference.from_canonical(canonical, config)
+    )
+    assert abs(float(ref_loss) - float(plain_loss)) > 1e-4, "dropout 0.1 changed nothing"
+    report.check(
+        "loss with dropout 0.1 vs functional (relative)",
+        backend.name,
+        config_name,
+        abs(float(loss) / float(ref_loss) - 1),
+        TOLERANCE,
+    )
+    diff = max_rel_diff([grads[k] for k in ref_grads], list(ref_grads.values()))
+    report.check(
+        "gradients with dropout 0.1 vs functional (relative, per tensor)",
+        backend.name,
+        config_name,
+        diff,
+        TOLERANCE,
+    )
