@@ -19,13 +19,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--oracle", action="store_true", help="also run conformance/oracle (needs transformers)"
     )
+    parser.addoption(
+        "--bench", action="store_true", help="also run conformance/bench (minutes; `nox -s bench`)"
+    )
+
+
+# Folders collected only when asked for: the oracle needs PyTorch and transformers, and the
+# benchmarks take minutes and measure rather than check.
+OPT_IN_FOLDERS = {"oracle": "--oracle", "bench": "--bench"}
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """The oracle needs PyTorch and transformers; only `nox -s oracle` (--oracle) collects it.
+    """Skip an opt-in folder unless its option is given.
 
     None (not False) elsewhere, so pytest's own --ignore still applies.
     """
-    if collection_path.name == "oracle" and not config.getoption("--oracle"):
+    option = OPT_IN_FOLDERS.get(collection_path.name)
+    if option and not config.getoption(option):
         return True
     return None

@@ -27,7 +27,7 @@ def lint(session: nox.Session) -> None:
 def tests_functional(session: nox.Session) -> None:
     """The shared core (training included) and the functional backend; TensorFlow writes and reads
     the OpenAI fixtures."""
-    session.install("-e", ".[tf,train]", "pytest>=8")
+    session.install("-e", ".[tf,train,wandb]", "pytest>=8")
     ignores = [f"--ignore={path}" for path in BACKEND_TESTS.values()]
     session.run("pytest", "tests", *ignores, *session.posargs)
 
@@ -41,8 +41,9 @@ def tests_haiku(session: nox.Session) -> None:
 
 @nox.session(name="tests-keras")
 def tests_keras(session: nox.Session) -> None:
-    """The Keras backend's own tests, with only Keras 3 added to the core."""
-    session.install("-e", ".[keras]", "pytest>=8")
+    """The Keras backend's own tests, with Keras 3 and the training extra (for `--keras-fit`)
+    added to the core."""
+    session.install("-e", ".[keras,train]", "pytest>=8")
     session.run("pytest", BACKEND_TESTS["keras"], *session.posargs)
 
 
@@ -65,6 +66,25 @@ def oracle(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """`gpt2 bench` at 124M with random weights: cached decode vs the recompute loop, TTFT."""
-    session.install("-e", ".")
-    session.run("gpt2", "bench", "--json", "reports/bench.json", *session.posargs)
+    """`gpt2 bench` at 124M on random weights, every backend (report in reports/bench.*), then the
+    pytest-benchmark timings of conformance/bench."""
+    session.install("-e", ".[haiku,keras,train]", "pytest>=8", "pytest-benchmark>=4")
+    session.run(
+        "gpt2", "bench", "--backends", "functional,haiku,keras", "--json", "reports/bench.json",
+        "--markdown", "reports/bench.md", "--plot", "reports/bench.png", *session.posargs,
+    )  # fmt: skip
+    session.run(
+        "pytest", "conformance/bench", "--bench", "--benchmark-json", "reports/bench-pytest.json"
+    )
+
+
+@nox.session(name="bench-oracle")
+@nox.parametrize("baseline", ["hf", "keras-hub"])
+def bench_oracle(session: nox.Session, baseline: str) -> None:
+    """Other libraries' GPT-2 timed beside ours, each in its own environment, one after the other."""
+    extra = {"hf": [TORCH, "transformers>=4.45"], "keras-hub": ["keras-hub>=0.18"]}[baseline]
+    session.install("-e", ".[keras,train]", *extra)
+    session.run(
+        "python", "-m", "shared.benchmarks.baselines", baseline,
+        "--json", f"reports/bench-{baseline}.json", "--markdown", f"reports/bench-{baseline}.md",
+    )  # fmt: skip

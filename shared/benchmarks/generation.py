@@ -1,11 +1,8 @@
-"""Measurements behind `gpt2 bench`: generation speed against baselines run in the same process.
-
-Warm-up (compilation) is always excluded from throughput and reported on its own.
-"""
+"""Generation speed on random weights: decode throughput, time to first token, prefill, and the
+seed's recompute-everything loop as the baseline."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from typing import Any
@@ -20,13 +17,7 @@ from shared.generation import GREEDY, Generator, slot_bucket
 from shared.params import cast
 from shared.sampling import SamplingParams
 
-
-@dataclasses.dataclass
-class Result:
-    name: str
-    value: float
-    unit: str
-    note: str = ""
+TOP_P = SamplingParams(temperature=1.0, top_p=0.9)
 
 
 def random_model(
@@ -42,9 +33,23 @@ def random_model(
     return backend, tree, config
 
 
-def _prompts(batch: int, length: int, config: GPT2Config) -> list[list[int]]:
+def parameter_bytes(params: Any) -> int:
+    return sum(x.nbytes for x in jax.tree.leaves(params))
+
+
+def random_prompts(batch: int, length: int, config: GPT2Config) -> list[list[int]]:
     rng = np.random.default_rng(0)
     return rng.integers(0, config.n_vocab, size=(batch, length)).tolist()
+
+
+def full_forward_logits(
+    backend: Backend, params: Any, config: GPT2Config, tokens: np.ndarray
+) -> np.ndarray:
+    """fp32 logits [batch, seq, vocab] of the training forward pass (no cache)."""
+    positions = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
+    forward = jax.jit(functools.partial(backend.apply, cache=None, config=config))
+    logits, _ = forward(params, tokens, positions)
+    return np.asarray(logits, np.float32)
 
 
 def _timed(fn: Any) -> float:
@@ -55,29 +60,47 @@ def _timed(fn: Any) -> float:
 
 def time_to_first_token(generator: Generator, prompt_len: int) -> tuple[float, float]:
     """(cold, warm) seconds from call to the first generated token; cold includes compilation."""
-    prompts = _prompts(1, prompt_len, generator.config)
+    prompts = random_prompts(1, prompt_len, generator.config)
     jax.clear_caches()
     cold = _timed(lambda: next(generator.stream(prompts, 1)))
-    warm = _timed(lambda: next(generator.stream(prompts, 1)))
+    warm = min(_timed(lambda: next(generator.stream(prompts, 1))) for _ in range(3))
     return cold, warm
 
 
-def cached_decode_tokens_per_s(
+def decode_tokens_per_s(
     generator: Generator,
     batch: int,
     prompt_len: int,
     new_tokens: int,
     sampling: SamplingParams = GREEDY,
-    repeats: int = 2,
-) -> float:
-    """Generated tokens per second (all rows), best of `repeats` after one warm-up run."""
-    prompts = _prompts(batch, prompt_len, generator.config)
+    repeats: int = 3,
+) -> tuple[float, float]:
+    """(generated tokens/s over all rows, best of `repeats`; seconds of the compiling first run)."""
+    prompts = random_prompts(batch, prompt_len, generator.config)
 
     def run() -> list:
         return generator.generate(prompts, new_tokens, sampling)
 
-    run()
-    return batch * new_tokens / min(_timed(run) for _ in range(repeats))
+    compile_seconds = _timed(run)
+    return batch * new_tokens / min(_timed(run) for _ in range(repeats)), compile_seconds
+
+
+def prefill_tokens_per_s(
+    backend: Backend, params: Any, config: GPT2Config, prompt_len: int, repeats: int = 3
+) -> float:
+    """Prompt tokens/s of one forward pass that fills the KV cache (batch 1)."""
+    dtype = jax.tree.leaves(params)[0].dtype
+
+    @jax.jit
+    def prefill(params: Any, tokens: jax.Array) -> jax.Array:
+        cache = backend.init_cache(config, 1, prompt_len, dtype)
+        positions = jnp.arange(prompt_len)[None, :]
+        logits, cache = backend.apply(params, tokens, positions, cache, config=config)
+        return logits[:, -1], cache
+
+    tokens = jnp.asarray(random_prompts(1, prompt_len, config), jnp.int32)
+    jax.block_until_ready(prefill(params, tokens))
+    return prompt_len / min(_timed(lambda: prefill(params, tokens)) for _ in range(repeats))
 
 
 def recompute_tokens_per_s(
@@ -99,43 +122,10 @@ def recompute_tokens_per_s(
     for bucket in range(slot_bucket(prompt_len + 1), slot_bucket(total) + 1, 64):
         next_token(jnp.zeros((1, bucket), jnp.int32), jnp.int32(1)).block_until_ready()
     tokens = np.zeros(slot_bucket(total), np.int32)
-    tokens[:prompt_len] = _prompts(1, prompt_len, config)[0]
+    tokens[:prompt_len] = random_prompts(1, prompt_len, config)[0]
     start = time.perf_counter()
     for length in range(prompt_len, total):
         width = slot_bucket(length + 1)
         token = next_token(jnp.asarray(tokens[None, :width]), jnp.int32(length))
         tokens[length] = int(token)
     return new_tokens / (time.perf_counter() - start)
-
-
-def generation_report(
-    size: str = "124M",
-    backend_name: str = "functional",
-    prompt_len: int = 32,
-    new_tokens: int = 256,
-    dtype: str = "float32",
-    baseline: bool = True,
-) -> list[Result]:
-    """Batch-1 greedy decode vs the recompute loop, and time to first token, on random weights."""
-    backend, params, config = random_model(size, backend_name, dtype=dtype)
-    generator = Generator(backend, params, config)
-    cold, warm = time_to_first_token(generator, prompt_len)
-    cached = cached_decode_tokens_per_s(generator, 1, prompt_len, new_tokens)
-    results = [
-        Result("time to first token, cold (compile included)", cold, "s"),
-        Result("time to first token, warm", warm, "s"),
-        Result("cached decode, batch 1, greedy", cached, "tokens/s"),
-    ]
-    if baseline:
-        recompute = recompute_tokens_per_s(backend, params, config, prompt_len, new_tokens)
-        results += [
-            Result("recompute-everything loop (seed), batch 1", recompute, "tokens/s"),
-            Result("cached decode / recompute loop", cached / recompute, "x"),
-        ]
-    return results
-
-
-def markdown_table(results: list[Result], title: str) -> str:
-    lines = [f"**{title}**", "", "| measure | value | unit |", "| --- | ---: | --- |"]
-    lines += [f"| {r.name} | {r.value:,.3g} | {r.unit} |" for r in results]
-    return "\n".join(lines)

@@ -1,43 +1,87 @@
-"""`gpt2 bench`: generation speed on random weights, with baselines measured in the same run."""
+"""`gpt2 bench`: generation, prefill and training speed on random weights, per backend, with the
+machine's memory bandwidth and baselines measured in the same run."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import platform
 from pathlib import Path
 
 
+def _csv(kind: type) -> object:
+    return lambda text: tuple(kind(item) for item in text.split(",") if item)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="measure generation speed", description=__doc__)
+    parser = subparsers.add_parser(
+        "bench", help="measure generation and training speed", description=__doc__
+    )
     parser.add_argument("--model-size", "--model_size", default="124M")
-    parser.add_argument("--backend", default="functional")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--prompt-len", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument(
+        "--backend",
+        "--backends",
+        dest="backends",
+        type=_csv(str),
+        default=("functional",),
+        help="comma-separated backends, e.g. functional,haiku,keras",
+    )
+    parser.add_argument("--prompt-len", type=int, default=None)
+    parser.add_argument("--new-tokens", type=int, default=None)
+    parser.add_argument(
+        "--batch-sizes", type=_csv(int), default=None, help="decode batches (CPU 1,8; GPU 1,8,64)"
+    )
+    parser.add_argument("--prefill-len", type=int, default=None)
+    parser.add_argument("--train-batch", type=int, default=None)
+    parser.add_argument("--train-seq", type=int, default=None, help="CPU 256, GPU 1024")
+    parser.add_argument("--train-dtype", choices=["float32", "bfloat16"], default=None)
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="also time whole `gpt2 generate` runs on the weights cached here",
+    )
+    parser.add_argument("--no-generation", action="store_true", help="skip generation")
     parser.add_argument("--no-baseline", action="store_true", help="skip the slow recompute loop")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16-weights decode")
+    parser.add_argument("--no-train", action="store_true", help="skip the training step")
+    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the markdown table")
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG of decode tokens/s")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import jax
+    from shared.backend import get_backend
+    from shared.benchmarks import results, suite
 
-    from shared import benchmarks
-
-    results = benchmarks.generation_report(
-        args.model_size, args.backend, args.prompt_len, args.new_tokens, args.dtype,
-        baseline=not args.no_baseline,
-    )  # fmt: skip
-    device = f"{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})"
-    title = (
-        f"{args.model_size} {args.backend} {args.dtype}, prompt {args.prompt_len}, "
-        f"{args.new_tokens} new tokens, random weights, on {device}"
+    for name in args.backends:
+        get_backend(name)  # fail on a bad name before minutes of measuring
+    settings = suite.default_settings(
+        args.backends,
+        size=args.model_size,
+        prompt_len=args.prompt_len,
+        new_tokens=args.new_tokens,
+        batch_sizes=args.batch_sizes,
+        prefill_len=args.prefill_len,
+        train_batch=args.train_batch,
+        train_seq=args.train_seq,
+        train_dtype=args.train_dtype,
+        models_dir=args.models_dir,
+        generation=not args.no_generation,
+        recompute_baseline=not args.no_baseline,
+        bfloat16=not args.no_bf16,
+        train=not args.no_train,
     )
-    print(benchmarks.markdown_table(results, title))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"title": title, "results": [dataclasses.asdict(r) for r in results]}
-        args.json.write_text(json.dumps(payload, indent=2))
+    report = suite.run(settings, on_result=_progress)
+    print(results.markdown(report))
+    results.write(report, args.json, args.markdown)
+    if args.plot:
+        results.plot_decode_throughput(report, args.plot)
     return 0
+
+
+def _progress(result: object) -> None:
+    import sys
+
+    print(
+        f"  {result.backend or '-'}: {result.name} = {result.value} {result.unit}", file=sys.stderr
+    )

@@ -1,0 +1,186 @@
+"""The whole benchmark run behind `gpt2 bench`: every measure for every backend asked for, the
+machine's limits, and the ratios the targets are stated in, all from one process."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from shared.benchmarks import generation, machine, startup, training
+from shared.benchmarks.results import Report, Result
+from shared.config import config_for_size
+from shared.generation import GREEDY, Generator
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSettings:
+    """What to measure; the defaults are the issue's (124M, prompt 32, 256 new tokens)."""
+
+    size: str = "124M"
+    backends: tuple[str, ...] = ("functional",)
+    prompt_len: int = 32
+    new_tokens: int = 256
+    batch_sizes: tuple[int, ...] = (1, 8)
+    prefill_len: int = 1024
+    generation: bool = True
+    recompute_baseline: bool = True
+    bfloat16: bool = True
+    train: bool = True
+    train_batch: int = 4
+    train_seq: int = 256
+    train_dtype: str = "float32"
+    models_dir: Path | None = None  # cached weights to time a whole `gpt2 generate` process
+
+
+def default_settings(backends: Sequence[str], **overrides: object) -> BenchSettings:
+    """Per-platform defaults: on GPU, training at seq 1024 in bf16 and decode up to batch 64."""
+    on_gpu = machine.device().platform == "gpu"
+    defaults: dict[str, object] = {"backends": tuple(backends)}
+    if on_gpu:
+        defaults |= {"batch_sizes": (1, 8, 64), "train_batch": 32, "train_seq": 1024,
+                     "train_dtype": "bfloat16"}  # fmt: skip
+    return BenchSettings(**(defaults | {k: v for k, v in overrides.items() if v is not None}))
+
+
+def run(settings: BenchSettings, on_result: Callable[[Result], None] | None = None) -> Report:
+    report = Report(
+        f"GPT-2 {settings.size}, random weights, prompt {settings.prompt_len}, "
+        f"{settings.new_tokens} new tokens",
+        machine.description(),
+        on_add=on_result,
+    )
+    bandwidth = machine.memory_bandwidth()
+    report.add(Result("machine", "memory read bandwidth (matrix-vector)", bandwidth / 1e9, "GB/s"))
+    for backend in settings.backends if settings.generation else ():
+        _generation(report, settings, backend, bandwidth)
+    if settings.bfloat16 and settings.generation:
+        _bfloat16(report, settings)
+    if settings.train:
+        _training(report, settings)
+    if settings.models_dir is not None:
+        first, warm = startup.warm_start_seconds(settings.models_dir, settings.size)
+        report.add(
+            Result("latency", "`gpt2 generate` process start to first token, first run", first,
+                   "s", "functional"),
+            Result("latency", "`gpt2 generate` process start to first token, warm", warm, "s",
+                   "functional", "weights and compiled programs cached"),
+        )  # fmt: skip
+    report.add(
+        Result(
+            "machine",
+            "peak device memory in use during the run",
+            _gigabytes(machine.peak_memory_bytes()),
+            "GB",
+        )
+    )
+    return report
+
+
+def _gigabytes(count: int | None) -> float | None:
+    return None if count is None else count / 1e9
+
+
+def _generation(report: Report, settings: BenchSettings, name: str, bandwidth: float) -> None:
+    backend, params, config = generation.random_model(settings.size, name)
+    generator = Generator(backend, params, config)
+    cold, warm = generation.time_to_first_token(generator, settings.prompt_len)
+    report.add(
+        Result("latency", "time to first token, cold (compile included)", cold, "s", name),
+        Result("latency", "time to first token, warm", warm, "s", name),
+    )
+    throughput = {}
+    for batch in settings.batch_sizes:
+        for label, sampling in (("greedy", GREEDY), ("top-p 0.9", generation.TOP_P)):
+            tokens_per_s, compile_s = generation.decode_tokens_per_s(
+                generator, batch, settings.prompt_len, settings.new_tokens, sampling
+            )
+            throughput[batch, label] = tokens_per_s
+            report.add(
+                Result("generation", f"decode batch {batch}, {label}", tokens_per_s, "tokens/s",
+                       name, f"first run {compile_s:.1f} s"),
+            )  # fmt: skip
+    batch_1 = throughput[1, "greedy"]
+    roofline = bandwidth / generation.parameter_bytes(params)
+    report.add(
+        Result("ratios", "batch-1 greedy decode / memory-bandwidth roofline", batch_1 / roofline,
+               "fraction", name, f"roofline {roofline:.0f} tokens/s"),
+    )  # fmt: skip
+    for batch in settings.batch_sizes[1:]:
+        report.add(
+            Result("ratios", f"decode batch {batch} / batch 1 (greedy)",
+                   throughput[batch, "greedy"] / batch_1, "x", name),
+        )  # fmt: skip
+    prefill = generation.prefill_tokens_per_s(backend, params, config, settings.prefill_len)
+    report.add(Result("prefill", f"prefill, {settings.prefill_len}-token prompt", prefill,
+                      "tokens/s", name))  # fmt: skip
+    if name != "functional" and report.value("generation", "decode batch 1, greedy", "functional"):
+        reference = report.value("generation", "decode batch 1, greedy", "functional")
+        report.add(Result("ratios", "batch-1 decode step time vs functional",
+                          reference / batch_1, "x", name))  # fmt: skip
+    if settings.recompute_baseline and name == "functional":
+        recompute = generation.recompute_tokens_per_s(
+            backend, params, config, settings.prompt_len, settings.new_tokens
+        )
+        report.add(
+            Result("generation", "recompute-everything loop (seed), batch 1", recompute,
+                   "tokens/s", name),
+            Result("ratios", "cached decode / recompute loop, batch 1", batch_1 / recompute,
+                   "x", name),
+        )  # fmt: skip
+    del generator, params
+    jax.clear_caches()
+
+
+def _bfloat16(report: Report, settings: BenchSettings) -> None:
+    """bf16 weights vs fp32 on the functional backend: speed, and how far the logits drift."""
+    config = config_for_size(settings.size)
+    tokens = np.asarray(generation.random_prompts(1, settings.prompt_len, config), np.int32)
+    logits = {}
+    for dtype in ("float32", "bfloat16"):
+        backend, params, config = generation.random_model(settings.size, "functional", dtype=dtype)
+        logits[dtype] = generation.full_forward_logits(backend, params, config, tokens)
+    backend, params, config = generation.random_model(settings.size, "functional", dtype="bfloat16")
+    bf16, _ = generation.decode_tokens_per_s(
+        Generator(backend, params, config), 1, settings.prompt_len, settings.new_tokens
+    )
+    fp32 = report.value("generation", "decode batch 1, greedy", "functional")
+    drift = np.max(np.abs(logits["bfloat16"] - logits["float32"])) / np.max(
+        np.abs(logits["float32"])
+    )
+    agree = np.mean(logits["bfloat16"].argmax(-1) == logits["float32"].argmax(-1))
+    report.add(
+        Result("generation", "decode batch 1, greedy, bf16 weights", bf16, "tokens/s",
+               "functional"),
+        Result("ratios", "bf16 / fp32 batch-1 greedy decode", bf16 / fp32 if fp32 else None,
+               "x", "functional", f"logit drift {drift:.1e} of max |logit|, argmax agrees "
+               f"{agree:.0%}"),
+    )  # fmt: skip
+
+
+def _training(report: Report, settings: BenchSettings) -> None:
+    peak, source = machine.peak_flops(settings.train_dtype)
+    label = (
+        f"train step, batch {settings.train_batch} x seq {settings.train_seq}, "
+        f"{settings.train_dtype}"
+    )
+    for name in settings.backends:
+        measured = training.train_step_throughput(
+            name, settings.size, settings.train_batch, settings.train_seq, settings.train_dtype
+        )
+        tokens_per_s = measured["tokens_per_s"]
+        report.add(
+            Result("training", label, tokens_per_s, "tokens/s", name,
+                   f"first step {measured['compile_s']:.1f} s"),
+            Result("training", "model FLOPs utilisation", measured["flops_per_token"]
+                   * tokens_per_s / peak, "fraction", name, f"peak {peak / 1e12:.1f} TFLOP/s, "
+                   f"{source}"),
+        )  # fmt: skip
+        reference = report.value("training", label, "functional")
+        if name != "functional" and reference:
+            report.add(Result("ratios", "train step time vs functional",
+                              reference / tokens_per_s, "x", name))  # fmt: skip
+        jax.clear_caches()
