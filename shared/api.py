@@ -27,13 +27,29 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class GPT2:
-    """A loaded GPT-2: tokenizer, config, backend and its parameters, and a compiled-once generator."""
+    """A loaded GPT-2: tokenizer, config, backend and its parameters, and a compiled-once generator.
+
+    `mesh` ("data=D,fsdp=F", see `shared.distributed`) generates on several devices: rows split
+    over data, parameters over fsdp.
+    """
 
     def __init__(
-        self, tokenizer: Tokenizer, config: GPT2Config, backend: Backend, params: Any
+        self,
+        tokenizer: Tokenizer,
+        config: GPT2Config,
+        backend: Backend,
+        params: Any,
+        *,
+        mesh: str | None = None,
     ) -> None:
-        self.tokenizer, self.config, self.backend, self.params = tokenizer, config, backend, params
-        self.generator = Generator(backend, params, config)
+        self.tokenizer, self.config, self.backend = tokenizer, config, backend
+        on_mesh = None
+        if mesh is not None:
+            from shared.distributed.mesh import make_mesh
+
+            on_mesh = make_mesh(mesh)
+        self.generator = Generator(backend, params, config, mesh=on_mesh)
+        self.params = self.generator.params
 
     def generate(
         self,
@@ -159,15 +175,16 @@ def load_model(
     models_dir: str | Path | None = None,
     dtype: str = "float32",
     progress: bool = True,
+    mesh: str | None = None,
 ) -> GPT2:
-    """Download (once) and load OpenAI's GPT-2 of `model_size` into `backend`."""
+    """Download (once) and load OpenAI's GPT-2 of `model_size` into `backend` (on `mesh`)."""
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}.")
     impl = get_backend(backend)
     tree, config, folder = weights.load_pretrained(
         model_size, models_dir=models_dir, progress=progress
     )
-    return from_canonical(tree, config, Tokenizer(folder), impl, dtype)
+    return from_canonical(tree, config, Tokenizer(folder), impl, dtype, mesh=mesh)
 
 
 def load_checkpoint(
@@ -176,6 +193,7 @@ def load_checkpoint(
     *,
     models_dir: str | Path | None = None,
     dtype: str = "float32",
+    mesh: str | None = None,
 ) -> GPT2:
     """A model trained with `gpt2 train`, from the newest checkpoint in `out_dir`, with the
     tokenizer its data was prepared with (GPT-2 BPE or the stored character alphabet)."""
@@ -190,16 +208,22 @@ def load_checkpoint(
     else:
         files = openai.TOKENIZER_FILES
         tokenizer = Tokenizer(openai.download("124M", models_dir, files=files, progress=False))
-    return from_canonical(tree, config, tokenizer, get_backend(backend or meta["backend"]), dtype)
+    impl = get_backend(backend or meta["backend"])
+    return from_canonical(tree, config, tokenizer, impl, dtype, mesh=mesh)
 
 
 def from_canonical(
-    tree: Params, config: GPT2Config, tokenizer: Tokenizer, backend: Backend, dtype: str = "float32"
+    tree: Params,
+    config: GPT2Config,
+    tokenizer: Tokenizer,
+    backend: Backend,
+    dtype: str = "float32",
+    *,
+    mesh: str | None = None,
 ) -> GPT2:
     """A GPT2 from a canonical tree (e.g. one you trained or converted yourself)."""
-    return GPT2(
-        tokenizer, config, backend, backend.from_canonical(cast(tree, DTYPES[dtype]), config)
-    )
+    params = backend.from_canonical(cast(tree, DTYPES[dtype]), config)
+    return GPT2(tokenizer, config, backend, params, mesh=mesh)
 
 
 def main(

@@ -244,10 +244,15 @@ class TokenDataset:
             )
         self.block_size = block_size
 
-    def batch(self, key: jax.Array, step: int, batch_size: int) -> np.ndarray:
-        """[batch_size, block_size + 1] int32 windows (inputs are [:, :-1], targets [:, 1:])."""
+    def batch(
+        self, key: jax.Array, step: int, batch_size: int, rows: slice = slice(None)
+    ) -> np.ndarray:
+        """[batch_size, block_size + 1] int32 windows (inputs are [:, :-1], targets [:, 1:]).
+
+        `rows` reads only those rows of the batch (a process' own slice in a multi-host run).
+        """
         starts = jax.random.randint(
             jax.random.fold_in(key, step), (batch_size,), 0, len(self.tokens) - self.block_size
         )
-        offsets = np.asarray(starts)[:, None] + np.arange(self.block_size + 1)
+        offsets = np.asarray(starts)[rows, None] + np.arange(self.block_size + 1)
         return self.tokens[offsets].astype(np.int32)

@@ -17,9 +17,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from shared.backend import Backend
 from shared.config import GPT2Config
+from shared.distributed import placement
 from shared.kv_cache import KVCache
 from shared.sampling import SamplingParams, sample
 
@@ -150,10 +152,19 @@ class Generator:
 
     Compiled programs are cached per (batch, prompt bucket, cache bucket), so a long-lived Generator
     (the interactive CLI, a server) compiles once per shape family.
+
+    With a `mesh` (`shared.distributed.mesh.make_mesh`), the parameters are split over its `fsdp`
+    axis and the rows of a batch over its `data` axis, by the rules of `shared.distributed`; every
+    row still yields exactly what it yields unsharded.
     """
 
-    def __init__(self, backend: Backend, params: Any, config: GPT2Config) -> None:
-        self.backend, self.params, self.config = backend, params, config
+    def __init__(
+        self, backend: Backend, params: Any, config: GPT2Config, *, mesh: Mesh | None = None
+    ) -> None:
+        self.backend, self.config, self.mesh = backend, config, mesh
+        self.params = (
+            params if mesh is None else placement.put_params(mesh, backend, params, config)
+        )
 
     def check_lengths(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
         """Fail with one sentence if a prompt is empty or prompt + new tokens exceed the context."""
@@ -201,6 +212,8 @@ class Generator:
             *sampling.as_arrays(), jnp.asarray(stop_mask), jnp.int32(max_new_tokens)
         )
         keys = row_keys(seed, batch) if keys is None else keys
+        if self.mesh is not None:
+            padded, mask, keys = placement.put_rows(self.mesh, (padded, mask, keys))
         static = {"backend": self.backend, "config": self.config}
         state = _prefill(
             self.params, jnp.asarray(padded), jnp.asarray(mask), keys, controls,

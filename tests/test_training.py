@@ -19,6 +19,7 @@ from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.trainer import Trainer
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
+from tests.support.wandb_offline import logged_history, offline_runs
 
 TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
 
@@ -56,8 +57,13 @@ def _train_command(config: TrainingConfig, *extra):
     return [sys.executable, "-m", "gpt2", "train", *flags, *extra]
 
 
-def test_a_run_killed_by_sigterm_resumes_exactly(char_data, tmp_path):
-    straight = _config(char_data, tmp_path / "straight")
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"dropout": 0.1, "gradient_accumulation_steps": 2}],
+    ids=["plain", "dropout-and-accumulation"],
+)
+def test_a_run_killed_by_sigterm_resumes_exactly(char_data, tmp_path, overrides):
+    straight = _config(char_data, tmp_path / "straight", **overrides)
     Trainer(straight).run()
     resumed = straight.replace(out_dir=str(tmp_path / "resumed"))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -84,6 +90,14 @@ def test_a_run_killed_by_sigterm_resumes_exactly(char_data, tmp_path):
     assert step_a == step_b == 40
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_run_with_dropout_learns_and_is_not_the_run_without(char_data, tmp_path):
+    Trainer(_config(char_data, tmp_path / "dropout", dropout=0.1, max_iters=30)).run()
+    Trainer(_config(char_data, tmp_path / "plain", max_iters=1, eval_iters=1)).run()
+    losses = _losses(tmp_path / "dropout")
+    assert losses[30][0] < losses[1][0] - 0.5
+    assert losses[1][0] != _losses(tmp_path / "plain")[1][0]
 
 
 def test_best_checkpoint_follows_the_validation_loss(char_data, tmp_path):
@@ -122,7 +136,7 @@ def test_fine_tuning_openai_weights_then_export_to_hf(openai_server, tmp_path, m
         ({"block_size": 2000}, "has 1,080 tokens, fewer than one block of 2000"),
         ({"data_dir": "/nonexistent/data"}, "has no prepared train data"),
         ({"init_from": "resume"}, "No checkpoint in"),
-        ({"dropout": 0.1}, "dropout > 0 is not available yet"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
     ],
 )
 def test_bad_runs_fail_with_one_sentence(tmp_path, overrides, message):
@@ -169,3 +183,21 @@ def test_tensorboard_events_are_written_when_asked(char_data, tmp_path):
     Trainer(_config(char_data, tmp_path, max_iters=4, eval_interval=2, tensorboard=True)).run()
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_weights_and_biases_logs_offline_when_asked(char_data, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "out"
+    Trainer(_config(char_data, out, max_iters=4, eval_interval=2, use_wandb=True)).run()
+    (run_file,) = offline_runs(out / "wandb")
+    history = logged_history(run_file)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["_step"] for h in history] == [r["iter"] for r in logged] == [1, 2, 3, 4]
+    assert all("val_loss" in logged[i] for i in (1, 3))
+    for h, record in zip(history, logged, strict=True):
+        for name, value in record.items():
+            assert h[name if name != "iter" else "_step"] == pytest.approx(value), name

@@ -7,13 +7,14 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from shared.cli import bench, conformance, doctor, generate, prepare, train, weights_commands
+from shared.cli import bench, conformance, doctor, generate, plot, prepare, train, weights_commands
 from shared.errors import GPT2Error
 
 COMMANDS = (
     generate,
     prepare,
     train,
+    plot,
     weights_commands.download,
     weights_commands.convert,
     doctor,

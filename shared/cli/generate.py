@@ -53,6 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint", default=None, metavar="OUT_DIR",
         help="sample from a model trained with `gpt2 train` (its out_dir) instead of OpenAI's",
     )  # fmt: skip
+    parser.add_argument(
+        "--mesh", default=None, metavar="data=D,fsdp=F",
+        help="generate on several devices: rows split over data, parameters over fsdp",
+    )  # fmt: skip
     add_model_options(parser)
     parser.set_defaults(run=run)
 
@@ -80,11 +84,14 @@ def run(args: argparse.Namespace) -> int:
 
     compilation_cache.enable()
     if args.checkpoint:
-        model = api.load_checkpoint(args.checkpoint, models_dir=args.models_dir, dtype=args.dtype)
+        model = api.load_checkpoint(
+            args.checkpoint, models_dir=args.models_dir, dtype=args.dtype, mesh=args.mesh
+        )
     else:
         model = api.load_model(
-            args.model_size, args.backend, models_dir=args.models_dir, dtype=args.dtype
-        )
+            args.model_size, args.backend, models_dir=args.models_dir, dtype=args.dtype,
+            mesh=args.mesh,
+        )  # fmt: skip
     if args.interactive:
         return _interactive(model, args, options)
     _print_samples(model, args.prompt, args, options, seed=args.seed)

@@ -20,7 +20,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shared.distributed import runtime
     from shared.training.config import TrainingConfig, from_arguments
+
+    # Before anything touches JAX (reading a checkpoint to resume does).
+    runtime.initialize(args.coordinator, args.num_processes, args.process_id)
 
     if args.init_from == "resume":
         from shared.training.trainer import resume_config
@@ -34,9 +38,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = from_arguments(args, args.config)
     from shared import compilation_cache
-    from shared.training.trainer import Trainer
 
     compilation_cache.enable()
-    result = Trainer(config).run()
+    if config.keras_fit:
+        from keras_impl.fit import KerasFit
+
+        result = KerasFit(config).run()
+    else:
+        from shared.training.trainer import Trainer
+
+        result = Trainer(config).run()
     print(f"done at iter {result['iter']}; checkpoints in {config.out_dir}")
     return 0

@@ -20,11 +20,16 @@ LAST, BEST = "checkpoints", "best"
 class Checkpoints:
     def __init__(self, out_dir: str | Path, keep_last: int) -> None:
         root = Path(out_dir).resolve()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep_last, create=True)
+        # Each manager names its own multi-process barriers: both may save the same step at once.
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep_last, create=True, multiprocessing_options=_barriers(LAST)
+        )
         self.last = ocp.CheckpointManager(
             root / LAST, options=options, item_names=("state", "meta")
         )
-        best_options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+        best_options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, multiprocessing_options=_barriers(BEST)
+        )
         self.best = ocp.CheckpointManager(
             root / BEST, options=best_options, item_names=("state", "meta")
         )
@@ -42,6 +47,10 @@ class Checkpoints:
     def close(self) -> None:
         self.last.close()
         self.best.close()
+
+
+def _barriers(prefix: str) -> ocp.options.MultiprocessingOptions:
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
 
 
 def latest_step(out_dir: str | Path, which: str = LAST) -> int | None:

@@ -16,6 +16,9 @@ from shared.config import MODEL_SIZES, SIZE_ALIASES, GPT2Config, config_for_size
 from shared.errors import GPT2Error
 
 INIT_FROM = ("scratch", "resume", *MODEL_SIZES, *SIZE_ALIASES)
+RUNTIME_FIELDS = ("mesh", "coordinator", "num_processes", "process_id")
+"""Where a run executes, not what it trains: a resumed run takes them from its own flags only, so
+a checkpoint resumes on another mesh, another host count or one device."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +65,11 @@ class TrainingConfig:
     project_name: str = "gpt2-jax"
     run_name: str | None = None
     keras_fit: bool = False
+    # where it runs (RUNTIME_FIELDS): devices and processes; a resumed run does not inherit them
+    mesh: str | None = None
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -76,6 +84,8 @@ class TrainingConfig:
             )
         if not 0 <= self.dropout < 1:
             raise GPT2Error(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.grad_clip < 0:
+            raise GPT2Error(f"grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}.")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise GPT2Error(
                 f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}."
@@ -88,6 +98,22 @@ class TrainingConfig:
         if self.keras_fit and self.backend != "keras":
             raise GPT2Error("keras_fit needs backend 'keras'.")
         resolve_model_size(self.model_size)
+        self._check_runtime()
+
+    def _check_runtime(self) -> None:
+        if self.mesh is not None:
+            from shared.distributed import mesh
+
+            mesh.parse_axes(self.mesh)
+        if self.num_processes is not None and self.num_processes < 1:
+            raise GPT2Error(f"num_processes must be at least 1, got {self.num_processes}.")
+        if self.process_id is not None and not (
+            0 <= self.process_id < (self.num_processes or self.process_id + 1)
+        ):
+            raise GPT2Error(
+                f"process_id must be in [0, num_processes), got {self.process_id} of "
+                f"{self.num_processes} processes."
+            )
 
     @property
     def decay_iters(self) -> int:

@@ -24,10 +24,17 @@ def flops_per_token(n_params: int, n_layer: int, n_embd: int, block_size: int) -
 
 
 class MetricsLog:
-    def __init__(self, config: TrainingConfig, model_hparams: dict) -> None:
+    """`enabled=False` (every process of a multi-process run but the first) writes nothing."""
+
+    def __init__(
+        self, config: TrainingConfig, model_hparams: dict, *, enabled: bool = True
+    ) -> None:
         self.path = Path(config.out_dir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.enabled = enabled
         self._tensorboard = self._wandb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if config.tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -43,6 +50,8 @@ class MetricsLog:
             )  # fmt: skip
 
     def write(self, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         record = {"iter": step, **{k: v for k, v in values.items() if v is not None}}
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")

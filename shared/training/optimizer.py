@@ -31,8 +31,9 @@ def decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
+    """AdamW behind global-norm clipping (grad_clip 0 turns clipping off, as in nanoGPT)."""
     return optax.chain(
-        optax.clip_by_global_norm(config.grad_clip),
+        optax.clip_by_global_norm(config.grad_clip) if config.grad_clip > 0 else optax.identity(),
         optax.adamw(
             learning_rate_schedule(config),
             b1=config.beta1,

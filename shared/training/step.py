@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -11,6 +12,7 @@ import optax
 
 from shared.backend import Backend
 from shared.config import GPT2Config
+from shared.dropout import Dropout
 from shared.loss import language_model_loss
 from shared.params import cast
 
@@ -22,28 +24,42 @@ def make_train_step(
     model_config: GPT2Config,
     optimizer: optax.GradientTransformation,
     compute_dtype: str = "float32",
+    *,
+    dropout_rate: float = 0.0,
+    dropout_stream: jax.Array | None = None,
+    gather: Callable[[Any], Any] | None = None,
 ) -> Any:
     """`step(params, opt_state, batches, step) -> (params, opt_state, loss, grad_norm)`.
 
     `batches` is [accumulation, batch, block + 1]: gradients are averaged over the leading axis
     with a scan, so accumulation costs no extra memory per micro-batch. params and opt_state are
-    donated, so the update happens in place.
+    donated, so the update happens in place. Micro-batch i drops out with the key
+    fold_in(dropout_stream, step * accumulation + i), like its batch, so a resumed run draws the
+    same masks. `gather` turns the (possibly sharded) parameters into the full ones the forward
+    pass needs.
     """
     dtype = DTYPES[compute_dtype]
+    dropout_stream = jax.random.PRNGKey(0) if dropout_stream is None else dropout_stream
+    gather = gather or (lambda params: params)
 
-    def loss_fn(params: Any, batch: jax.Array) -> jax.Array:
+    def loss_fn(params: Any, batch: jax.Array, dropout_key: jax.Array) -> jax.Array:
         if dtype != jnp.float32:  # fp32 master weights, bf16 arithmetic
             params = cast(params, dtype)
-        return language_model_loss(backend, params, batch, config=model_config)
+        params = gather(params)
+        dropout = Dropout(dropout_rate, dropout_key) if dropout_rate > 0 else None
+        return language_model_loss(backend, params, batch, config=model_config, dropout=dropout)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def train_step(params: Any, opt_state: Any, batches: jax.Array, step: jax.Array) -> tuple:
-        def accumulate(totals: tuple, batch: jax.Array) -> tuple:
-            loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        micro_steps = step * batches.shape[0] + jnp.arange(batches.shape[0])
+        dropout_keys = jax.vmap(functools.partial(jax.random.fold_in, dropout_stream))(micro_steps)
+
+        def accumulate(totals: tuple, micro_batch: tuple) -> tuple:
+            loss, grads = jax.value_and_grad(loss_fn)(params, *micro_batch)
             return jax.tree.map(jnp.add, totals, (loss, grads)), None
 
         zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-        (loss, grads), _ = jax.lax.scan(accumulate, zeros, batches)
+        (loss, grads), _ = jax.lax.scan(accumulate, zeros, (batches, dropout_keys))
         loss, grads = jax.tree.map(lambda x: x / batches.shape[0], (loss, grads))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (

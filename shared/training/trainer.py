@@ -3,6 +3,10 @@
 Each iteration draws its batches from (seed, step), runs one jitted step with donated buffers, and
 every interval logs, evaluates on val, and checkpoints. SIGTERM or Ctrl-C saves and exits; a
 non-finite loss stops the run before anything bad is saved. Resume continues bit-for-bit.
+
+On several devices (`mesh`, or more than one device) the state and batches are global arrays split
+by `shared.distributed`'s rules, and the same step runs partitioned by `jit`; on one device without
+a mesh nothing is sharded.
 """
 
 from __future__ import annotations
@@ -18,22 +22,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
 from shared import weights
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config
 from shared.data import TokenDataset
+from shared.distributed import mesh as mesh_lib
+from shared.distributed import partition, placement, runtime
 from shared.errors import GPT2Error
 from shared.loss import language_model_loss
-from shared.params import cast
 from shared.training import checkpoints
-from shared.training.config import TrainingConfig
+from shared.training.config import RUNTIME_FIELDS, TrainingConfig
 from shared.training.metrics import PEAK_FLOPS, MetricsLog, console_line, flops_per_token
 from shared.training.optimizer import learning_rate_schedule, make_optimizer
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from shared.training.step import make_train_step
 
 
 @jax.jit
@@ -41,10 +44,38 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def stream_key(seed: int, stream: int) -> jax.Array:
+    """The run's independent PRNG streams: 0 init, 1 train batches, 2 val batches, 3 dropout.
+
+    Every trainer (the shared one and Keras `fit`) draws from these, so they agree step for step.
+    """
+    return jax.random.fold_in(jax.random.PRNGKey(seed), stream)
+
+
+def pretrained_start(config: TrainingConfig, data_meta: dict) -> tuple[dict, GPT2Config]:
+    """OpenAI's `config.init_from` weights, checked against the data and cropped to block_size."""
+    tree, model_config, _ = weights.load_pretrained(config.init_from)
+    if data_meta["tokenizer"] != "gpt2" or data_meta["vocab_size"] > model_config.n_vocab:
+        raise GPT2Error(
+            f"Fine-tuning GPT-2 needs data prepared with the gpt2 tokenizer; {config.data_dir} "
+            f"uses {data_meta['tokenizer']} with {data_meta['vocab_size']} tokens."
+        )
+    if config.block_size > model_config.n_ctx:
+        raise GPT2Error(
+            f"block_size {config.block_size} exceeds the model's context of {model_config.n_ctx}."
+        )
+    tree = {**tree, "wpe": tree["wpe"][: config.block_size]}
+    return tree, dataclasses.replace(model_config, n_ctx=config.block_size)
+
+
 def resume_config(out_dir: str, overrides: dict[str, Any]) -> TrainingConfig:
-    """The checkpoint's own training config, with the explicitly given fields changed."""
+    """The checkpoint's own training config, with the explicitly given fields changed.
+
+    Where the run executes (mesh, processes) comes from `overrides` only, never the checkpoint.
+    """
     _, meta = checkpoints.read_meta(out_dir)
-    return TrainingConfig.from_dict({**meta["training"], **overrides, "init_from": "resume"})
+    saved = {k: v for k, v in meta["training"].items() if k not in RUNTIME_FIELDS}
+    return TrainingConfig.from_dict({**saved, **overrides, "init_from": "resume"})
 
 
 @dataclasses.dataclass
@@ -55,23 +86,35 @@ class TrainState:
 
 
 class Trainer:
-    """Trains `config.backend` (or the given backend) on prepared token files."""
+    """Trains `config.backend` (or the given backend) on prepared token files.
 
-    def __init__(self, config: TrainingConfig, backend: Backend | None = None) -> None:
-        if config.dropout > 0:
-            raise GPT2Error("dropout > 0 is not available yet; train with dropout 0.0.")
+    `devices` (default: every device of every process) are the ones `config.mesh` spans.
+    """
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        backend: Backend | None = None,
+        *,
+        devices: list[jax.Device] | None = None,
+    ) -> None:
         if not config.data_dir:
             raise GPT2Error("Give data_dir, a folder made by `gpt2 prepare`.")
+        runtime.initialize(config.coordinator, config.num_processes, config.process_id)
         self.config = config
         self.train_data = TokenDataset(config.data_dir, "train", config.block_size)
         self.val_data = TokenDataset(config.data_dir, "val", config.block_size)
         self.optimizer = make_optimizer(config)
         self.schedule = learning_rate_schedule(config)
+        self.mesh = self._make_mesh(devices)
+        self._shardings: dict | None = None
         self.backend, self.model_config, self.state = self._initial_state(backend)
         self._train_step = self._build_train_step()
         self._eval_loss = jax.jit(
             functools.partial(language_model_loss, self.backend, config=self.model_config)
         )
+        if self.mesh is not None:
+            self._shard_steps()
         self._stop_signal: int | None = None
 
     # -- setup ---------------------------------------------------------------------------------
@@ -87,91 +130,132 @@ class Trainer:
                 )
             backend = backend or get_backend(meta["backend"])
             model_config = GPT2Config.from_hparams(meta["model"])
-            template = self._fresh_state(backend.init(model_config, self._key(0)))
-            state = checkpoints.restore_state(
-                config.out_dir, step, {"params": template.params, "opt_state": template.opt_state}
-            )
+            target = self._restore_target(backend, model_config)
+            state = checkpoints.restore_state(config.out_dir, step, target)
             return backend, model_config, TrainState(state["params"], state["opt_state"], step)
         backend = backend or get_backend(config.backend)
         if config.init_from == "scratch":
             model_config = config.model_config(vocab)
             params = backend.init(model_config, self._key(0))
         else:
-            tree, model_config, _ = weights.load_pretrained(config.init_from)
-            tree, model_config = self._fit_pretrained(tree, model_config, vocab)
+            tree, model_config = pretrained_start(config, self.train_data.meta)
             params = backend.from_canonical(tree, model_config)
-        return backend, model_config, self._fresh_state(params)
+        return backend, model_config, self._fresh_state(params, backend, model_config)
 
-    def _fit_pretrained(
-        self, tree: dict, model_config: GPT2Config, vocab: int
-    ) -> tuple[dict, GPT2Config]:
-        """Check the data suits the pretrained model and crop its context to block_size."""
-        if self.train_data.meta["tokenizer"] != "gpt2" or vocab > model_config.n_vocab:
-            raise GPT2Error(
-                f"Fine-tuning GPT-2 needs data prepared with the gpt2 tokenizer; {self.config.data_dir} "
-                f"uses {self.train_data.meta['tokenizer']} with {vocab} tokens."
-            )
-        if self.config.block_size > model_config.n_ctx:
-            raise GPT2Error(
-                f"block_size {self.config.block_size} exceeds the model's context of {model_config.n_ctx}."
-            )
-        tree = {**tree, "wpe": tree["wpe"][: self.config.block_size]}
-        return tree, dataclasses.replace(model_config, n_ctx=self.config.block_size)
-
-    def _fresh_state(self, params: Any) -> TrainState:
+    def _fresh_state(self, params: Any, backend: Backend, model_config: GPT2Config) -> TrainState:
         params = jax.tree.map(jnp.asarray, params)
-        return TrainState(params, self.optimizer.init(params), 0)
+        if self.mesh is None:
+            return TrainState(params, self.optimizer.init(params), 0)
+        shardings = self._state_shardings(backend, model_config)
+        params = placement.put(params, shardings["params"])
+        init = jax.jit(self.optimizer.init, out_shardings=shardings["opt_state"])
+        return TrainState(params, init(params), 0)
+
+    def _restore_target(self, backend: Backend, model_config: GPT2Config) -> dict:
+        """What a checkpoint restores into; on a mesh, shape structs carrying this run's shardings,
+        so a checkpoint saved on any mesh (or one device) restores onto this one."""
+        if self.mesh is None:
+            fresh = self._fresh_state(
+                backend.init(model_config, self._key(0)), backend, model_config
+            )
+            return {"params": fresh.params, "opt_state": fresh.opt_state}
+        return placement.abstract(
+            self._state_shapes(backend, model_config), self._state_shardings(backend, model_config)
+        )
+
+    # -- devices -------------------------------------------------------------------------------
+
+    def _make_mesh(self, devices: list[jax.Device] | None) -> jax.sharding.Mesh | None:
+        """The run's mesh; None (plain jit, nothing sharded) on one device without --mesh."""
+        if self.config.mesh is None and devices is None and jax.device_count() == 1:
+            return None
+        mesh = mesh_lib.make_mesh(self.config.mesh, devices)
+        mesh_lib.check_batch_size(self.config.batch_size, mesh_lib.MeshSpec(**dict(mesh.shape)))
+        return mesh
+
+    def _state_shapes(self, backend: Backend, model_config: GPT2Config) -> dict:
+        def init() -> dict:
+            params = backend.init(model_config, self._key(0))
+            return {"params": params, "opt_state": self.optimizer.init(params)}
+
+        return jax.eval_shape(init)
+
+    def _state_shardings(
+        self, backend: Backend | None = None, model_config: GPT2Config | None = None
+    ) -> dict:
+        """NamedShardings of params and optimizer state under the partition rules (computed once)."""
+        if self._shardings is None:
+            backend, model_config = backend or self.backend, model_config or self.model_config
+            shapes = self._state_shapes(backend, model_config)
+            self._shardings = placement.state_shardings(self.mesh, backend, model_config, shapes)
+        return self._shardings
+
+    def _shard_steps(self) -> None:
+        """The step keeps the state's shardings (so donation updates it in place); evaluation
+        gathers the parameters like the step does."""
+        shardings, replicated = self._state_shardings(), placement.replicated(self.mesh)
+        self._train_step = jax.jit(
+            self._train_step,
+            donate_argnums=(0, 1),
+            out_shardings=(shardings["params"], shardings["opt_state"], replicated, replicated),
+        )
+        loss = functools.partial(language_model_loss, self.backend, config=self.model_config)
+        self._eval_loss = jax.jit(lambda params, batch: loss(self._gather(params), batch))
+
+    def _gather(self, params: Any) -> Any:
+        """Inside the step: the full parameters for the forward and backward pass (FSDP gathers
+        them from their shards; their gradients are reduce-scattered back). Nothing on one device."""
+        return params if self.mesh is None else placement.gathered(self.mesh, params)
+
+    def _global_batch(self, rows_of: Any, shape: tuple[int, ...], axes: tuple[str, ...]) -> Any:
+        """`rows_of(slice(None))` as is on one device; on a mesh a global array split by the
+        batch rule, each process reading only its own rows."""
+        if self.mesh is None:
+            return jnp.asarray(rows_of(slice(None)))
+        sharding = placement.batch_sharding(self.mesh, shape, axes)
+        return placement.global_batch(rows_of, shape, sharding, row_axis=axes.index("batch"))
 
     def _key(self, stream: int) -> jax.Array:
-        """Independent PRNG streams of the run: 0 init, 1 train batches, 2 val batches."""
-        return jax.random.fold_in(jax.random.PRNGKey(self.config.seed), stream)
+        return stream_key(self.config.seed, stream)
 
-    def _build_train_step(self):
-        backend, model_config, optimizer = self.backend, self.model_config, self.optimizer
-        compute_dtype = DTYPES[self.config.compute_dtype]
-
-        def loss_fn(params: Any, batch: jax.Array) -> jax.Array:
-            if compute_dtype != jnp.float32:  # fp32 master weights, bf16 arithmetic
-                params = cast(params, compute_dtype)
-            return language_model_loss(backend, params, batch, config=model_config)
-
-        @functools.partial(jax.jit, donate_argnums=(0, 1))
-        def train_step(params: Any, opt_state: Any, batches: jax.Array) -> tuple:
-            """One optimizer step over `batches` [accumulation, batch, block + 1]."""
-
-            def accumulate(totals: tuple, batch: jax.Array) -> tuple:
-                loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-                return jax.tree.map(jnp.add, totals, (loss, grads)), None
-
-            zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-            (loss, grads), _ = jax.lax.scan(accumulate, zeros, batches)
-            loss, grads = jax.tree.map(lambda x: x / batches.shape[0], (loss, grads))
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (
-                optax.apply_updates(params, updates),
-                opt_state,
-                loss,
-                optax.tree_utils.tree_norm(grads),
-            )
-
-        return train_step
+    def _build_train_step(self) -> Any:
+        return make_train_step(
+            self.backend,
+            self.model_config,
+            self.optimizer,
+            self.config.compute_dtype,
+            dropout_rate=self.config.dropout,
+            dropout_stream=self._key(3),
+            gather=self._gather,
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def batches(self, step: int) -> np.ndarray:
-        """The training batches of `step`: [accumulation, batch, block + 1]."""
+    def batches(self, step: int, rows: slice = slice(None)) -> np.ndarray:
+        """The training batches of `step`: [accumulation, batch, block + 1] (only `rows`)."""
         accumulation = self.config.gradient_accumulation_steps
         return np.stack([
-            self.train_data.batch(self._key(1), step * accumulation + i, self.config.batch_size)
+            self.train_data.batch(self._key(1), step * accumulation + i, self.config.batch_size, rows)
             for i in range(accumulation)
         ])  # fmt: skip
 
+    def device_batches(self, step: int) -> jax.Array:
+        """`batches(step)` on the devices (split by the batch rule on a mesh)."""
+        config = self.config
+        shape = (config.gradient_accumulation_steps, config.batch_size, config.block_size + 1)
+        return self._global_batch(
+            functools.partial(self.batches, step), shape, partition.TRAIN_BATCH
+        )
+
     def evaluate(self, step: int) -> float:
+        key, size = jax.random.fold_in(self._key(2), step), self.config.batch_size
         losses = [
             self._eval_loss(
                 self.state.params,
-                self.val_data.batch(
-                    jax.random.fold_in(self._key(2), step), i, self.config.batch_size
+                self._global_batch(
+                    functools.partial(self.val_data.batch, key, i, size),
+                    (size, self.config.block_size + 1),
+                    partition.EVAL_BATCH,
                 ),
             )
             for i in range(self.config.eval_iters)
@@ -182,9 +266,11 @@ class Trainer:
         """Train until max_iters (or a stop signal); returns the last logged metrics."""
         config, state = self.config, self.state
         store = checkpoints.Checkpoints(config.out_dir, config.keep_last)
-        log = MetricsLog(config, self.model_config.to_hparams())
+        log = MetricsLog(config, self.model_config.to_hparams(), enabled=runtime.is_primary())
         tokens_per_step = config.batch_size * config.gradient_accumulation_steps * config.block_size
         peak = PEAK_FLOPS.get(jax.devices()[0].device_kind)
+        if peak and self.mesh is not None:
+            peak *= self.mesh.size  # MFU of the whole mesh
         flops = flops_per_token(
             self.model_config.n_params,
             self.model_config.n_layer,
@@ -195,13 +281,13 @@ class Trainer:
         handlers = self._catch_stop_signals()
         bar = tqdm(
             total=config.max_iters, initial=state.step, desc="train", file=sys.stderr,
-            dynamic_ncols=True, disable=None,
+            dynamic_ncols=True, disable=None if runtime.is_primary() else True,
         )  # fmt: skip
         timer, timed_steps = time.perf_counter(), 0
         try:
             while state.step < config.max_iters and self._stop_signal is None:
                 state.params, state.opt_state, loss, grad_norm = self._train_step(
-                    state.params, state.opt_state, jnp.asarray(self.batches(state.step))
+                    state.params, state.opt_state, self.device_batches(state.step), state.step
                 )
                 state.step += 1
                 timed_steps += 1
@@ -234,7 +320,8 @@ class Trainer:
                             best=True,
                         )
                 log.write(state.step, last)
-                bar.write(console_line(state.step, last))
+                if runtime.is_primary():
+                    bar.write(console_line(state.step, last))
                 if state.step % config.save_interval == 0 or done:
                     self._check_finite("parameters", self._params_finite(), state.step, last_saved)
                     store.save(state.step, self._state_dict(), self._meta(state.step, best_val))

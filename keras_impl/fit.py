@@ -1,0 +1,487 @@
+"""Training the Keras backend the Keras way: `model.fit` on the prepared token files.
+
+`gpt2 train --backend keras --keras-fit` runs the same training as the shared trainer
+(`shared.training.trainer`) through Keras' own machinery: a `keras.utils.PyDataset` serves the
+shared trainer's batches, `keras.optimizers.AdamW` follows the shared schedule, `model.fit` trains,
+and callbacks evaluate, log through the shared `MetricsLog`, write the shared orbax checkpoints
+(so `gpt2 generate --checkpoint` and `gpt2 convert` read a Keras run unchanged), and back up
+through `keras.callbacks.BackupAndRestore` for `--init-from resume`.
+
+How a run maps onto Keras epochs. An epoch is E = gcd(log_interval, eval_interval, save_interval)
+iterations, and `epochs` is max_iters / E (max_iters must be a multiple of E). With gradient
+accumulation over A micro-batches, Keras' optimizer accumulates and a fit batch is one
+micro-batch, so `steps_per_epoch` is E * A. Epoch e covers iterations [e*E, (e+1)*E), so every
+interval ends on an epoch end: Keras validates at the epochs that end on a multiple of
+eval_interval (`validation_freq`), and the callbacks log, checkpoint and back up at epoch ends.
+`BackupAndRestore` restores whole epochs, so this alignment is what makes resuming exact, and a
+stop signal (SIGTERM, Ctrl-C) takes effect at the end of the current epoch (at most E <=
+log_interval iterations later), backs up and exits. No callback runs per batch, so Keras keeps
+dispatching steps without waiting for each one.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import keras
+import numpy as np
+import optax
+
+from keras_impl import convert
+from keras_impl.model import GPT2LM
+from shared import params
+from shared.config import GPT2Config
+from shared.data import TokenDataset
+from shared.dropout import Dropout
+from shared.errors import GPT2Error
+from shared.training import checkpoints
+from shared.training.config import TrainingConfig
+from shared.training.metrics import PEAK_FLOPS, MetricsLog, console_line, flops_per_token
+from shared.training.optimizer import decay_mask, learning_rate_schedule, make_optimizer
+from shared.training.trainer import pretrained_start, stream_key
+
+BACKUP = "keras_backup"
+"""The folder of `out_dir` that `BackupAndRestore` owns."""
+
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+"""compute_dtype -> Keras dtype policy (mixed: float32 weights, bfloat16 arithmetic)."""
+
+
+class TrainBatches(keras.utils.PyDataset):
+    """One epoch of training batches: batch i of epoch e is the shared trainer's micro-batch
+    `e * len(self) + i`, as (inputs, targets), each [batch_size, block_size] int32.
+
+    `epoch` is set by `RunControl` at each epoch's start. With one worker Keras draws batches
+    lazily, inside the epoch, so a resumed run continues the very same stream. With
+    `with_steps` the inputs are `{"tokens", "micro_step"}` (micro_step [batch_size], the batch's
+    index in the run) for `DropoutLM` to key its masks with.
+    """
+
+    def __init__(
+        self, data: TokenDataset, key: jax.Array, batch_size: int, length: int, with_steps: bool
+    ) -> None:
+        super().__init__()
+        self.data, self.key, self.batch_size, self.length = data, key, batch_size, length
+        self.with_steps = with_steps
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[Any, np.ndarray]:
+        micro_step = self.epoch * self.length + index
+        window = self.data.batch(self.key, micro_step, self.batch_size)
+        if not self.with_steps:
+            return window[:, :-1], window[:, 1:]
+        steps = np.full(self.batch_size, micro_step, np.int32)
+        return {"tokens": window[:, :-1], "micro_step": steps}, window[:, 1:]
+
+
+class ValBatches(keras.utils.PyDataset):
+    """The `eval_iters` validation batches of the evaluation at iteration `step`, drawn as the
+    shared trainer draws them (key `fold_in(val stream, step)`); `step` is set by `RunControl`."""
+
+    def __init__(self, data: TokenDataset, key: jax.Array, batch_size: int, length: int) -> None:
+        super().__init__()
+        self.data, self.key, self.batch_size, self.length = data, key, batch_size, length
+        self.step = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        key = jax.random.fold_in(self.key, self.step)
+        window = self.data.batch(key, index, self.batch_size)
+        return window[:, :-1], window[:, 1:]
+
+
+class DropoutLM(GPT2LM):
+    """`GPT2LM` whose training batches carry their micro-step, which keys GPT-2's dropout exactly
+    as the shared trainer keys it: `Dropout(rate, fold_in(dropout stream, micro_step))`.
+
+    Called on plain tokens (evaluation, generation) it is `GPT2LM`, without dropout.
+
+    Args:
+        config: the network's shape.
+        rate: the dropout rate, in (0, 1).
+        key: the run's dropout stream (`stream_key(seed, 3)`).
+        **kwargs: passed to `GPT2LM` (`dtype`).
+    """
+
+    def __init__(self, config: GPT2Config, rate: float, key: jax.Array, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.rate, self.key = rate, key
+
+    def call(
+        self, tokens: Any, positions: Any = None, cache: Any = None, dropout: Any = None
+    ) -> Any:
+        if isinstance(tokens, dict):
+            key = jax.random.fold_in(self.key, tokens["micro_step"][0])
+            tokens, dropout = tokens["tokens"], Dropout(self.rate, key)
+        return super().call(tokens, positions, cache, dropout)
+
+
+@keras.saving.register_keras_serializable(package="gpt2")
+class SharedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`shared.training.optimizer.learning_rate_schedule` (linear warmup, cosine to min_lr) for a
+    Keras optimizer, which counts micro-batches: iteration = optimizer step // accumulation.
+
+    Args:
+        training: a `TrainingConfig` as a dict (so the schedule serialises with `get_config`).
+    """
+
+    def __init__(self, training: dict[str, Any]) -> None:
+        self.training = training
+        config = TrainingConfig.from_dict(training)
+        self.schedule = learning_rate_schedule(config)
+        self.accumulation = config.gradient_accumulation_steps
+
+    def __call__(self, step: Any) -> Any:
+        return self.schedule(step // self.accumulation)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"training": self.training}
+
+
+def make_optimizer_for(model: keras.Model, config: TrainingConfig) -> keras.optimizers.AdamW:
+    """Keras AdamW with the shared trainer's hyperparameters: the shared schedule, betas, weight
+    decay (none on biases and LayerNorm, by the shared rule), global-norm clipping, accumulation.
+
+    epsilon is optax's 1e-8, but Keras adds it to sqrt(v) before the bias correction and optax
+    after it, so updates differ slightly where sqrt(v) is as small as epsilon. grad_clip 0 turns
+    clipping off.
+    """
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=SharedSchedule(config.to_dict()),
+        weight_decay=config.weight_decay,
+        beta_1=config.beta1,
+        beta_2=config.beta2,
+        epsilon=1e-8,
+        global_clipnorm=config.grad_clip or None,
+        gradient_accumulation_steps=config.gradient_accumulation_steps
+        if config.gradient_accumulation_steps > 1
+        else None,
+    )
+    variables = list(model.trainable_variables)
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v, decay in zip(variables, decay_mask(variables), strict=True) if not decay]
+    )
+    return optimizer
+
+
+def epoch_iters(config: TrainingConfig) -> int:
+    """Iterations per Keras epoch: every log, eval and save interval ends on an epoch end."""
+    return math.gcd(config.log_interval, config.eval_interval, config.save_interval)
+
+
+class RunControl(keras.callbacks.Callback):
+    """Where the run is: tells the datasets which epoch and iteration they serve, turns a stop
+    signal into a stop at the epoch's end, and says which epoch ends log, evaluate and save.
+
+    It works per epoch only (no per-batch hook), so Keras keeps dispatching steps asynchronously.
+    """
+
+    def __init__(
+        self, config: TrainingConfig, start_step: int, train: TrainBatches, val: ValBatches
+    ) -> None:
+        super().__init__()
+        self.config, self.train, self.val = config, train, val
+        self.epoch_iters = epoch_iters(config)
+        self.start_step = self.step = start_step
+        self.stop_signal: int | None = None
+        self._checked = False
+
+    @property
+    def epochs(self) -> int:
+        return self.config.max_iters // self.epoch_iters
+
+    def evaluates(self, step: int) -> bool:
+        return step % self.config.eval_interval == 0 or step == self.config.max_iters
+
+    def validation_epochs(self) -> list[int]:
+        """`validation_freq` for `fit`: the 1-based epochs that end on an evaluation."""
+        return [e for e in range(1, self.epochs + 1) if self.evaluates(e * self.epoch_iters)]
+
+    def logs_now(self) -> bool:
+        return self.step % self.config.log_interval == 0 or self.evaluates(self.step)
+
+    def saves_now(self) -> bool:
+        done = self.step == self.config.max_iters or self.stop_signal is not None
+        return self.step % self.config.save_interval == 0 or done
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        start = epoch * self.epoch_iters
+        if not self._checked:  # the first epoch: the optimizer is where the backup put it
+            self._checked = True
+            restored = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            if restored != start or restored != self.start_step:
+                raise GPT2Error(
+                    f"The Keras backup in {self.config.out_dir} is at iter {restored}, not at the "
+                    f"newest checkpoint's iter {self.start_step}: the run went on without "
+                    "--keras-fit, so resume it without --keras-fit."
+                )
+        self.train.epoch = epoch
+        self.step = start
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self.val.step = self.step + self.epoch_iters  # validation runs at the epoch's end
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.step = (epoch + 1) * self.epoch_iters
+        if self.stop_signal is not None:
+            self.model.stop_training = True
+
+    def catch_stop_signals(self) -> dict:
+        """Route SIGINT and SIGTERM to a stop at the next epoch end; returns the old handlers."""
+
+        def request_stop(signum: int, _frame: object) -> None:
+            self.stop_signal = signum
+
+        return {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+class RunReport(keras.callbacks.Callback):
+    """The shared trainer's outputs at epoch ends: the divergence check, metrics (JSONL,
+    TensorBoard, W&B) and console lines, and orbax checkpoints (the last ones and the best by val).
+
+    train_loss is Keras' epoch loss: the mean over the last epoch's iterations.
+    """
+
+    def __init__(self, run: KerasFit, control: RunControl) -> None:
+        super().__init__()
+        self.run, self.control = run, control
+        config, model_config = run.config, run.model_config
+        self.log = MetricsLog(config, model_config.to_hparams())
+        self.store = checkpoints.Checkpoints(config.out_dir, config.keep_last)
+        self.schedule = learning_rate_schedule(config)
+        self.tokens_per_iter = (
+            config.batch_size * config.gradient_accumulation_steps * config.block_size
+        )
+        self.flops = flops_per_token(
+            model_config.n_params, model_config.n_layer, model_config.n_embd, config.block_size
+        )
+        self.peak = PEAK_FLOPS.get(jax.devices()[0].device_kind)
+        self.last: dict[str, Any] = {}
+        self.last_saved = run.start_step
+        self._timer, self._timed_from = time.perf_counter(), run.start_step
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs, step = logs or {}, self.control.step
+        if not math.isfinite(logs.get("loss", math.nan)):
+            self._diverged("loss", step)
+        if self.control.logs_now():
+            elapsed, self._timer = time.perf_counter() - self._timer, time.perf_counter()
+            tokens_per_s = self.tokens_per_iter * (step - self._timed_from) / elapsed
+            self._timed_from = step
+            self.last = {
+                "train_loss": float(logs["loss"]), "lr": float(self.schedule(step - 1)),
+                "tok/s": tokens_per_s, "mfu": self.flops * tokens_per_s / self.peak if self.peak else None,
+            }  # fmt: skip
+            if "val_loss" in logs:
+                self.last["val_loss"] = float(logs["val_loss"])
+                if self.last["val_loss"] < self.run.best_val and self._finite():
+                    self.run.best_val = self.last["val_loss"]
+                    self.store.save(step, self.run.state(), self.run.meta(step), best=True)
+            self.log.write(step, self.last)
+            print(console_line(step, self.last), flush=True)
+        if self.control.saves_now():
+            if not self._finite():
+                self._diverged("parameters", step)
+            self.store.save(step, self.run.state(), self.run.meta(step))
+            self.last_saved = step
+
+    def close(self) -> None:
+        self.store.wait()
+        self.store.close()
+        self.log.close()
+
+    def _finite(self) -> bool:
+        return all(bool(np.isfinite(v.value).all()) for v in self.model.trainable_variables)
+
+    def _diverged(self, what: str, step: int) -> None:
+        """Stop before a diverged state is saved (raising skips every later save)."""
+        raise GPT2Error(
+            f"Training diverged at iter {step}: the {what} became non-finite (nan or inf); "
+            f"stopped without saving, and the last good checkpoint (iter {self.last_saved}) stays "
+            f"in {self.run.config.out_dir}. Lower the learning rate or check the data."
+        )
+
+
+class StepBackup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` that backs up at the epoch ends `RunControl` saves at (every
+    save_interval, at a stop, at the end), and keeps its backup after `fit` so `--init-from resume`
+    can also extend a finished run.
+
+    An integer `save_freq` would back up in the middle of an epoch while recording that epoch as
+    unfinished, so a restored run would repeat it; backing up at epoch ends keeps resume exact.
+    """
+
+    async_safe = True  # with save_freq="epoch" its batch hook only counts
+
+    def __init__(self, backup_dir: str, control: RunControl) -> None:
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        self.control = control
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.control.saves_now():
+            super().on_epoch_end(epoch, logs)
+
+
+class KerasFit:
+    """A `--keras-fit` run: a `GPT2LM` compiled with Keras AdamW, trained by `model.fit`.
+
+    Args:
+        config: the run (`TrainingConfig`); backend must be keras.
+
+    Example:
+
+    ```python
+    from keras_impl.fit import KerasFit
+    from shared.training.config import TrainingConfig
+
+    config = TrainingConfig(data_dir="data/shakespeare_char", out_dir="out-kfit", backend="keras",
+                            keras_fit=True, n_layer=4, n_head=4, n_embd=128, block_size=64)
+    result = KerasFit(config).run()  # {"iter": 5000, "train_loss": ..., "val_loss": ...}
+    ```
+    """
+
+    def __init__(self, config: TrainingConfig) -> None:
+        if config.mesh is not None or (config.num_processes or 1) > 1:
+            raise GPT2Error(
+                "--keras-fit trains on one device; drop --mesh and the multi-process flags, or "
+                "train without --keras-fit."
+            )
+        if config.max_iters % epoch_iters(config):
+            raise GPT2Error(
+                f"--keras-fit trains whole Keras epochs of {epoch_iters(config)} iterations (the gcd "
+                "of log_interval, eval_interval and save_interval), so max_iters must be a multiple "
+                f"of {epoch_iters(config)}; got {config.max_iters}."
+            )
+        if not config.data_dir:
+            raise GPT2Error("Give data_dir, a folder made by `gpt2 prepare`.")
+        self.config = config
+        self.train_data = TokenDataset(config.data_dir, "train", config.block_size)
+        self.val_data = TokenDataset(config.data_dir, "val", config.block_size)
+        self.backup_dir = Path(config.out_dir) / BACKUP
+        backed_up = self.backup_dir.is_dir() and any(self.backup_dir.iterdir())
+        if config.init_from == "resume":  # BackupAndRestore fills in the weights in `fit`
+            self.start_step, meta = checkpoints.read_meta(config.out_dir)
+            if meta["backend"] != "keras" or not backed_up:
+                raise GPT2Error(
+                    f"{config.out_dir} holds no Keras fit backup ({BACKUP}/); resume it the way it "
+                    "was trained, without --keras-fit."
+                )
+            trained = TrainingConfig.from_dict(meta["training"])
+            if epoch_iters(trained) != epoch_iters(config):
+                raise GPT2Error(
+                    f"The Keras fit run in {config.out_dir} has epochs of {epoch_iters(trained)} "
+                    "iterations (the gcd of its log, eval and save intervals); resume it with "
+                    f"intervals whose gcd is {epoch_iters(trained)}, not {epoch_iters(config)}."
+                )
+            self.model_config = GPT2Config.from_hparams(meta["model"])
+            best = meta.get("best_val_loss")
+            self.best_val = math.inf if best is None else best
+            self.model = self._model()
+        else:
+            if backed_up:
+                raise GPT2Error(
+                    f"{config.out_dir} already holds a Keras fit run; continue it with "
+                    "--init-from resume or give another --out-dir."
+                )
+            tree, self.model_config = self._initial_tree()
+            self.start_step, self.best_val = 0, math.inf
+            self.model = self._model()
+            convert.load_into(self.model, tree)
+        self.model.compile(
+            optimizer=make_optimizer_for(self.model, config),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+
+    def _model(self) -> GPT2LM:
+        config, policy = self.config, POLICIES[self.config.compute_dtype]
+        if config.dropout > 0:
+            key = stream_key(config.seed, 3)
+            return DropoutLM(self.model_config, config.dropout, key, dtype=policy)
+        return GPT2LM(self.model_config, dtype=policy)
+
+    def _initial_tree(self) -> tuple[dict, GPT2Config]:
+        """The canonical weights to start from, as the shared trainer starts: its initialisation
+        for scratch, or OpenAI's weights checked against the data and cropped to block_size."""
+        config, vocab = self.config, self.train_data.meta["vocab_size"]
+        if config.init_from == "scratch":
+            model_config = config.model_config(vocab)
+            return params.init_params(model_config, stream_key(config.seed, 0)), model_config
+        return pretrained_start(config, self.train_data.meta)
+
+    def run(self) -> dict[str, Any]:
+        """`model.fit` until max_iters (or a stop signal); returns the last logged metrics."""
+        config = self.config
+        train = TrainBatches(
+            self.train_data,
+            stream_key(config.seed, 1),
+            config.batch_size,
+            epoch_iters(config) * config.gradient_accumulation_steps,
+            with_steps=config.dropout > 0,
+        )
+        val = ValBatches(
+            self.val_data, stream_key(config.seed, 2), config.batch_size, config.eval_iters
+        )
+        control = RunControl(config, self.start_step, train, val)
+        report = RunReport(self, control)
+        handlers = control.catch_stop_signals()
+        try:
+            self.model.fit(
+                train,
+                validation_data=val,
+                epochs=control.epochs,
+                steps_per_epoch=len(train),
+                validation_steps=len(val),
+                validation_freq=control.validation_epochs(),
+                callbacks=[control, report, StepBackup(str(self.backup_dir), control)],
+                shuffle=False,
+                verbose=0,
+            )
+        finally:
+            report.close()
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+        if control.stop_signal is not None:
+            print(
+                f"stopped by signal at iter {control.step}; saved; resume with --init-from resume"
+            )
+        return {"iter": control.step, **report.last}
+
+    def state(self) -> dict[str, Any]:
+        """The run as the shared trainer checkpoints it: the backend's parameters and an optax
+        AdamW state holding Keras' moments and step count, so every shared reader of checkpoints
+        (`load_for_inference`, the shared trainer's resume) accepts it."""
+        model, optimizer = self.model, self.model.optimizer
+        paths = [convert.variable_path(model, v) for v in model.trainable_variables]
+
+        def by_path(variables: list[keras.Variable]) -> dict[str, np.ndarray]:
+            """Host copies: fit donates the device buffers to its next step."""
+            return {p: np.asarray(v.value) for p, v in zip(paths, variables, strict=True)}
+
+        current = by_path(model.trainable_variables)
+        opt_state = optax.tree_utils.tree_set(
+            make_optimizer(self.config).init(current),
+            mu=by_path(optimizer._momentums),  # Adam's slots, in trainable_variables order
+            nu=by_path(optimizer._velocities),
+            count=keras.ops.convert_to_numpy(optimizer.iterations).astype(np.int32),
+        )
+        return {"params": current, "opt_state": opt_state}
+
+    def meta(self, step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "backend": "keras",
+            "training": self.config.to_dict(),
+            "model": self.model_config.to_hparams(),
+            "data": self.train_data.meta,
+            "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+        }

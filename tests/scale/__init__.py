@@ -1,0 +1,1 @@
+"""Sharded training, generation and multi-process runs on simulated CPU devices."""

@@ -1,0 +1,83 @@
+"""`gpt2 plot`: loss and lr curves of training runs as a PNG, and one-sentence errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from shared.cli import main
+from shared.training.plot import read_metrics
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _write_metrics(folder, n_iters=20, val_every=5):
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for step in range(1, n_iters + 1):
+        record = {"iter": step, "train_loss": 4.0 - 0.1 * step, "lr": 1e-3 * min(1, step / 5),
+                  "grad_norm": 1.0, "tok/s": 1000.0}  # fmt: skip
+        if step % val_every == 0:
+            record["val_loss"] = 4.1 - 0.1 * step
+        lines.append(json.dumps(record))
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_a_run_is_drawn_to_loss_png_in_its_folder(tmp_path, capsys):
+    run = _write_metrics(tmp_path / "out")
+    assert main(["plot", str(run)]) == 0
+    assert (run / "loss.png").read_bytes().startswith(PNG_MAGIC)
+    assert capsys.readouterr().out.strip() == str(run / "loss.png")
+
+
+def test_several_runs_overlay_into_the_given_output(tmp_path):
+    runs = [
+        _write_metrics(tmp_path / name, n_iters=n) for name, n in [("haiku", 10), ("keras", 20)]
+    ]
+    output = tmp_path / "plots" / "compare.png"
+    assert main(["plot", *map(str, runs), "--output", str(output)]) == 0
+    assert output.read_bytes().startswith(PNG_MAGIC)
+    assert not (runs[0] / "loss.png").exists()
+
+
+def test_a_resumed_runs_repeated_iterations_keep_the_last_record(tmp_path):
+    run = _write_metrics(tmp_path / "out", n_iters=4)
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.write(json.dumps({"iter": 3, "train_loss": 9.0, "lr": 0.0}) + "\n")
+    records = read_metrics(run)
+    assert [r["iter"] for r in records] == [1, 2, 3, 4]
+    assert records[2]["train_loss"] == 9.0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"No metrics.jsonl in .*; give the --out-dir of a `gpt2 train` run."),
+        ("", r"metrics.jsonl is empty: the run has not logged an iteration yet."),
+        (
+            '{"iter": 1, "train_loss": 4.0}\n{"iter": 2, "tra',
+            r"Line 2 of .* is not a metrics record",
+        ),
+    ],
+)
+def test_bad_input_fails_with_one_sentence(tmp_path, capsys, content, message):
+    (tmp_path / "out").mkdir()
+    if content is not None:
+        (tmp_path / "out" / "metrics.jsonl").write_text(content)
+    assert main(["plot", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("gpt2 plot: error: ") and len(error.strip().splitlines()) == 1
+    assert re.search(message, error), error
+
+
+def test_the_cli_imports_matplotlib_only_when_plotting():
+    code = "import sys; from shared.cli import build_parser; build_parser(); print('matplotlib' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
