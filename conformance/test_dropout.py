@@ -6,22 +6,11 @@ from __future__ import annotations
 import jax
 
 from conformance.report import max_rel_diff
-from conformance.test_training import TOLERANCE, _tokens
-from shared import params
+from conformance.test_training import TOLERANCE, _loss_and_canonical_grads, _tokens
 from shared.dropout import Dropout
 from shared.loss import language_model_loss
 
 DROPOUT = Dropout(0.1, jax.random.PRNGKey(11))
-
-
-def _loss_and_canonical_grads(backend, tree, config, tokens, dropout):
-    backend_params = backend.from_canonical(tree, config)
-    loss, grads = jax.jit(
-        lambda p, d: jax.value_and_grad(language_model_loss, argnums=1)(
-            backend, p, tokens, config=config, dropout=d
-        )
-    )(backend_params, dropout)
-    return loss, params.flatten(backend.to_canonical(grads, config))
 
 
 def test_loss_and_gradients_with_dropout_match_the_reference(

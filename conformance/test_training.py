@@ -17,13 +17,13 @@ def _tokens(config, batch=2, length=33):
     return jax.random.randint(jax.random.PRNGKey(4), (batch, length), 0, config.n_vocab)
 
 
-def _loss_and_canonical_grads(backend, tree, config, tokens):
+def _loss_and_canonical_grads(backend, tree, config, tokens, dropout=None):
     backend_params = backend.from_canonical(tree, config)
     loss, grads = jax.jit(
-        lambda p: jax.value_and_grad(language_model_loss, argnums=1)(
-            backend, p, tokens, config=config
+        lambda p, d: jax.value_and_grad(language_model_loss, argnums=1)(
+            backend, p, tokens, config=config, dropout=d
         )
-    )(backend_params)
+    )(backend_params, dropout)
     return loss, params.flatten(backend.to_canonical(grads, config))
 
 
