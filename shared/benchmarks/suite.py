@@ -139,13 +139,15 @@ def _bfloat16(report: Report, settings: BenchSettings) -> None:
     """bf16 weights vs fp32 on the functional backend: speed, and how far the logits drift."""
     config = config_for_size(settings.size)
     tokens = np.asarray(generation.random_prompts(1, settings.prompt_len, config), np.int32)
-    logits = {}
-    for dtype in ("float32", "bfloat16"):
-        backend, params, config = generation.random_model(settings.size, "functional", dtype=dtype)
-        logits[dtype] = generation.full_forward_logits(backend, params, config, tokens)
-    backend, params, config = generation.random_model(settings.size, "functional", dtype="bfloat16")
+    models = {
+        dtype: generation.random_model(settings.size, "functional", dtype=dtype)
+        for dtype in ("float32", "bfloat16")
+    }
+    logits = {
+        dtype: generation.full_forward_logits(*model, tokens) for dtype, model in models.items()
+    }
     bf16, _ = generation.decode_tokens_per_s(
-        Generator(backend, params, config), 1, settings.prompt_len, settings.new_tokens
+        Generator(*models["bfloat16"]), 1, settings.prompt_len, settings.new_tokens
     )
     fp32 = report.value("generation", "decode batch 1, greedy", "functional")
     drift = np.max(np.abs(logits["bfloat16"] - logits["float32"])) / np.max(
