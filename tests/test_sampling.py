@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shared.sampling import SamplingParams, sample
+from shared.sampling import SamplingParams, filter_logits, sample
 
 VOCAB = 64
 DRAWS = 4000
@@ -66,6 +66,42 @@ def test_top_k_and_top_p_compose():
     for row in range(logits.shape[0]):
         allowed = _top_p_set(np.asarray(logits[row]), 0.6, top_k=8)
         assert set(tokens[:, row].tolist()) <= allowed
+
+
+def _boundary_mass(row_logits, value, top_k):
+    """float64 probability mass ranked strictly above `value` (within the top-k by rank)."""
+    row = row_logits.astype(np.float64)
+    top = np.sort(row)[::-1][: top_k or len(row)]
+    probs = np.exp(top - top.max())
+    return probs[top > value].sum() / probs.sum()
+
+
+@pytest.mark.parametrize("vocab", [1000, 50257])
+@pytest.mark.parametrize(("top_k", "top_p"), [(0, 0.9), (0, 0.3), (40, 1.0), (40, 0.6), (0, 0.999)])
+def test_filter_keeps_the_sorted_reference_set_up_to_rounding_at_the_boundary(vocab, top_k, top_p):
+    logits = jax.random.normal(jax.random.PRNGKey(vocab), (3, vocab)) * 2
+    kept = np.isfinite(np.asarray(filter_logits(logits, jnp.int32(top_k), jnp.float32(top_p))))
+    for row in range(3):
+        row_logits = np.asarray(logits[row])
+        reference = _top_p_set(row_logits, np.float32(top_p), top_k=top_k)
+        expected = row_logits >= row_logits[list(reference)].min()
+        for token in np.flatnonzero(kept[row] != expected):
+            # Only a token whose higher-ranked mass equals top_p to float32 rounding may differ.
+            mass = _boundary_mass(row_logits, row_logits[token], top_k)
+            assert abs(mass - top_p) < 1e-5, (row, token, mass)
+
+
+def test_filter_keeps_ties_at_the_threshold():
+    logits = jnp.asarray([[3.0, 1.0, 3.0, 0.0, 3.0, -jnp.inf, 1.0]])
+    top_2 = filter_logits(logits, jnp.int32(2), jnp.float32(1.0))
+    assert np.isfinite(np.asarray(top_2)).tolist() == [
+        [True, False, True, False, True, False, False]
+    ]
+    # The three 3.0s hold ~86% of the mass, so top_p=0.5 keeps them all and nothing else.
+    nucleus = filter_logits(logits, jnp.int32(0), jnp.float32(0.5))
+    assert np.isfinite(np.asarray(nucleus)).tolist() == np.isfinite(np.asarray(top_2)).tolist()
+    everything_finite = filter_logits(logits, jnp.int32(0), jnp.float32(0.9999))
+    assert np.isfinite(np.asarray(everything_finite)).sum() == 6
 
 
 def test_sampling_follows_the_softmax_distribution():
