@@ -28,7 +28,7 @@ class FunctionalBackend:
 
     def from_canonical(self, tree: Params, config: GPT2Config) -> Params:
         params.validate(tree, config)
-        return params.unstack_blocks(jax.tree.map(jnp.asarray, tree))
+        return jax.device_put(params.unstack_blocks(tree))
 
     def to_canonical(self, tree: Params, config: GPT2Config) -> Params:
         canonical = params.stack_blocks(tree)

@@ -103,7 +103,7 @@ class GPT2:
         stops = (*stop, ENDOFTEXT)
         decoders = [self.tokenizer.stream_decoder() for _ in rows]
         cutters = [StopStringCutter(stops) for _ in rows]
-        seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
+        seed = int.from_bytes(os.urandom(4), "little") >> 1 if seed is None else seed
         tokens = self._ids_stream(
             rows, max_new_tokens, sampling, self._stop_tokens(stops), seed, chunk, truncate
         )

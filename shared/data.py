@@ -144,8 +144,9 @@ class CharTokenizer:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         return self.decode(ids).encode("utf-8")
 
-    def token_bytes(self, token_id: int) -> bytes:
-        return self.alphabet[int(token_id)].encode("utf-8")
+    def vocabulary(self) -> list[bytes]:
+        """Every token's bytes, indexed by id."""
+        return [c.encode("utf-8") for c in self.alphabet]
 
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)

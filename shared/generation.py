@@ -84,15 +84,20 @@ def _prefill(
     params: Any,
     prompt: jax.Array,
     prompt_mask: jax.Array,
-    keys: jax.Array,
+    keys: jax.Array | None,
+    seed: jax.Array,
     controls: _Controls,
     *,
     backend: Backend,
     config: GPT2Config,
     max_slots: int,
 ) -> DecodeState:
-    """Run the padded prompts [batch, bucket] through the model and sample the first token."""
+    """Run the padded prompts [batch, bucket] through the model and sample the first token.
+
+    Row keys come from `seed` unless `keys` are given.
+    """
     batch, bucket = prompt.shape
+    keys = row_keys(seed, batch) if keys is None else keys
     pad = bucket - jnp.sum(prompt_mask, axis=1)
     positions = jnp.maximum(jnp.arange(bucket)[None, :] - pad[:, None], 0)
     cache = backend.init_cache(config, batch, max_slots, _param_dtype(params))
@@ -208,29 +213,34 @@ class Generator:
             mask[row, bucket - len(prompt) :] = True
         stop_mask = np.zeros(self.config.n_vocab, bool)
         stop_mask[list(stop_tokens)] = True
-        controls = _Controls(
-            *sampling.as_arrays(), jnp.asarray(stop_mask), jnp.int32(max_new_tokens)
-        )
-        keys = row_keys(seed, batch) if keys is None else keys
+        # Host values throughout: jit takes them as they are, while building device arrays here
+        # would compile a small program each (a noticeable part of a CLI start).
+        controls = _Controls(*sampling.as_arrays(), stop_mask, np.int32(max_new_tokens))
+        # Row keys come from an int32 seed inside the jitted prefill; other seeds (jax keys a
+        # Python int by all its 64 bits) and meshes (which place the keys) derive them here.
+        keyed_in_jit = keys is None and self.mesh is None and -(2**31) <= seed < 2**31
+        if keys is None and not keyed_in_jit:
+            keys = row_keys(seed, batch)
         if self.mesh is not None:
             padded, mask, keys = placement.put_rows(self.mesh, (padded, mask, keys))
         static = {"backend": self.backend, "config": self.config}
         state = _prefill(
-            self.params, jnp.asarray(padded), jnp.asarray(mask), keys, controls,
+            self.params, padded, mask, keys, np.int32(seed if keyed_in_jit else 0), controls,
             max_slots=slot_bucket(bucket + max_new_tokens), **static,
         )  # fmt: skip
         emitted = 0
         chunk = chunk or max_new_tokens
         while True:
             step, lengths, done, tokens = jax.device_get(
-                (state.step, state.lengths, state.done, state.tokens[:, emitted : emitted + chunk])
+                (state.step, state.lengths, state.done, state.tokens)
             )
+            tokens = tokens[:, emitted : emitted + chunk]
             new = [tokens[row, : max(0, lengths[row] - emitted)].tolist() for row in range(batch)]
             yield new, done.tolist()
             emitted = int(step)
             if done.all():
                 return
-            stop_at = jnp.int32(min(emitted + chunk, max_new_tokens))
+            stop_at = np.int32(min(emitted + chunk, max_new_tokens))
             state = _decode(self.params, state, stop_at, controls, **static)
 
     def generate(

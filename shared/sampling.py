@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +42,10 @@ class SamplingParams:
         if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}.")
 
-    def as_arrays(self) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """(temperature, top_k with 0 meaning off, top_p) as traced scalars."""
-        return (
-            jnp.float32(self.temperature),
-            jnp.int32(self.top_k or 0),
-            jnp.float32(self.top_p),
-        )
+    def as_arrays(self) -> tuple[np.float32, np.int32, np.float32]:
+        """(temperature, top_k with 0 meaning off, top_p) as host scalars, traced once passed to a
+        jitted function (host values, so building them compiles nothing)."""
+        return np.float32(self.temperature), np.int32(self.top_k or 0), np.float32(self.top_p)
 
 
 def _ordered_keys(x: jax.Array) -> jax.Array:

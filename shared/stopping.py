@@ -14,11 +14,10 @@ from shared.tokenizer import Tokenizer
 def tokens_containing(tokenizer: Tokenizer, stops: Sequence[str]) -> set[int]:
     """Ids of every token whose bytes contain one of `stops` whole."""
     needles = [s.encode("utf-8") for s in stops if s]
-    return {
-        i
-        for i in range(tokenizer.n_vocab)
-        if any(needle in tokenizer.token_bytes(i) for needle in needles)
-    }
+    if not needles:
+        return set()
+    vocabulary = tokenizer.vocabulary()
+    return {i for needle in needles for i, token in enumerate(vocabulary) if needle in token}
 
 
 class StopStringCutter:

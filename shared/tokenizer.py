@@ -48,6 +48,10 @@ class Tokenizer:
             vocab_bpe_hash=VOCAB_BPE_SHA256,
             encoder_json_hash=ENCODER_JSON_SHA256,
         )
+        self._vocabulary = [b""] * (EOT_ID + 1)
+        for token, rank in ranks.items():
+            self._vocabulary[rank] = token
+        self._vocabulary[EOT_ID] = ENDOFTEXT.encode()
         self._encoding = tiktoken.Encoding(
             name="gpt2",
             pat_str=_PAT_STR,
@@ -72,8 +76,9 @@ class Tokenizer:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         return self._encoding.decode_bytes([int(i) for i in ids])
 
-    def token_bytes(self, token_id: int) -> bytes:
-        return self._encoding.decode_single_token_bytes(int(token_id))
+    def vocabulary(self) -> list[bytes]:
+        """Every token's bytes, indexed by id (from the ranks, not 50k single-token decodes)."""
+        return self._vocabulary
 
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)

@@ -46,7 +46,9 @@ def tokenizer():
 def test_tokens_containing_a_newline_include_the_newline_tokens(tokenizer):
     ids = tokens_containing(tokenizer, ["\n"])
     assert {198, 628} <= ids  # "\n" and "\n\n"
-    assert all(b"\n" in tokenizer.token_bytes(i) for i in ids)
+    vocabulary = tokenizer.vocabulary()
+    assert all(b"\n" in vocabulary[i] for i in ids)
+    assert all(vocabulary[i] == tokenizer.decode_bytes([i]) for i in range(tokenizer.n_vocab))
 
 
 def test_endoftext_stop_string_matches_the_eot_token(tokenizer):
