@@ -21,10 +21,12 @@ TOP_P = SamplingParams(temperature=1.0, top_p=0.9)
 
 
 def random_model(
-    size: str, backend_name: str, seed: int = 0, dtype: str = "float32"
+    size: str | GPT2Config, backend_name: str, seed: int = 0, dtype: str = "float32"
 ) -> tuple[Backend, Any, GPT2Config]:
-    """A backend's parameters for `size` with GPT-2's random initialisation (no download)."""
-    backend, config = get_backend(backend_name), config_for_size(size)
+    """A backend's parameters for `size` (a name or a config) with GPT-2's random initialisation
+    (no download)."""
+    backend = get_backend(backend_name)
+    config = config_for_size(size) if isinstance(size, str) else size
     tree = jax.jit(functools.partial(backend.init, config))(jax.random.PRNGKey(seed))
     if dtype != "float32":
         tree = backend.from_canonical(

@@ -12,7 +12,7 @@ import numpy as np
 
 from shared.benchmarks import generation, machine, startup, training
 from shared.benchmarks.results import Report, Result
-from shared.config import config_for_size
+from shared.config import GPT2Config, config_for_size
 from shared.generation import GREEDY, Generator
 
 
@@ -20,7 +20,7 @@ from shared.generation import GREEDY, Generator
 class BenchSettings:
     """What to measure; the defaults are the issue's (124M, prompt 32, 256 new tokens)."""
 
-    size: str = "124M"
+    size: str | GPT2Config = "124M"  # a config for tests; `gpt2 bench` takes a size name
     backends: tuple[str, ...] = ("functional",)
     prompt_len: int = 32
     new_tokens: int = 256
@@ -57,6 +57,8 @@ def run(settings: BenchSettings, on_result: Callable[[Result], None] | None = No
     report.add(Result("machine", "memory read bandwidth (matrix-vector)", bandwidth / 1e9, "GB/s"))
     for backend in settings.backends if settings.generation else ():
         _generation(report, settings, backend, bandwidth)
+    if settings.generation and "functional" in settings.backends and len(settings.backends) > 1:
+        _decode_step_ratios(report, settings)
     if settings.bfloat16 and settings.generation:
         _bfloat16(report, settings)
     if settings.train:
@@ -117,10 +119,6 @@ def _generation(report: Report, settings: BenchSettings, name: str, bandwidth: f
     prefill = generation.prefill_tokens_per_s(backend, params, config, settings.prefill_len)
     report.add(Result("prefill", f"prefill, {settings.prefill_len}-token prompt", prefill,
                       "tokens/s", name))  # fmt: skip
-    if name != "functional" and report.value("generation", "decode batch 1, greedy", "functional"):
-        reference = report.value("generation", "decode batch 1, greedy", "functional")
-        report.add(Result("ratios", "batch-1 decode step time vs functional",
-                          reference / batch_1, "x", name))  # fmt: skip
     if settings.recompute_baseline and name == "functional":
         recompute = generation.recompute_tokens_per_s(
             backend, params, config, settings.prompt_len, settings.new_tokens
@@ -135,9 +133,34 @@ def _generation(report: Report, settings: BenchSettings, name: str, bandwidth: f
     jax.clear_caches()
 
 
+def _decode_step_ratios(report: Report, settings: BenchSettings, rounds: int = 3) -> None:
+    """Each backend's batch-1 decode step time against functional's, timed in alternation.
+
+    The per-backend sections run minutes apart, and this VM drifts by 10-15% over a run; taking
+    each backend's best over interleaved rounds keeps that drift out of the ratio.
+    """
+    generators = {
+        name: Generator(*generation.random_model(settings.size, name)) for name in settings.backends
+    }
+    best = dict.fromkeys(generators, 0.0)
+    for _ in range(rounds):
+        for name, generator in generators.items():
+            tokens_per_s, _ = generation.decode_tokens_per_s(
+                generator, 1, settings.prompt_len, settings.new_tokens, repeats=1
+            )
+            best[name] = max(best[name], tokens_per_s)
+    for name in [name for name in generators if name != "functional"]:
+        report.add(
+            Result("ratios", "batch-1 decode step time vs functional", best["functional"]
+                   / best[name], "x", name, f"best of {rounds} interleaved rounds"),
+        )  # fmt: skip
+    del generators
+    jax.clear_caches()
+
+
 def _bfloat16(report: Report, settings: BenchSettings) -> None:
     """bf16 weights vs fp32 on the functional backend: speed, and how far the logits drift."""
-    config = config_for_size(settings.size)
+    config = config_for_size(settings.size) if isinstance(settings.size, str) else settings.size
     tokens = np.asarray(generation.random_prompts(1, settings.prompt_len, config), np.int32)
     models = {
         dtype: generation.random_model(settings.size, "functional", dtype=dtype)
