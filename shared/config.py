@@ -97,5 +97,6 @@ def resolve_model_size(name: str) -> str:
     raise ValueError(f"Unknown model size {name!r}; valid sizes are: {valid}.")
 
 
-def config_for_size(name: str) -> GPT2Config:
-    return MODEL_SIZES[resolve_model_size(name)]
+def config_for_size(name: str | GPT2Config) -> GPT2Config:
+    """A named size's config; a config passes through (benchmarks and tests bring their own)."""
+    return name if isinstance(name, GPT2Config) else MODEL_SIZES[resolve_model_size(name)]

@@ -25,8 +25,7 @@ def random_model(
 ) -> tuple[Backend, Any, GPT2Config]:
     """A backend's parameters for `size` (a name or a config) with GPT-2's random initialisation
     (no download)."""
-    backend = get_backend(backend_name)
-    config = config_for_size(size) if isinstance(size, str) else size
+    backend, config = get_backend(backend_name), config_for_size(size)
     tree = jax.jit(functools.partial(backend.init, config))(jax.random.PRNGKey(seed))
     if dtype != "float32":
         tree = backend.from_canonical(

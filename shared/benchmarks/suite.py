@@ -160,7 +160,7 @@ def _decode_step_ratios(report: Report, settings: BenchSettings, rounds: int = 3
 
 def _bfloat16(report: Report, settings: BenchSettings) -> None:
     """bf16 weights vs fp32 on the functional backend: speed, and how far the logits drift."""
-    config = config_for_size(settings.size) if isinstance(settings.size, str) else settings.size
+    config = config_for_size(settings.size)
     tokens = np.asarray(generation.random_prompts(1, settings.prompt_len, config), np.int32)
     models = {
         dtype: generation.random_model(settings.size, "functional", dtype=dtype)

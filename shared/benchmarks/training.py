@@ -30,7 +30,7 @@ def train_step_throughput(
     The step is exactly the one `gpt2 train` runs: AdamW, clipping, donated buffers.
     """
     backend = get_backend(backend_name)
-    config = config_for_size(model) if isinstance(model, str) else model
+    config = config_for_size(model)
     training = TrainingConfig(
         block_size=block_size, batch_size=batch_size, compute_dtype=compute_dtype
     )
