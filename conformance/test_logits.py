@@ -49,3 +49,17 @@ def test_openai_checkpoint_gives_the_same_logits_in_every_backend(
     report.check(
         "OpenAI TF checkpoint logits vs functional", backend.name, "tiny", diff, LOGITS_TOLERANCE
     )
+
+
+def test_last_only_gives_the_last_position_of_the_full_logits(
+    backend, config, config_name, canonical, report
+):
+    """What a prefill asks for: the last position's logits, cut before the output projection."""
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 24), 0, config.n_vocab)
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    apply = jax.jit(backend.apply, static_argnames=("config", "last_only"))
+    params = backend.from_canonical(canonical, config)
+    last, _ = apply(params, tokens, positions, None, config=config, last_only=True)
+    assert last.shape == (2, 1, config.n_vocab)
+    diff = max_abs_diff(last, forward(backend, canonical, config, tokens)[:, -1:])
+    report.check("last_only logits vs full logits", backend.name, config_name, diff, 1e-5)

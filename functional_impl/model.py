@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from shared import kv_cache
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.kv_cache import KVCache
+from shared.logits import last_position, tied_logits
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -103,8 +104,10 @@ def gpt2(
     eps: float = 1e-5,
     cache: KVCache | None = None,
     dropout: Dropout | None = None,
+    last_only: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
-    """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (output tied to `wte`).
+    """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (output tied to `wte`), or
+    [batch, 1, n_vocab] of the last position with `last_only`.
 
     `blocks` is either the canonical stacked tree, run with `lax.scan`, or one dict per layer, run
     as an unrolled loop over separate buffers (the faster choice for decoding on CPU). `dropout`
@@ -133,7 +136,7 @@ def gpt2(
         for i, (block, layer_cache) in enumerate(zip(blocks, layer_caches, strict=True)):
             x, layer_cache = layer(x, block, layer_cache, i)
             new_caches.append(layer_cache)
-    logits = layer_norm(x, **ln_f, eps=eps) @ wte.T
+    logits = tied_logits(layer_norm(last_position(x, last_only), **ln_f, eps=eps), wte)
     if cache is not None:
         k, v = zip(*new_caches, strict=True)
         cache = kv_cache.advance(cache, k, v, tokens.shape[1])

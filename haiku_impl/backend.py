@@ -52,8 +52,11 @@ class HaikuBackend:
         *,
         config: GPT2Config,
         dropout: Dropout | None = None,
+        last_only: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
-        return _transformed(config).apply(params, tokens, positions, cache, dropout)
+        return _transformed(config).apply(
+            params, tokens, positions, cache, dropout, last_only=last_only
+        )
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
         return kv_cache.init_cache(config, batch, max_len, dtype)

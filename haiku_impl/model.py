@@ -19,6 +19,7 @@ from shared import kv_cache
 from shared.config import GPT2Config
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.kv_cache import KVCache
+from shared.logits import last_position, tied_logits
 
 MODEL_NAME = "gpt2"
 """The top module's name: the first scope of every haiku parameter name."""
@@ -135,8 +136,10 @@ class GPT2(hk.Module):
         positions: jax.Array,
         cache: KVCache | None,
         dropout: Dropout | None = None,
+        last_only: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
-        """tokens, positions [batch, seq] int32 -> (logits [batch, seq, n_vocab], cache).
+        """tokens, positions [batch, seq] int32 -> (logits [batch, seq, n_vocab], cache); with
+        `last_only`, logits [batch, 1, n_vocab] of the last position.
 
         With `cache=None` this is the causal training forward; with a cache, layer i writes its new
         keys/values into `cache.k[i]`, `cache.v[i]` at `cache.index` and attends to all filled slots.
@@ -154,7 +157,7 @@ class GPT2(hk.Module):
             block_dropout = None if dropout is None else dropout.block(i)
             x, layer_cache = block(x, mask, layer_cache, index, block_dropout)
             new_caches.append(layer_cache)
-        logits = self.ln_f(x) @ self.wte.embeddings.T
+        logits = tied_logits(self.ln_f(last_position(x, last_only)), self.wte.embeddings)
         if cache is not None:
             k, v = zip(*new_caches, strict=True)
             cache = kv_cache.advance(cache, k, v, seq)
@@ -168,12 +171,15 @@ def forward(
     dropout: Dropout | None = None,
     *,
     config: GPT2Config,
+    last_only: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """The function `hk.transform` wraps: build the model for `config` and run it."""
-    return GPT2(config)(tokens, positions, cache, dropout)
+    return GPT2(config)(tokens, positions, cache, dropout, last_only)
 
 
 def transformed(config: GPT2Config) -> hk.Transformed:
     """`forward` for `config` as a pure (init, apply) pair; apply needs no PRNG key (dropout's key
     is an explicit argument)."""
-    return hk.without_apply_rng(hk.transform(lambda *args: forward(*args, config=config)))
+    return hk.without_apply_rng(
+        hk.transform(lambda *args, **kwargs: forward(*args, config=config, **kwargs))
+    )

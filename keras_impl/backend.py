@@ -64,13 +64,15 @@ class KerasBackend:
         *,
         config: GPT2Config,
         dropout: Dropout | None = None,
+        last_only: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
         model, paths = _model(config, dtype)
         values = [keras_params[path] for path in paths]
         outputs, _ = model.stateless_call(
-            values, [], tokens, positions=positions, cache=cache, dropout=dropout
-        )
+            values, [], tokens, positions=positions, cache=cache, dropout=dropout,
+            last_only=last_only,
+        )  # fmt: skip
         return outputs if cache is not None else (outputs, None)
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

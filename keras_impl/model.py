@@ -15,6 +15,7 @@ from shared import kv_cache
 from shared.config import GPT2Config
 from shared.dropout import EMBEDDINGS, Dropout, drop
 from shared.kv_cache import KVCache
+from shared.logits import last_position, tied_logits
 from shared.params import Params
 
 
@@ -62,7 +63,7 @@ class GPT2LM(keras.Model):
         self.config = config
         policy = self.dtype_policy
         normal = keras.initializers.RandomNormal(stddev=GPT2_INIT_STD)
-        self.wte = keras.layers.ReversibleEmbedding(
+        self.wte = keras.layers.Embedding(
             config.n_vocab, config.n_embd, embeddings_initializer=normal, name="wte", dtype=policy
         )
         self.wpe = keras.layers.Embedding(
@@ -91,8 +92,10 @@ class GPT2LM(keras.Model):
         positions: jax.Array | None = None,
         cache: KVCache | None = None,
         dropout: Dropout | None = None,
+        last_only: bool = False,
     ) -> jax.Array | tuple[jax.Array, KVCache]:
-        """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (and the new cache).
+        """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (and the new cache); with
+        `last_only`, logits [batch, 1, n_vocab] of the last position.
 
         `positions` default to 0..seq-1 for every row. `dropout` (`shared.dropout.Dropout`: a rate
         and a key) applies GPT-2's training dropout; None runs the deterministic forward.
@@ -111,7 +114,8 @@ class GPT2LM(keras.Model):
             if cache is not None:
                 new_k.append(layer_cache[0])
                 new_v.append(layer_cache[1])
-        logits = self.wte(self.ln_f(x), reverse=True)
+        embeddings = ops.cast(self.wte.embeddings, self.compute_dtype)
+        logits = tied_logits(self.ln_f(last_position(x, last_only)), embeddings)
         if cache is None:
             return logits
         return logits, kv_cache.advance(cache, new_k, new_v, seq)

@@ -42,6 +42,7 @@ class Backend(Protocol):
         *,
         config: GPT2Config,
         dropout: Dropout | None = None,
+        last_only: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """Pure, jittable forward pass: tokens/positions [batch, seq] -> logits [batch, seq, n_vocab].
 
@@ -49,6 +50,7 @@ class Backend(Protocol):
         written at `cache.index` and attend to everything cached before them. `dropout` (a rate and
         a key) turns on GPT-2's training dropout through `shared.dropout.drop`, so every backend
         draws the same masks for the same key; None (inference, evaluation) applies none.
+        `last_only` returns only the last position's logits, [batch, 1, n_vocab] (a prefill).
         """
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

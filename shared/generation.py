@@ -102,7 +102,7 @@ def _prefill(
     positions = jnp.maximum(jnp.arange(bucket)[None, :] - pad[:, None], 0)
     cache = backend.init_cache(config, batch, max_slots, _param_dtype(params))
     cache = cache._replace(mask=cache.mask.at[:, :bucket].set(prompt_mask))
-    logits, cache = backend.apply(params, prompt, positions, cache, config=config)
+    logits, cache = backend.apply(params, prompt, positions, cache, config=config, last_only=True)
     state = DecodeState(
         cache=cache,
         tokens=jnp.zeros((batch, max_slots - bucket), jnp.int32),

@@ -96,7 +96,9 @@ def prefill_tokens_per_s(
     def prefill(params: Any, tokens: jax.Array) -> jax.Array:
         cache = backend.init_cache(config, 1, prompt_len, dtype)
         positions = jnp.arange(prompt_len)[None, :]
-        logits, cache = backend.apply(params, tokens, positions, cache, config=config)
+        logits, cache = backend.apply(
+            params, tokens, positions, cache, config=config, last_only=True
+        )
         return logits[:, -1], cache
 
     tokens = jnp.asarray(random_prompts(1, prompt_len, config), jnp.int32)
