@@ -184,7 +184,7 @@ def load_model(
     tree, config, folder = weights.load_pretrained(
         model_size, models_dir=models_dir, progress=progress
     )
-    return from_canonical(tree, config, Tokenizer(folder), impl, dtype, mesh=mesh)
+    return from_canonical(tree, config, Tokenizer(folder, cache_ranks=True), impl, dtype, mesh=mesh)
 
 
 def load_checkpoint(
@@ -207,7 +207,8 @@ def load_checkpoint(
         tokenizer = CharTokenizer(data["alphabet"])
     else:
         files = openai.TOKENIZER_FILES
-        tokenizer = Tokenizer(openai.download("124M", models_dir, files=files, progress=False))
+        folder = openai.download("124M", models_dir, files=files, progress=False)
+        tokenizer = Tokenizer(folder, cache_ranks=True)
     impl = get_backend(backend or meta["backend"])
     return from_canonical(tree, config, tokenizer, impl, dtype, mesh=mesh)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import codecs
 import hashlib
 from collections.abc import Iterable
@@ -11,14 +12,56 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 from shared.errors import GPT2Error
+from shared.weights._files import atomic_path
 
 ENDOFTEXT = "<|endoftext|>"
 EOT_ID = 50256
 # The files OpenAI ships with every GPT-2 size; anything else is a corrupt or foreign download.
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+# The merge ranks derived from those two files, in tiktoken's format: byte for byte OpenAI's
+# `r50k_base.tiktoken`. Read in 0.09 s, where deriving them takes 0.45 s of every CLI start.
+RANKS_NAME = "gpt2.tiktoken"
+RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 # GPT-2's pre-tokenizer regex in tiktoken's possessive form (same splits as OpenAI's original).
 _PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+
+def _derive_ranks(folder: Path) -> dict[bytes, int]:
+    """Merge ranks from OpenAI's `encoder.json` + `vocab.bpe`, after checking both files."""
+    encoder_json, vocab_bpe = folder / "encoder.json", folder / "vocab.bpe"
+    _check_sha256(encoder_json, ENCODER_JSON_SHA256)
+    _check_sha256(vocab_bpe, VOCAB_BPE_SHA256)
+    return data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(vocab_bpe),
+        encoder_json_file=str(encoder_json),
+        vocab_bpe_hash=VOCAB_BPE_SHA256,
+        encoder_json_hash=ENCODER_JSON_SHA256,
+    )
+
+
+def _cached_ranks(folder: Path) -> dict[bytes, int]:
+    """The ranks from `folder/gpt2.tiktoken`, written there (atomically) on first use.
+
+    A file that is not exactly the expected one (partial, edited) is derived and written again.
+    """
+    path = folder / RANKS_NAME
+    if path.is_file():
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == RANKS_SHA256:
+            return {
+                base64.b64decode(token): int(rank)
+                for token, rank in (line.split() for line in data.splitlines())
+            }
+    ranks = _derive_ranks(folder)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(
+            b"".join(
+                base64.b64encode(token) + b" %d\n" % rank
+                for token, rank in sorted(ranks.items(), key=lambda item: item[1])
+            )
+        )
+    return ranks
 
 
 def _check_sha256(path: Path, expected: str) -> None:
@@ -37,17 +80,14 @@ class Tokenizer:
 
     eot_id: int = EOT_ID
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, cache_ranks: bool = False) -> None:
+        """The tokenizer of `folder`'s `encoder.json` + `vocab.bpe`.
+
+        `cache_ranks` keeps the derived ranks in `folder` (`RANKS_NAME`) for a faster next start;
+        for the models folder this library manages, not for folders it was only given to read.
+        """
         folder = Path(folder)
-        encoder_json, vocab_bpe = folder / "encoder.json", folder / "vocab.bpe"
-        _check_sha256(encoder_json, ENCODER_JSON_SHA256)
-        _check_sha256(vocab_bpe, VOCAB_BPE_SHA256)
-        ranks = data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=str(vocab_bpe),
-            encoder_json_file=str(encoder_json),
-            vocab_bpe_hash=VOCAB_BPE_SHA256,
-            encoder_json_hash=ENCODER_JSON_SHA256,
-        )
+        ranks = _cached_ranks(folder) if cache_ranks else _derive_ranks(folder)
         self._vocabulary = [b""] * (EOT_ID + 1)
         for token, rank in ranks.items():
             self._vocabulary[rank] = token

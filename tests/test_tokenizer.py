@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 
 import pytest
 
 from shared.errors import GPT2Error
-from shared.tokenizer import EOT_ID, Tokenizer
+from shared.tokenizer import EOT_ID, RANKS_NAME, RANKS_SHA256, Tokenizer
 from tests.support.paths import BPE_DIR
 
 TEXTS = [
@@ -60,3 +61,37 @@ def test_foreign_vocabulary_files_are_rejected(tmp_path):
 def test_missing_vocabulary_file_is_named(tmp_path):
     with pytest.raises(GPT2Error, match=r"encoder\.json is missing"):
         Tokenizer(tmp_path)
+
+
+@pytest.fixture
+def bpe_copy(tmp_path):
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(BPE_DIR / name, tmp_path / name)
+    return tmp_path
+
+
+def test_cached_ranks_are_openais_r50k_file_and_are_read_back(bpe_copy, tokenizer):
+    Tokenizer(bpe_copy, cache_ranks=True)
+    ranks_file = bpe_copy / RANKS_NAME
+    assert hashlib.sha256(ranks_file.read_bytes()).hexdigest() == RANKS_SHA256
+    # Read from the cache alone: the source files are no longer needed.
+    (bpe_copy / "encoder.json").unlink()
+    (bpe_copy / "vocab.bpe").unlink()
+    cached = Tokenizer(bpe_copy, cache_ranks=True)
+    for text in TEXTS:
+        assert cached.encode(text) == tokenizer.encode(text)
+    assert cached.vocabulary() == tokenizer.vocabulary()
+
+
+def test_a_partial_ranks_file_is_derived_again(bpe_copy, tokenizer):
+    ranks_file = bpe_copy / RANKS_NAME
+    Tokenizer(bpe_copy, cache_ranks=True)
+    ranks_file.write_bytes(ranks_file.read_bytes()[:1000])
+    rebuilt = Tokenizer(bpe_copy, cache_ranks=True)
+    assert hashlib.sha256(ranks_file.read_bytes()).hexdigest() == RANKS_SHA256
+    assert rebuilt.encode(TEXTS[2]) == tokenizer.encode(TEXTS[2])
+
+
+def test_folders_are_only_read_unless_caching_is_asked_for(bpe_copy):
+    Tokenizer(bpe_copy)
+    assert sorted(p.name for p in bpe_copy.iterdir()) == ["encoder.json", "vocab.bpe"]
