@@ -9,9 +9,10 @@ import jax.numpy as jnp
 def tied_logits(hidden: jax.Array, wte: jax.Array) -> jax.Array:
     """hidden [..., n_embd] -> logits [..., n_vocab], i.e. hidden @ wte.T.
 
-    Spelled as wte @ hidden: for one row (batch-1 decoding) XLA:CPU turns `hidden @ wte.T` into a
-    loop that transposes wte element by element (about 1.4x slower); this form is its
-    matrix-vector kernel. Other shapes compile to the same product either way.
+    Spelled as wte @ hidden so that XLA:CPU runs one row (batch-1 decoding) through its
+    matrix-vector kernel rather than a loop fused with a transposed wte: 7.5 against 10.2 ms for
+    the product alone. Inside the decode loop the two forms measured the same, and training steps
+    too; one definition keeps the three backends' logits identical.
     """
     return jnp.einsum("vd,...d->...v", wte, hidden)
 
