@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import jax
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -23,6 +24,7 @@ from shared.weights import (
     save_canonical,
     save_hf,
 )
+from shared.weights._files import ALIGNMENT, read_safetensors
 from shared.weights.openai import CHECKPOINT_FILES
 from tests.support.openai_server import unused_port
 
@@ -372,3 +374,30 @@ def test_convert_openai_to_hf_to_canonical_keeps_every_value(
 def test_convert_rejects_unknown_target(openai_checkpoint_dir, tmp_path):
     with pytest.raises(GPT2Error, match="'hf' or 'canonical'"):
         convert(openai_checkpoint_dir, tmp_path / "x", to="onnx")
+
+
+def test_safetensors_are_read_as_aligned_views_equal_to_the_librarys_own(tmp_path):
+    """Every dtype reads back exactly, and a 64-byte-aligned tensor is adopted by JAX without a
+    copy (writing the host array shows through the device array)."""
+    path = tmp_path / "t.safetensors"
+    tensors = {
+        "f32": np.arange(48, dtype=np.float32).reshape(3, 16),
+        "f16": np.arange(5, dtype=np.float16),
+        "i64": np.array([-(2**40), 7], np.int64),
+        "u8": np.arange(3, dtype=np.uint8),
+        "bool": np.array([True, False]),
+    }
+    safetensors.numpy.save_file(tensors, str(path), metadata={"k": "v"})
+
+    read, metadata = read_safetensors(path)
+
+    assert metadata == {"k": "v"}
+    assert read.keys() == tensors.keys()
+    for name, array in tensors.items():
+        assert read[name].dtype == array.dtype and np.array_equal(read[name], array), name
+    safetensors.numpy.save_file({"w": tensors["f32"]}, str(path))
+    (weight,) = read_safetensors(path)[0].values()
+    assert weight.ctypes.data % ALIGNMENT == 0
+    on_device = jax.device_put(weight)
+    weight[0, 0] = 100.0
+    assert np.asarray(on_device)[0, 0] == 100.0

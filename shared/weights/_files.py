@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from shared.errors import GPT2Error
+
+ALIGNMENT = 64
+"""Bytes: JAX on CPU adopts a host array aligned like this without copying it."""
+
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": jnp.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -39,13 +51,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """All tensors of a safetensors file as numpy arrays, plus its string metadata.
 
-    A missing, foreign or truncated file raises one `GPT2Error` naming it.
+    The file is read once into one `ALIGNMENT`-aligned buffer and the tensors are views of it, so
+    placing them on the CPU device copies nothing (a 124M checkpoint is 500 MB). safetensors itself
+    checks the header, the offsets and the file size first. A missing, foreign or truncated file
+    raises one `GPT2Error` naming it.
     """
     try:
         with safe_open(str(path), framework="np") as f:
             metadata = f.metadata() or {}
-            names = f.keys()
-            tensors = {name: f.get_tensor(name) for name in names}
+        tensors = _aligned_tensors(Path(path))
     except FileNotFoundError:
         raise GPT2Error(f"{path} does not exist.") from None
     except (SafetensorError, OSError, TypeError, ValueError) as err:
@@ -54,6 +68,25 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
             "or download it again."
         ) from None
     return tensors, metadata
+
+
+def _aligned_tensors(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file whose header safetensors has already checked."""
+    with open(path, "rb") as file:
+        (header_size,) = struct.unpack("<Q", file.read(8))
+        header = json.loads(file.read(header_size))
+        size = os.fstat(file.fileno()).st_size - 8 - header_size
+        buffer = np.empty(size + ALIGNMENT, np.uint8)
+        start = -buffer.ctypes.data % ALIGNMENT
+        data = buffer[start : start + size]
+        if file.readinto(memoryview(data)) != size:
+            raise ValueError("the file ended early")
+    header.pop("__metadata__", None)
+    return {
+        name: data[begin:end].view(_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+        for name, entry in header.items()
+        for begin, end in [entry["data_offsets"]]
+    }
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str] | None:
