@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import contextlib
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,7 +44,8 @@ def _derive_ranks(folder: Path) -> dict[bytes, int]:
 def _cached_ranks(folder: Path) -> dict[bytes, int]:
     """The ranks from `folder/gpt2.tiktoken`, written there (atomically) on first use.
 
-    A file that is not exactly the expected one (partial, edited) is derived and written again.
+    A file that is not exactly the expected one (partial, edited) is derived and written again;
+    a read-only folder (a shared, pre-filled models cache) is only read.
     """
     path = folder / RANKS_NAME
     if path.is_file():
@@ -54,7 +56,7 @@ def _cached_ranks(folder: Path) -> dict[bytes, int]:
                 for token, rank in (line.split() for line in data.splitlines())
             }
     ranks = _derive_ranks(folder)
-    with atomic_path(path) as tmp:
+    with contextlib.suppress(OSError), atomic_path(path) as tmp:
         tmp.write_bytes(
             b"".join(
                 base64.b64encode(token) + b" %d\n" % rank

@@ -95,3 +95,9 @@ def test_a_partial_ranks_file_is_derived_again(bpe_copy, tokenizer):
 def test_folders_are_only_read_unless_caching_is_asked_for(bpe_copy):
     Tokenizer(bpe_copy)
     assert sorted(p.name for p in bpe_copy.iterdir()) == ["encoder.json", "vocab.bpe"]
+
+
+def test_a_ranks_cache_that_cannot_be_written_is_skipped(bpe_copy, tokenizer):
+    (bpe_copy / RANKS_NAME).mkdir()  # the rename onto it fails, as in a read-only folder
+    assert Tokenizer(bpe_copy, cache_ranks=True).encode(TEXTS[1]) == tokenizer.encode(TEXTS[1])
+    assert not any(p.name.endswith(".tmp") for p in bpe_copy.iterdir())
