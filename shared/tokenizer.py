@@ -12,8 +12,8 @@ from pathlib import Path
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
+from shared.atomic import atomic_path
 from shared.errors import GPT2Error
-from shared.weights._files import atomic_path
 
 ENDOFTEXT = "<|endoftext|>"
 EOT_ID = 50256
@@ -45,7 +45,9 @@ def _cached_ranks(folder: Path) -> dict[bytes, int]:
     """The ranks from `folder/gpt2.tiktoken`, written there (atomically) on first use.
 
     A file that is not exactly the expected one (partial, edited) is derived and written again;
-    a read-only folder (a shared, pre-filled models cache) is only read.
+    a read-only folder (a shared, pre-filled models cache) is only read. The format (base64 token,
+    rank, one per line) is read and written here: tiktoken's `load_tiktoken_bpe` would first copy
+    the file into its temporary-folder cache, and `dump_tiktoken_bpe` needs blobfile.
     """
     path = folder / RANKS_NAME
     if path.is_file():

@@ -1,13 +1,10 @@
-"""File helpers shared by the weight formats: atomic writes and checked safetensors reads."""
+"""Checked safetensors reads shared by the weight formats."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import struct
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -24,28 +21,6 @@ _DTYPES = {
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
     "BOOL": np.bool_,
 }  # fmt: skip
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is synced and renamed onto `path`.
-
-    The temporary file lives in the same folder so `os.replace` is an atomic rename; on failure it
-    is removed and `path` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:

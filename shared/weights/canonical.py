@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
+from shared.atomic import atomic_path
 from shared.config import GPT2Config
 from shared.errors import GPT2Error
 from shared.params import Params, flatten, unflatten, validate
-from shared.weights._files import atomic_path, read_metadata, read_safetensors
+from shared.weights._files import read_metadata, read_safetensors
 
 FORMAT = "gpt2-jax-canonical"
 VERSION = "1"

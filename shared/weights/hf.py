@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
+from shared.atomic import atomic_path
 from shared.config import MODEL_SIZES, GPT2Config
 from shared.errors import GPT2Error
 from shared.params import Params, canonical_shapes, flatten, unflatten, validate
-from shared.weights._files import atomic_path, read_safetensors
+from shared.weights._files import read_safetensors
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
