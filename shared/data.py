@@ -214,11 +214,13 @@ def prepare(
 
 
 def _gpt2_tokenizer(bpe_dir: str | os.PathLike[str] | None) -> Tokenizer:
-    if bpe_dir is None:
-        from shared.weights import openai
+    """The given folder's tokenizer, else the downloaded 124M one (whose folder the library owns,
+    so it keeps the derived ranks there as `generate` does)."""
+    if bpe_dir is not None:
+        return Tokenizer(bpe_dir)
+    from shared.weights import openai
 
-        bpe_dir = openai.download("124M", files=openai.TOKENIZER_FILES)
-    return Tokenizer(bpe_dir)
+    return Tokenizer(openai.download("124M", files=openai.TOKENIZER_FILES), cache_ranks=True)
 
 
 class TokenDataset:

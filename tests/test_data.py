@@ -10,7 +10,7 @@ import pytest
 from shared import data
 from shared.cli import main as gpt2_cli
 from shared.errors import GPT2Error
-from shared.tokenizer import Tokenizer
+from shared.tokenizer import RANKS_NAME, Tokenizer
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 
 
@@ -27,6 +27,30 @@ def test_tiny_shakespeare_gives_the_known_gpt2_token_counts(tmp_path):
         text[int(len(text) * 0.9) :]
     )
     assert json.loads((tmp_path / "meta.json").read_text())["vocab_size"] == 50257
+
+
+def test_default_tokenizer_is_downloaded_once_and_keeps_its_ranks(
+    tmp_path, openai_server, models_dir, monkeypatch
+):
+    monkeypatch.setenv("GPT2_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("GPT2_MODELS_DIR", str(models_dir))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TINY_SHAKESPEARE.read_text()[:20_000])
+
+    first = data.prepare([corpus], tmp_path / "first", "gpt2")
+    second = data.prepare([corpus], tmp_path / "second", "gpt2")
+
+    assert sorted(p.name for p in (models_dir / "124M").iterdir()) == [
+        "encoder.json",
+        RANKS_NAME,
+        "vocab.bpe",
+    ]
+    assert openai_server.requests["encoder.json"] == 1
+    assert first["train_tokens"] == second["train_tokens"] > 0
+    assert (
+        _tokens(tmp_path / "second", "train").tolist()
+        == _tokens(tmp_path / "first", "train").tolist()
+    )
 
 
 def test_character_tokenizer_stores_its_alphabet(tmp_path):
