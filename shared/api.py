@@ -197,18 +197,15 @@ def load_checkpoint(
 ) -> GPT2:
     """A model trained with `gpt2 train`, from the newest checkpoint in `out_dir`, with the
     tokenizer its data was prepared with (GPT-2 BPE or the stored character alphabet)."""
-    from shared.data import CharTokenizer
+    from shared.data import CharTokenizer, downloaded_gpt2_tokenizer
     from shared.training.checkpoints import load_for_inference
-    from shared.weights import openai
 
     tree, config, meta = load_for_inference(out_dir)
     data = meta["data"]
     if data["tokenizer"] == "char":
         tokenizer = CharTokenizer(data["alphabet"])
     else:
-        files = openai.TOKENIZER_FILES
-        folder = openai.download("124M", models_dir, files=files, progress=False)
-        tokenizer = Tokenizer(folder, cache_ranks=True)
+        tokenizer = downloaded_gpt2_tokenizer(models_dir, progress=False)
     impl = get_backend(backend or meta["backend"])
     return from_canonical(tree, config, tokenizer, impl, dtype, mesh=mesh)
 

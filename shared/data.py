@@ -214,13 +214,20 @@ def prepare(
 
 
 def _gpt2_tokenizer(bpe_dir: str | os.PathLike[str] | None) -> Tokenizer:
-    """The given folder's tokenizer, else the downloaded 124M one (whose folder the library owns,
-    so it keeps the derived ranks there as `generate` does)."""
-    if bpe_dir is not None:
-        return Tokenizer(bpe_dir)
+    return downloaded_gpt2_tokenizer() if bpe_dir is None else Tokenizer(bpe_dir)
+
+
+def downloaded_gpt2_tokenizer(
+    models_dir: str | os.PathLike[str] | None = None, *, progress: bool = True
+) -> Tokenizer:
+    """GPT-2's tokenizer from the 124M files in the models folder, downloaded on first use.
+
+    The library owns that folder, so the tokenizer keeps its derived ranks there.
+    """
     from shared.weights import openai
 
-    return Tokenizer(openai.download("124M", files=openai.TOKENIZER_FILES), cache_ranks=True)
+    folder = openai.download("124M", models_dir, files=openai.TOKENIZER_FILES, progress=progress)
+    return Tokenizer(folder, cache_ranks=True)
 
 
 class TokenDataset:

@@ -13,8 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from shared import data, params, weights
+from shared import api, data, params, weights
 from shared.errors import GPT2Error
+from shared.tokenizer import RANKS_NAME, Tokenizer
 from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.trainer import Trainer
@@ -124,6 +125,9 @@ def test_fine_tuning_openai_weights_then_export_to_hf(openai_server, tmp_path, m
         np.asarray(tree["blocks"]["mlp"]["c_fc"]["w"]) - start["blocks"]["mlp"]["c_fc"]["w"]
     ).max()
     assert 0 < moved < 0.01
+    trained = api.load_checkpoint(tmp_path / "ft")
+    assert trained.tokenizer.encode("To be") == Tokenizer(BPE_DIR).encode("To be")
+    assert (tmp_path / "models" / "124M" / RANKS_NAME).is_file()
     weights.convert(tmp_path / "ft", tmp_path / "hf", "hf")
     exported, _ = weights.load_hf(tmp_path / "hf")
     for path, value in params.flatten(tree).items():
