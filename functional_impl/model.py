@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from shared import kv_cache
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.kv_cache import KVCache
+from shared.linear import linear
 from shared.logits import last_position, tied_logits
 
 
@@ -29,11 +30,6 @@ def layer_norm(x: jax.Array, g: jax.Array, b: jax.Array, eps: float = 1e-5) -> j
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     variance = jnp.var(x32, axis=-1, keepdims=True)
     return ((x32 - mean) * jax.lax.rsqrt(variance + eps)).astype(x.dtype) * g + b
-
-
-def linear(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    """[..., in] @ [in, out] + [out]."""
-    return x @ w + b
 
 
 def ffn(x: jax.Array, c_fc: dict, c_proj: dict) -> jax.Array:

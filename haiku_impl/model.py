@@ -19,6 +19,7 @@ from shared import kv_cache
 from shared.config import GPT2Config
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.kv_cache import KVCache
+from shared.linear import over_rows
 from shared.logits import last_position, tied_logits
 
 MODEL_NAME = "gpt2"
@@ -52,6 +53,15 @@ class LayerNorm(hk.Module):
         return ((x32 - mean) * jax.lax.rsqrt(variance + self.eps)).astype(x.dtype) * scale + offset
 
 
+class Linear(hk.Linear):
+    """`hk.Linear` (same parameters, `w` [in, out] and `b`) applied to all positions as one 2-D
+    product, as every backend does (`shared.linear` says why)."""
+
+    def __call__(self, inputs: jax.Array, *, precision: jax.lax.Precision | None = None) -> jax.Array:
+        apply = super().__call__
+        return over_rows(lambda rows: apply(rows, precision=precision), inputs)
+
+
 class CausalSelfAttention(hk.Module):
     """Multi-head self-attention with a fused QKV projection, through the layer's KV cache."""
 
@@ -59,8 +69,8 @@ class CausalSelfAttention(hk.Module):
         super().__init__(name=name)
         self.n_head = config.n_head
         normal = hk.initializers.RandomNormal(INIT_STD)
-        self.c_attn = hk.Linear(3 * config.n_embd, w_init=normal, name="c_attn")
-        self.c_proj = hk.Linear(config.n_embd, w_init=_residual_init(config), name="c_proj")
+        self.c_attn = Linear(3 * config.n_embd, w_init=normal, name="c_attn")
+        self.c_proj = Linear(config.n_embd, w_init=_residual_init(config), name="c_proj")
 
     def __call__(
         self,
@@ -84,8 +94,8 @@ class MLP(hk.Module):
     def __init__(self, config: GPT2Config, name: str | None = None) -> None:
         super().__init__(name=name)
         normal = hk.initializers.RandomNormal(INIT_STD)
-        self.c_fc = hk.Linear(4 * config.n_embd, w_init=normal, name="c_fc")
-        self.c_proj = hk.Linear(config.n_embd, w_init=_residual_init(config), name="c_proj")
+        self.c_fc = Linear(4 * config.n_embd, w_init=normal, name="c_fc")
+        self.c_proj = Linear(config.n_embd, w_init=_residual_init(config), name="c_proj")
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.c_proj(jax.nn.gelu(self.c_fc(x), approximate=True))

@@ -19,6 +19,7 @@ from keras import ops
 
 from shared import kv_cache
 from shared.dropout import ATTENTION_OUTPUT, MLP_OUTPUT, Dropout, drop
+from shared.linear import over_rows
 
 LayerCache = tuple[jax.Array, jax.Array]
 """One layer's (keys, values) cache, each [batch, slots, n_head, head_dim]."""
@@ -39,6 +40,16 @@ def gelu(x: jax.Array) -> jax.Array:
 
 def _normal(stddev: float) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package="gpt2")
+class Dense(keras.layers.Dense):
+    """`keras.layers.Dense` (same weights, `kernel` [in, out] and `bias`) applied to all positions
+    as one 2-D product, as every backend does (`shared.linear` says why)."""
+
+    def call(self, inputs: jax.Array, training: bool | None = None) -> jax.Array:
+        apply = super().call
+        return over_rows(lambda rows: apply(rows, training=training), inputs)
 
 
 @keras.saving.register_keras_serializable(package="gpt2")
@@ -124,13 +135,13 @@ class CausalSelfAttention(keras.layers.Layer):
             raise ValueError(
                 f"{self.name}: n_embd ({n_embd}) must be divisible by n_head ({self.n_head})."
             )
-        self.c_attn = keras.layers.Dense(
+        self.c_attn = Dense(
             3 * n_embd,
             kernel_initializer=_normal(GPT2_INIT_STD),
             name="c_attn",
             dtype=self.dtype_policy,
         )
-        self.c_proj = keras.layers.Dense(
+        self.c_proj = Dense(
             n_embd,
             kernel_initializer=_normal(self.residual_std),
             name="c_proj",
@@ -183,13 +194,13 @@ class MLP(keras.layers.Layer):
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         n_embd = input_shape[-1]
-        self.c_fc = keras.layers.Dense(
+        self.c_fc = Dense(
             4 * n_embd,
             kernel_initializer=_normal(GPT2_INIT_STD),
             name="c_fc",
             dtype=self.dtype_policy,
         )
-        self.c_proj = keras.layers.Dense(
+        self.c_proj = Dense(
             n_embd,
             kernel_initializer=_normal(self.residual_std),
             name="c_proj",
