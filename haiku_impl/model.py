@@ -57,7 +57,9 @@ class Linear(hk.Linear):
     """`hk.Linear` (same parameters, `w` [in, out] and `b`) applied to all positions as one 2-D
     product, as every backend does (`shared.linear` says why)."""
 
-    def __call__(self, inputs: jax.Array, *, precision: jax.lax.Precision | None = None) -> jax.Array:
+    def __call__(
+        self, inputs: jax.Array, *, precision: jax.lax.Precision | None = None
+    ) -> jax.Array:
         apply = super().__call__
         return over_rows(lambda rows: apply(rows, precision=precision), inputs)
 
