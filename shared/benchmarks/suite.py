@@ -201,11 +201,15 @@ def _training(report: Report, settings: BenchSettings) -> None:
             Result("training", label, tokens_per_s, "tokens/s", name,
                    f"first step {measured['compile_s']:.1f} s"),
             Result("training", "model FLOPs utilisation", measured["flops_per_token"]
-                   * tokens_per_s / peak, "fraction", name, f"peak {peak / 1e12:.1f} TFLOP/s, "
-                   f"{source}"),
+                   * tokens_per_s / peak, "fraction", name, f"peak {_flop_rate(peak)}, {source}"),
         )  # fmt: skip
         reference = report.value("training", label, "functional")
         if name != "functional" and reference:
             report.add(Result("ratios", "train step time vs functional",
                               reference / tokens_per_s, "x", name))  # fmt: skip
         jax.clear_caches()
+
+
+def _flop_rate(flops: float) -> str:
+    """A peak in the unit that shows its digits: a CPU's 0.08 TFLOP/s reads as 83 GFLOP/s."""
+    return f"{flops / 1e12:,.0f} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:,.0f} GFLOP/s"
