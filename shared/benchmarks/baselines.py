@@ -10,30 +10,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from shared.benchmarks import generation, machine, results, training
 from shared.benchmarks.results import Report, Result
+from shared.benchmarks.timing import best_seconds
 from shared.config import GPT2Config, config_for_size
 from shared.generation import Generator
 
 # The character-level Tiny Shakespeare recipe of the training issue (nanoGPT's CPU example).
 CHAR_RECIPE = GPT2Config(n_embd=128, n_head=4, n_layer=4, n_vocab=65, n_ctx=64)
 CHAR_BATCH = 12
-
-
-def _best_seconds(fn: Any, repeats: int) -> float:
-    fn()  # warm-up: compilation, caches, allocator
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def ours_decode(size: str, batch: int, prompt_len: int, new_tokens: int) -> float:
@@ -64,7 +53,7 @@ def hf_decode(size: str, batch: int, prompt_len: int, new_tokens: int) -> float:
                 min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
             )  # fmt: skip
 
-    return batch * new_tokens / _best_seconds(run, repeats=2)
+    return batch * new_tokens / best_seconds(run, repeats=2)
 
 
 def pytorch_train_tokens_per_s(steps: int = 20) -> float:
@@ -93,7 +82,7 @@ def pytorch_train_tokens_per_s(steps: int = 20) -> float:
     for _ in range(3):  # the allocator and AdamW's state settle over the first steps
         step()
     # Best of `steps` single steps, the statistic `ours_train_tokens_per_s` reports too.
-    return CHAR_BATCH * CHAR_RECIPE.n_ctx / _best_seconds(step, repeats=steps)
+    return CHAR_BATCH * CHAR_RECIPE.n_ctx / best_seconds(step, repeats=steps)
 
 
 def ours_train_tokens_per_s(steps: int = 20) -> float:
@@ -126,7 +115,7 @@ def keras_hub_decode(size: str, batch: int, prompt_len: int, new_tokens: int) ->
     def run() -> None:
         model.generate(inputs, stop_token_ids=None)
 
-    return batch * new_tokens / _best_seconds(run, repeats=2)
+    return batch * new_tokens / best_seconds(run, repeats=2)
 
 
 def compare(

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from shared.benchmarks.timing import best_seconds
 from shared.training.metrics import PEAK_FLOPS
 
 
@@ -30,16 +30,6 @@ def description() -> dict[str, Any]:
     }
 
 
-def _best_seconds(fn: Any, *args: Any, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def memory_bandwidth(megabytes: int | None = None, repeats: int = 10) -> float:
     """Bytes/s read by a matrix-vector product over a matrix far larger than the caches.
 
@@ -50,7 +40,7 @@ def memory_bandwidth(megabytes: int | None = None, repeats: int = 10) -> float:
     rows = megabytes * 2**20 // (4 * cols)
     matrix = jax.random.normal(jax.random.PRNGKey(0), (rows, cols), jnp.float32)
     vector = jnp.ones((cols,), jnp.float32)
-    seconds = _best_seconds(jax.jit(jnp.matmul), matrix, vector, repeats=repeats)
+    seconds = best_seconds(jax.jit(jnp.matmul), matrix, vector, repeats=repeats)
     return matrix.nbytes / seconds
 
 
@@ -72,7 +62,7 @@ def matmul_flops(
         key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
         a = jax.random.normal(key_a, (m, k), dtype)
         b = jax.random.normal(key_b, (k, n), dtype)
-        best = max(best, 2 * m * k * n / _best_seconds(jax.jit(jnp.matmul), a, b, repeats=repeats))
+        best = max(best, 2 * m * k * n / best_seconds(jax.jit(jnp.matmul), a, b, repeats=repeats))
     return best
 
 
