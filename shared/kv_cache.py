@@ -19,11 +19,14 @@ from shared.dropout import ATTENTION, Dropout, drop
 class KVCache(NamedTuple):
     """Keys and values of every layer for `max_len` token slots.
 
-    k, v:  one [batch, n_head, max_len, head_dim] array per layer. Separate buffers, not one stacked
-           array, so each layer's update happens in place: XLA on CPU copies slices of a stacked
-           array, which made the decode step almost twice as slow. Heads before slots, so that the
-           attention products batch over (batch, head) as stored: with slots first, XLA on CPU
-           transposed every layer's whole cache in every step, a sixth of a batch-8 decode step.
+    k, v:  one [batch * n_head, max_len, head_dim] array per layer (`head_rows`). Separate
+           buffers, not one stacked array, so each layer's update happens in place: XLA on CPU
+           copies slices of a stacked array, which made the decode step almost twice as slow. One
+           row per (sequence, head), so that the attention products read the cache as stored. With
+           slots before heads, XLA on CPU transposed every layer's whole cache in every step (a
+           sixth of a batch-8 step); with [batch, n_head] as two axes, a batch of one made it
+           compute each layer's update twice, once into a copy of the cache (batch-1 decoding
+           1.2-1.3x slower).
     mask:  [batch, max_len] bool, False on left-padding slots (set once per batch by the driver)
     index: int32 scalar, the next slot to write; slots [0, index) are filled
     """
@@ -35,7 +38,7 @@ class KVCache(NamedTuple):
 
 
 def init_cache(config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
-    shape = (batch, config.n_head, max_len, config.head_dim)
+    shape = (batch * config.n_head, max_len, config.head_dim)
     return KVCache(
         k=tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)),
         v=tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)),
@@ -62,16 +65,23 @@ def write(
     layer_k: jax.Array, layer_v: jax.Array, k: jax.Array, v: jax.Array, index: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Store new keys/values [batch, n_new, n_head, head_dim] at slot `index` of one layer's cache."""
-    start = (0, 0, index, 0)
+    start = (0, index, 0)
     return (
-        jax.lax.dynamic_update_slice(layer_k, heads_first(k).astype(layer_k.dtype), start),
-        jax.lax.dynamic_update_slice(layer_v, heads_first(v).astype(layer_v.dtype), start),
+        jax.lax.dynamic_update_slice(layer_k, head_rows(k).astype(layer_k.dtype), start),
+        jax.lax.dynamic_update_slice(layer_v, head_rows(v).astype(layer_v.dtype), start),
     )
 
 
-def heads_first(x: jax.Array) -> jax.Array:
-    """[batch, seq, n_head, head_dim] -> [batch, n_head, seq, head_dim], the cache's layout."""
-    return x.swapaxes(1, 2)
+def head_rows(x: jax.Array) -> jax.Array:
+    """[batch, seq, n_head, head_dim] -> [batch * n_head, seq, head_dim], the cache's layout."""
+    batch, seq, n_head, head_dim = x.shape
+    return x.swapaxes(1, 2).reshape(batch * n_head, seq, head_dim)
+
+
+def from_head_rows(x: jax.Array, batch: int) -> jax.Array:
+    """[batch * n_head, seq, head_dim] -> [batch, seq, n_head, head_dim]; undoes `head_rows`."""
+    rows, seq, head_dim = x.shape
+    return x.reshape(batch, rows // batch, seq, head_dim).swapaxes(1, 2)
 
 
 def advance(cache: KVCache, k: Sequence[jax.Array], v: Sequence[jax.Array], n_new: int) -> KVCache:
@@ -84,15 +94,18 @@ def attend(
 ) -> jax.Array:
     """Scaled dot-product attention with an fp32 softmax.
 
-    q: [batch, n_q, n_head, head_dim]; k, v: [batch, n_head, n_k, head_dim] (`heads_first`);
+    q: [batch, n_q, n_head, head_dim]; k, v: [batch * n_head, n_k, head_dim] (`head_rows`);
     mask: broadcastable to [batch, n_head, n_q, n_k]. Returns [batch, n_q, n_head, head_dim].
     `dropout` (the block's, training only) drops attention probabilities.
     """
-    scale = q.shape[-1] ** -0.5
-    scores = jnp.einsum("bqhd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    batch, n_q, n_head, head_dim = q.shape
+    scale = head_dim**-0.5
+    scores = jnp.einsum("rqd,rkd->rqk", head_rows(q), k, preferred_element_type=jnp.float32)
+    scores = (scores * scale).reshape(batch, n_head, n_q, -1)
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     weights = drop(jax.nn.softmax(scores, axis=-1), dropout, ATTENTION).astype(v.dtype)
-    return jnp.einsum("bhqk,bhkd->bqhd", weights, v)
+    heads = jnp.einsum("rqk,rkd->rqd", weights.reshape(batch * n_head, n_q, -1), v)
+    return from_head_rows(heads, batch)
 
 
 def fused_attention_applies(q: jax.Array) -> bool:
@@ -129,6 +142,6 @@ def self_attention(
             return jax.nn.dot_product_attention(
                 q, k, v, is_causal=True, implementation="cudnn"
             ), None
-        return attend(q, heads_first(k), heads_first(v), mask, dropout), None
+        return attend(q, head_rows(k), head_rows(v), mask, dropout), None
     layer_k, layer_v = write(*layer_cache, k, v, index)
     return attend(q, layer_k, layer_v, mask, dropout), (layer_k, layer_v)
