@@ -3,14 +3,18 @@ generates the very same token ids as the reference for the same seed."""
 
 from __future__ import annotations
 
+import math
+import re
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from conformance.conftest import TINY, canonical_tree
 from conformance.report import max_abs_diff
 from conformance.test_logits import LOGITS_TOLERANCE, forward
-from shared.generation import Generator, row_keys
+from shared.generation import GREEDY, Generator, _Controls, _decode, _prefill, row_keys
 from shared.sampling import SamplingParams
 
 PROMPTS = [[5, 6, 7], [11, 12, 13, 14, 15, 16, 17, 18, 19], [42]]
@@ -122,3 +126,25 @@ def test_streaming_in_chunks_yields_the_same_tokens(backend, tiny_params):
         for row, ids in zip(rows, new, strict=True):
             row.extend(ids)
     assert rows == [c.tokens for c in whole]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_compiled_decode_loop_never_copies_or_transposes_a_cache_layer(
+    backend, tiny_params, batch
+):
+    """A decode step reads each layer's cache once; a whole-layer copy or transpose in the loop
+    doubles that traffic or more. XLA on CPU inserted both for earlier cache layouts (see
+    `shared.kv_cache.KVCache`): transposes at every batch size, copies at batch 1."""
+    prompts, mask = np.ones((batch, 16), np.int32), np.ones((batch, 16), bool)
+    controls = _Controls(*GREEDY.as_arrays(), np.zeros(TINY.n_vocab, bool), np.int32(32))
+    static = {"backend": backend, "config": TINY}
+    state = _prefill(
+        tiny_params, prompts, mask, None, np.int32(0), controls, max_slots=64, **static
+    )
+    hlo = _decode.lower(tiny_params, state, np.int32(32), controls, **static).compile().as_text()
+    layer_elements = state.cache.k[0].size
+    moved = re.findall(r"= \w+\[([\d,]*)\]\S* (?:copy|transpose)\(", hlo)
+    moved_layers = [
+        dims for dims in moved if math.prod(int(d) for d in dims.split(",") if d) == layer_elements
+    ]
+    assert moved_layers == [], f"the decode loop moves whole cache layers: {moved_layers}"

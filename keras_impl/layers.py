@@ -5,7 +5,8 @@ Weights are named as in OpenAI's checkpoint (`c_attn`, `c_proj`, `c_fc`, `ln_1`,
 reads like the paper. The KV cache, masks and attention come from `shared.kv_cache`: they are plain
 JAX functions, which is why this backend runs Keras on JAX only.
 
-Shapes: x is [batch, seq, n_embd]; a layer's cache is (k, v), each [batch, slots, n_head, head_dim].
+Shapes: x is [batch, seq, n_embd]; a layer's cache is (k, v), each
+[batch * n_head, slots, head_dim].
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from shared.dropout import ATTENTION_OUTPUT, MLP_OUTPUT, Dropout, drop
 from shared.linear import over_rows
 
 LayerCache = tuple[jax.Array, jax.Array]
-"""One layer's (keys, values) cache, each [batch, slots, n_head, head_dim]."""
+"""One layer's (keys, values) cache, each [batch * n_head, slots, head_dim]."""
 
 GPT2_INIT_STD = 0.02
 """Standard deviation of GPT-2's weight initialisation (residual projections are scaled down)."""
