@@ -14,6 +14,7 @@ import pytest
 from conformance.conftest import TINY, canonical_tree
 from conformance.report import max_abs_diff
 from conformance.test_logits import LOGITS_TOLERANCE, forward
+from shared import program_cache
 from shared.generation import GREEDY, Generator, _Controls, _decode, _prefill, row_keys
 from shared.sampling import SamplingParams
 
@@ -128,23 +129,60 @@ def test_streaming_in_chunks_yields_the_same_tokens(backend, tiny_params):
     assert rows == [c.tokens for c in whole]
 
 
+@pytest.fixture
+def program_folder(tmp_path):
+    """The exported-program cache on, in a fresh folder, for one test."""
+    program_cache.enable(tmp_path / "programs")
+    yield tmp_path / "programs"
+    program_cache.disable()
+
+
 @pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("path", ["traced", "exported"])
 def test_the_compiled_decode_loop_never_copies_or_transposes_a_cache_layer(
-    backend, tiny_params, batch
+    backend, tiny_params, batch, path, tmp_path
 ):
     """A decode step reads each layer's cache once; a whole-layer copy or transpose in the loop
     doubles that traffic or more. XLA on CPU inserted both for earlier cache layouts (see
-    `shared.kv_cache.KVCache`): transposes at every batch size, copies at batch 1."""
+    `shared.kv_cache.KVCache`): transposes at every batch size, copies at batch 1. The program
+    read back from `shared.program_cache` (a warm `gpt2 generate`) must compile the same way."""
     prompts, mask = np.ones((batch, 16), np.int32), np.ones((batch, 16), bool)
     controls = _Controls(*GREEDY.as_arrays(), np.zeros(TINY.n_vocab, bool), np.int32(32))
     static = {"backend": backend, "config": TINY}
     state = _prefill(
         tiny_params, prompts, mask, None, np.int32(0), controls, max_slots=64, **static
     )
-    hlo = _decode.lower(tiny_params, state, np.int32(32), controls, **static).compile().as_text()
+    args = (tiny_params, state, np.int32(32), controls)
+    if path == "exported":
+        program_cache.enable(tmp_path)
+        decode = program_cache.bind(_decode, args, static, donate_argnums=(1,))
+        program_cache.disable()
+        assert [f.name.split("-")[0] for f in tmp_path.iterdir()] == ["_decode"]
+        hlo = decode.lower(*args).compile().as_text()
+    else:
+        hlo = _decode.lower(*args, **static).compile().as_text()
     layer_elements = state.cache.k[0].size
     moved = re.findall(r"= \w+\[([\d,]*)\]\S* (?:copy|transpose)\(", hlo)
     moved_layers = [
         dims for dims in moved if math.prod(int(d) for d in dims.split(",") if d) == layer_elements
     ]
     assert moved_layers == [], f"the decode loop moves whole cache layers: {moved_layers}"
+
+
+def test_programs_read_back_from_the_cache_generate_the_same_tokens(
+    backend, tiny_params, program_folder
+):
+    """What a warm `gpt2 generate` runs: programs exported by an earlier process, read from disk."""
+    generator = Generator(backend, tiny_params, TINY)
+    sampler = SAMPLERS["top-k+top-p"]
+    program_cache.disable()
+    traced = generator.generate(PROMPTS, 12, sampler, seed=4)
+    program_cache.enable(program_folder)
+    exported = generator.generate(PROMPTS, 12, sampler, seed=4)
+    files = sorted(program_folder.iterdir())
+    assert [f.name.split("-")[0] for f in files] == ["_decode", "_prefill"]
+    program_cache.enable(program_folder)  # a new process: nothing in memory, the files on disk
+    written = [f.stat().st_mtime_ns for f in files]
+    read_back = generator.generate(PROMPTS, 12, sampler, seed=4)
+    assert [f.stat().st_mtime_ns for f in sorted(program_folder.iterdir())] == written
+    assert exported == traced and read_back == traced

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from shared import program_cache
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.distributed import placement
@@ -66,6 +67,13 @@ class _Controls(NamedTuple):
     top_p: jax.Array
     stop_mask: jax.Array  # [n_vocab] bool
     max_new_tokens: jax.Array  # int32
+
+
+# The decode programs' argument and result types, by name, for `shared.program_cache`'s files.
+for _type in (KVCache, DecodeState, _Controls):
+    jax.export.register_namedtuple_serialization(
+        _type, serialized_name=f"gpt2_jax.{_type.__name__}"
+    )
 
 
 def _emit(state: DecodeState, logits: jax.Array, controls: _Controls) -> DecodeState:
@@ -224,10 +232,14 @@ class Generator:
         if self.mesh is not None:
             padded, mask, keys = placement.put_rows(self.mesh, (padded, mask, keys))
         static = {"backend": self.backend, "config": self.config}
-        state = _prefill(
-            self.params, padded, mask, keys, np.int32(seed if keyed_in_jit else 0), controls,
-            max_slots=slot_bucket(bucket + max_new_tokens), **static,
-        )  # fmt: skip
+        state = program_cache.call(
+            _prefill,
+            (self.params, padded, mask, keys, np.int32(seed if keyed_in_jit else 0), controls),
+            {**static, "max_slots": slot_bucket(bucket + max_new_tokens)},
+        )
+        decode = program_cache.bind(
+            _decode, (self.params, state, np.int32(0), controls), static, donate_argnums=(1,)
+        )
         emitted = 0
         chunk = chunk or max_new_tokens
         while True:
@@ -241,7 +253,7 @@ class Generator:
             if done.all():
                 return
             stop_at = np.int32(min(emitted + chunk, max_new_tokens))
-            state = _decode(self.params, state, stop_at, controls, **static)
+            state = decode(self.params, state, stop_at, controls)
 
     def generate(
         self,

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +72,18 @@ def test_sampling_options_and_seed_make_runs_reproducible(env):
     flat = ["generate", "--prompt", "Once upon a time", "--temperature", "50", "--top-k", "none",
             "--max-new-tokens", "20"]  # fmt: skip
     assert ok(gpt2(env, *flat, "--seed", "7")) != ok(gpt2(env, *flat, "--seed", "8"))
+
+
+def test_a_second_run_reuses_the_first_runs_exported_programs(env, model):
+    """A warm start reads the traced programs back instead of tracing the model again."""
+    programs = Path(env["JAX_COMPILATION_CACHE_DIR"]) / "programs"
+    args = ["generate", "--prompt", "A warm start", "--max-new-tokens", "5", "--seed", "9"]
+    first = ok(gpt2(env, *args))
+    written = {path.name: path.stat().st_mtime_ns for path in programs.iterdir()}
+    assert {name.split("-")[0] for name in written} == {"_prefill", "_decode"}
+    assert ok(gpt2(env, *args)) == first
+    assert {path.name: path.stat().st_mtime_ns for path in programs.iterdir()} == written
+    assert first == "A warm start" + model.generate("A warm start", 5, top_k=40, seed=9)[0] + "\n"
 
 
 def test_stop_string_typed_as_backslash_n_stops_at_the_first_newline(env, model):
