@@ -100,7 +100,7 @@ def _load_or_export(
         with contextlib.suppress(Exception):  # a partial or corrupt file is exported again
             return jax.export.deserialize(bytearray(path.read_bytes()))
     exported = jax.export.export(function)(*args, **static)
-    with atomic_path(path) as tmp:
+    with contextlib.suppress(OSError), atomic_path(path) as tmp:  # a read-only cache is only read
         tmp.write_bytes(exported.serialize())
     return exported
 
