@@ -6,11 +6,12 @@ import dataclasses
 import datetime
 import json
 import platform
-from importlib import metadata
 from pathlib import Path
 
 import jax
 import numpy as np
+
+from shared.versions import installed_version
 
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "keras", "optax", "numpy", "torch", "transformers")
 
@@ -43,13 +44,6 @@ def max_rel_diff(a: object, b: object) -> float:
     return max(diffs)
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 class Report:
     """Collects rows during a pytest session; `write` merges them into an existing report."""
 
@@ -74,7 +68,7 @@ class Report:
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "device": f"{jax.devices()[0].device_kind} ({platform.machine()})",
             "python": platform.python_version(),
-            "versions": {p: v for p in PACKAGES if (v := _version(p))},
+            "versions": {p: v for p in PACKAGES if (v := installed_version(p))},
             "rows": [dataclasses.asdict(r) for r in sorted(rows.values(), key=_order)],
         }
         path.write_text(json.dumps(payload, indent=2) + "\n")

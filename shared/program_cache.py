@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.metadata
 import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ import jax
 
 from shared.atomic import atomic_path
 from shared.backend import Backend
+from shared.versions import installed_version
 
 PACKAGES = ("shared", "functional_impl", "haiku_impl", "keras_impl")
 TRACING_LIBRARIES = ("jax", "jaxlib", "dm-haiku", "keras", "numpy")
@@ -134,15 +134,8 @@ def _environment() -> str:
     return "\n".join(
         [
             digest.hexdigest(),
-            *(f"{name} {_version(name)}" for name in TRACING_LIBRARIES),
+            *(f"{name} {installed_version(name)}" for name in TRACING_LIBRARIES),
             repr(sorted(jax.config.values.items())),
             f"{device.platform} {device.device_kind} {device.client.platform_version}",
         ]
     )
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-from importlib import metadata
+
+from shared.versions import installed_version
 
 PACKAGES = (
     "gpt2-jax", "jax", "jaxlib", "numpy", "tiktoken", "safetensors", "dm-haiku", "keras",
@@ -31,13 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def run(args: argparse.Namespace) -> int:
     import jax
 
@@ -46,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"python        {sys.version.split()[0]} ({platform.platform()})")
     for package in PACKAGES:
-        print(f"{package:<14}{_version(package)}")
+        print(f"{package:<14}{installed_version(package) or 'not installed'}")
     print(f"devices       {', '.join(str(d) for d in jax.devices())}")
     print(f"models dir    {openai.models_dir(args.models_dir)}")
     print(f"downloaded    {', '.join(openai.downloaded_sizes(args.models_dir)) or 'none'}")
