@@ -80,22 +80,21 @@ def bind(
     leaves, treedef = jax.tree.flatten(tuple(args))
     if any(isinstance(x, jax.Array) and x.sharding.num_devices > 1 for x in leaves):
         return functools.partial(function, **static)
-    signature = (function, tuple(sorted(static.items())), treedef, *map(jax.typeof, leaves))
+    types = tuple(map(jax.typeof, leaves))
+    signature = (function, tuple(sorted(static.items())), treedef, types)
     compiled = _programs.get(signature)
     if compiled is None:
-        exported = _load_or_export(_directory, function, args, static, signature)
+        key = _file_key(function, static, treedef, types)
+        exported = _load_or_export(
+            _directory / f"{function.__name__}-{key}.exported", function, args, static
+        )
         compiled = _programs[signature] = jax.jit(exported.call, donate_argnums=donate_argnums)
     return compiled
 
 
 def _load_or_export(
-    directory: Path,
-    function: Callable[..., Any],
-    args: Sequence[Any],
-    static: dict[str, Any],
-    signature: tuple,
+    path: Path, function: Callable[..., Any], args: Sequence[Any], static: dict[str, Any]
 ) -> jax.export.Exported:
-    path = directory / f"{function.__name__}-{_file_key(function, static, signature)}.exported"
     if path.is_file():
         with contextlib.suppress(Exception):  # a partial or corrupt file is exported again
             return jax.export.deserialize(bytearray(path.read_bytes()))
@@ -105,7 +104,9 @@ def _load_or_export(
     return exported
 
 
-def _file_key(function: Callable[..., Any], static: dict[str, Any], signature: tuple) -> str:
+def _file_key(
+    function: Callable[..., Any], static: dict[str, Any], treedef: Any, types: tuple
+) -> str:
     """A hash of what the trace depends on; static values by name (backends) or repr (configs)."""
     static_text = sorted(
         (name, value.name if isinstance(value, Backend) else repr(value))
@@ -115,8 +116,8 @@ def _file_key(function: Callable[..., Any], static: dict[str, Any], signature: t
         _environment(),
         f"{function.__module__}.{function.__qualname__}",
         repr(static_text),
-        str(signature[2]),
-        *map(str, signature[3:]),
+        str(treedef),
+        *map(str, types),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
