@@ -15,16 +15,24 @@ import platformdirs
 from shared import program_cache
 
 
-def default_dir() -> Path:
-    return Path(platformdirs.user_cache_dir("gpt2-jax")) / "xla"
+def folder(cache_dir: str | Path | None = None) -> Path:
+    """The folder `enable` uses: `cache_dir`, else JAX_COMPILATION_CACHE_DIR, else the user's
+    cache folder."""
+    default = Path(platformdirs.user_cache_dir("gpt2-jax")) / "xla"
+    return Path(cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default)
+
+
+def programs_dir(path: Path) -> Path:
+    """Where `shared.program_cache` keeps the traced programs of the cache folder `path`."""
+    return path / "programs"
 
 
 def enable(cache_dir: str | Path | None = None) -> Path:
     """Turn both caches on (every program is kept); honours JAX_COMPILATION_CACHE_DIR."""
-    path = Path(cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_dir())
+    path = folder(cache_dir)
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    program_cache.enable(path / "programs")
+    program_cache.enable(programs_dir(path))
     return path

@@ -129,9 +129,12 @@ def test_interactive_loop_answers_each_prompt(env, model):
         assert prompt + model.generate(prompt, 5, temperature=0)[0] in out
 
 
-def test_persistent_compilation_cache_is_filled(env, model):
+def test_persistent_compilation_cache_is_filled_and_doctor_reports_it(env, model):
     ok(gpt2(env, "generate", "--prompt", "Cache me", "--max-new-tokens", "3", "--seed", "0"))
     assert any(os.scandir(env["JAX_COMPILATION_CACHE_DIR"]))
+    programs = Path(env["JAX_COMPILATION_CACHE_DIR"]) / "programs"
+    count = sum(1 for _ in programs.iterdir())
+    assert f"programs          {programs} ({count} files, " in ok(gpt2(env, "doctor"))
 
 
 def test_version_names_the_package_and_jax(env):

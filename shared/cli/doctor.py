@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from pathlib import Path
 
 from shared.versions import installed_version
 
@@ -17,6 +18,7 @@ PACKAGES = (
     "gpt2-jax", "jax", "jaxlib", "numpy", "tiktoken", "safetensors", "dm-haiku", "keras",
     "optax", "orbax-checkpoint", "chex", "tensorflow-cpu", "tensorflow",
 )  # fmt: skip
+WIDTH = max(map(len, PACKAGES)) + 2
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,16 +40,31 @@ def run(args: argparse.Namespace) -> int:
     from shared import compilation_cache
     from shared.weights import openai
 
-    print(f"python        {sys.version.split()[0]} ({platform.platform()})")
+    xla_cache = compilation_cache.folder()
+    _line("python", f"{sys.version.split()[0]} ({platform.platform()})")
     for package in PACKAGES:
-        print(f"{package:<14}{installed_version(package) or 'not installed'}")
-    print(f"devices       {', '.join(str(d) for d in jax.devices())}")
-    print(f"models dir    {openai.models_dir(args.models_dir)}")
-    print(f"downloaded    {', '.join(openai.downloaded_sizes(args.models_dir)) or 'none'}")
-    print(f"xla cache     {compilation_cache.default_dir()}")
+        _line(package, installed_version(package) or "not installed")
+    _line("devices", ", ".join(str(d) for d in jax.devices()))
+    _line("models dir", openai.models_dir(args.models_dir))
+    _line("downloaded", ", ".join(openai.downloaded_sizes(args.models_dir)) or "none")
+    _line("xla cache", _folder_summary(xla_cache))
+    _line("programs", _folder_summary(compilation_cache.programs_dir(xla_cache)))
     if args.mesh:
         _print_memory_plan(args.mesh, args.model_size)
     return 0
+
+
+def _line(name: str, value: object) -> None:
+    print(f"{name:<{WIDTH}}{value}")
+
+
+def _folder_summary(path: Path) -> str:
+    """`path` and what it holds, so a report shows whether a warm start had anything to reuse."""
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else []
+    if not files:
+        return f"{path} (empty)"
+    size = sum(f.stat().st_size for f in files)
+    return f"{path} ({len(files)} files, {size / 1e6:.1f} MB)"
 
 
 def _print_memory_plan(mesh_text: str, model_size: str) -> None:
@@ -65,6 +82,6 @@ def _print_memory_plan(mesh_text: str, model_size: str) -> None:
         spec,
     )
     lines = plan.lines()
-    print(f"memory        {model_size} training state (fp32 params + AdamW): {lines[0]}")
+    _line("memory", f"{model_size} training state (fp32 params + AdamW): {lines[0]}")
     for line in lines[1:]:
-        print(f"              {line}")
+        _line("", line)
