@@ -26,6 +26,24 @@ from shared.tokenizer import ENDOFTEXT, Tokenizer
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def check_request(
+    prompts: Sequence[str], max_new_tokens: int, num_samples: int = 1, stop: Sequence[str] = ()
+) -> None:
+    """Fail with one sentence on a request no model could serve, before any model is loaded.
+
+    What depends on the model (a prompt longer than its context) is checked when it runs.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
+    for i, prompt in enumerate(prompts):
+        if not prompt:
+            raise ValueError(f"Prompt {i} is empty; give at least one token of text.")
+    if "" in stop:
+        raise ValueError("A stop string is empty; give text to stop before, or no --stop.")
+
+
 class GPT2:
     """A loaded GPT-2: tokenizer, config, backend and its parameters, and a compiled-once generator.
 
@@ -95,9 +113,8 @@ class GPT2:
         tokens that fit (the prompt's end, then a window sliding along the text).
         """
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        check_request(prompts, max_new_tokens, num_samples, stop)
         encoded = self.encode_prompts(prompts, max_new_tokens, truncate)
         rows = [ids for ids in encoded for _ in range(num_samples)]
         stops = (*stop, ENDOFTEXT)

@@ -64,6 +64,10 @@ def test_samples_of_one_prompt_differ_but_reproduce(model):
 def test_bad_arguments_fail_clearly(model, served):
     with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
         model.generate("Hi", 5, num_samples=0)
+    with pytest.raises(ValueError, match="A stop string is empty"):
+        model.generate("Hi", 5, stop=["\n", ""])
+    with pytest.raises(ValueError, match="Prompt 1 is empty"):
+        model.generate(["Hi", ""], 5)
     with pytest.raises(ValueError, match="Unknown dtype 'float8'"):
         gpt2.load_model("124M", models_dir=served[1], dtype="float8")
 

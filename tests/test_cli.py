@@ -167,6 +167,24 @@ def test_truncate_keeps_the_end_of_a_long_prompt(env, model):
     assert out.startswith(prompt)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prompt", ""], "Prompt 0 is empty; give at least one token of text."),
+        (["--prompt", "Hi", "--num-samples", "0"], "num_samples must be an integer >= 1, got 0."),
+        (["--prompt", "Hi", "--max-new-tokens", "0"], "max_new_tokens must be an integer >= 1"),
+        (["--prompt", "Hi", "--stop", ""], "A stop string is empty"),
+        (["--prompt", "Hi", "--top-p", "1.5"], "top_p must be in (0, 1], got 1.5."),
+    ],
+)
+def test_bad_requests_fail_before_any_download(env, tmp_path, args, message):
+    offline = {**env, "GPT2_BASE_URL": "http://127.0.0.1:9/gpt-2", "GPT2_MODELS_DIR": str(tmp_path)}
+    result = gpt2(offline, "generate", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Could not reach" not in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
 def test_offline_error_says_what_to_download_and_where(env, tmp_path):
     offline = {**env, "GPT2_BASE_URL": "http://127.0.0.1:9/gpt-2", "GPT2_MODELS_DIR": str(tmp_path)}
     result = gpt2(offline, "generate", "--prompt", "Hi", "--model-size", "774M")

@@ -76,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
         "num_samples": args.num_samples,
         "truncate": args.truncate,
     }
-    # Check the sampling options before the (possibly long) download and load.
+    # Check the request before the (possibly long) download and load.
+    from shared import api, compilation_cache
     from shared.sampling import SamplingParams
 
     SamplingParams(args.temperature, options["top_k"], args.top_p)
-    from shared import api, compilation_cache
+    api.check_request(args.prompt, args.max_new_tokens, args.num_samples, options["stop"])
 
     compilation_cache.enable()
     if args.checkpoint:
