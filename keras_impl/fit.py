@@ -351,6 +351,11 @@ class KerasFit:
     """
 
     def __init__(self, config: TrainingConfig) -> None:
+        if config.eval_only:
+            raise GPT2Error(
+                "eval_only evaluates with the shared trainer, for any backend: run "
+                "`Trainer(config)` (as `gpt2 train --eval-only` does) instead of KerasFit."
+            )
         if config.mesh is not None or (config.num_processes or 1) > 1:
             raise GPT2Error(
                 "--keras-fit trains on one device; drop --mesh and the multi-process flags, or "

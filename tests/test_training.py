@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from shared.errors import GPT2Error
 from shared.tokenizer import RANKS_NAME, Tokenizer
 from shared.training import checkpoints
 from shared.training.config import TrainingConfig
-from shared.training.trainer import Trainer
+from shared.training.trainer import Trainer, resume_config
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 from tests.support.wandb_offline import logged_history, offline_runs
 
@@ -109,6 +110,40 @@ def test_best_checkpoint_follows_the_validation_loss(char_data, tmp_path):
     assert result["iter"] == 40
 
 
+def _files(folder):
+    return {path: path.stat().st_mtime_ns for path in folder.rglob("*")}
+
+
+def _uniform_loss(data_dir):
+    return math.log(json.loads((data_dir / "meta.json").read_text())["vocab_size"])
+
+
+def test_eval_only_of_a_checkpoint_gives_its_logged_losses_and_writes_nothing(char_data, tmp_path):
+    Trainer(_config(char_data, tmp_path, max_iters=20)).run()
+    logged_val = _losses(tmp_path)[20][1]
+    before = _files(tmp_path)
+    result = Trainer(resume_config(str(tmp_path), {"eval_only": True})).run()
+    on_a_mesh = Trainer(resume_config(str(tmp_path), {"eval_only": True, "mesh": "data=1,fsdp=1"}))
+    assert on_a_mesh.run() == result
+    assert result["iter"] == 20
+    assert result["val_loss"] == logged_val
+    assert 0 < result["train_loss"] < _uniform_loss(char_data) - 0.5  # it learnt something
+    assert _files(tmp_path) == before
+
+
+def test_eval_only_from_scratch_on_the_command_line(char_data, tmp_path):
+    config = _config(char_data, tmp_path / "never")
+    result = subprocess.run(
+        [*_train_command(config), "--eval-only"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    train_loss, val_loss = (float(part.split("=")[1]) for part in result.stdout.split()[2:4])
+    assert result.stdout.startswith("iter 0: train_loss=")
+    uniform = _uniform_loss(char_data)
+    assert abs(train_loss - uniform) < 0.3 and abs(val_loss - uniform) < 0.3
+    assert not (tmp_path / "never").exists()
+
+
 def test_fine_tuning_openai_weights_then_export_to_hf(openai_server, tmp_path, monkeypatch):
     monkeypatch.setenv("GPT2_BASE_URL", openai_server.base_url)
     monkeypatch.setenv("GPT2_MODELS_DIR", str(tmp_path / "models"))
@@ -118,6 +153,9 @@ def test_fine_tuning_openai_weights_then_export_to_hf(openai_server, tmp_path, m
     config = _config(tmp_path / "data", tmp_path / "ft", init_from="124M", max_iters=6, learning_rate=1e-4,
                      min_lr=1e-5, warmup_iters=1, eval_interval=3, save_interval=3)  # fmt: skip
     start, _, _ = weights.load_pretrained("124M")
+    evaluation = Trainer(config.replace(eval_only=True))
+    assert evaluation.state.opt_state is None  # no AdamW moments to evaluate
+    assert math.isfinite(evaluation.run()["val_loss"])
     Trainer(config).run()
     tree, model_config = weights.load_weights(tmp_path / "ft")
     assert model_config.n_ctx == 32 and model_config.n_embd == 32

@@ -40,13 +40,18 @@ def run(args: argparse.Namespace) -> int:
     from shared import compilation_cache
 
     compilation_cache.enable()
-    if config.keras_fit:
+    if config.keras_fit and not config.eval_only:
         from keras_impl.fit import KerasFit
 
         result = KerasFit(config).run()
-    else:
+    else:  # the shared trainer also evaluates for --keras-fit runs: the same loss, any backend
         from shared.training.trainer import Trainer
 
         result = Trainer(config).run()
-    print(f"done at iter {result['iter']}; checkpoints in {config.out_dir}")
+    if config.eval_only:
+        from shared.training.metrics import console_line
+
+        print(console_line(result["iter"], result))
+    else:
+        print(f"done at iter {result['iter']}; checkpoints in {config.out_dir}")
     return 0

@@ -7,9 +7,11 @@ keyed by (seed, step), so the step is all the PRNG state a resumed run needs.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 from shared.errors import GPT2Error
@@ -81,22 +83,29 @@ def restore_state(out_dir: str | Path, step: int, target: Any, which: str = LAST
         return m.restore(step, args=args)["state"]
 
 
+def restore_params(out_dir: str | Path, step: int, target: Any, which: str = LAST) -> Any:
+    """Only the parameters of `step`, restored into the structure (and shardings) of `target`:
+    the optimizer state, twice their size, is not read."""
+    with ocp.CheckpointManager(Path(out_dir).resolve() / which, item_names=("state", "meta")) as m:
+        item = {"params": target}
+        restore = ocp.args.PyTreeRestore(
+            item,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+            partial_restore=True,
+        )
+        return m.restore(step, args=ocp.args.Composite(state=restore))["state"]["params"]
+
+
 def load_for_inference(out_dir: str | Path, which: str = LAST) -> tuple[dict, Any, dict]:
     """(canonical tree, GPT2Config, meta) of the newest checkpoint of a training run."""
     from shared.backend import get_backend
     from shared.config import GPT2Config
-    from shared.training.config import TrainingConfig
-    from shared.training.optimizer import make_optimizer
 
     step, meta = read_meta(out_dir, which)
     backend, config = get_backend(meta["backend"]), GPT2Config.from_hparams(meta["model"])
-    import jax
-
-    template = backend.init(config, jax.random.PRNGKey(0))
-    optimizer = make_optimizer(TrainingConfig.from_dict(meta["training"]))
-    target = {"params": template, "opt_state": optimizer.init(template)}
-    state = restore_state(out_dir, step, target, which)
-    return backend.to_canonical(state["params"], config), config, meta
+    target = jax.eval_shape(functools.partial(backend.init, config), jax.random.PRNGKey(0))
+    params = restore_params(out_dir, step, target, which)
+    return backend.to_canonical(params, config), config, meta
 
 
 def is_training_run(path: str | Path) -> bool:

@@ -55,6 +55,7 @@ class TrainingConfig:
     compute_dtype: str = "float32"
     seed: int = 1337
     # evaluation, logging, checkpoints
+    eval_only: bool = False  # the starting model's train and val loss; nothing trained or saved
     eval_interval: int = 250
     eval_iters: int = 20
     log_interval: int = 10

@@ -131,6 +131,9 @@ class Trainer:
             backend = backend or get_backend(meta["backend"])
             model_config = GPT2Config.from_hparams(meta["model"])
             target = self._restore_target(backend, model_config)
+            if config.eval_only:
+                params = checkpoints.restore_params(config.out_dir, step, target["params"])
+                return backend, model_config, TrainState(params, None, step)
             state = checkpoints.restore_state(config.out_dir, step, target)
             return backend, model_config, TrainState(state["params"], state["opt_state"], step)
         backend = backend or get_backend(config.backend)
@@ -140,23 +143,31 @@ class Trainer:
         else:
             tree, model_config = pretrained_start(config, self.train_data.meta)
             params = backend.from_canonical(tree, model_config)
-        return backend, model_config, self._fresh_state(params, backend, model_config)
+        state = self._fresh_state(params, backend, model_config, optimizer=not config.eval_only)
+        return backend, model_config, state
 
-    def _fresh_state(self, params: Any, backend: Backend, model_config: GPT2Config) -> TrainState:
+    def _fresh_state(
+        self, params: Any, backend: Backend, model_config: GPT2Config, *, optimizer: bool = True
+    ) -> TrainState:
+        """Step 0 of `params`, with AdamW's state unless `optimizer` is False: `eval_only` skips
+        the moments, which take twice the parameters' memory."""
         params = jax.tree.map(jnp.asarray, params)
         if self.mesh is None:
-            return TrainState(params, self.optimizer.init(params), 0)
+            return TrainState(params, self.optimizer.init(params) if optimizer else None, 0)
         shardings = self._state_shardings(backend, model_config)
         params = placement.put(params, shardings["params"])
         init = jax.jit(self.optimizer.init, out_shardings=shardings["opt_state"])
-        return TrainState(params, init(params), 0)
+        return TrainState(params, init(params) if optimizer else None, 0)
 
     def _restore_target(self, backend: Backend, model_config: GPT2Config) -> dict:
         """What a checkpoint restores into; on a mesh, shape structs carrying this run's shardings,
         so a checkpoint saved on any mesh (or one device) restores onto this one."""
         if self.mesh is None:
             fresh = self._fresh_state(
-                backend.init(model_config, self._key(0)), backend, model_config
+                backend.init(model_config, self._key(0)),
+                backend,
+                model_config,
+                optimizer=not self.config.eval_only,
             )
             return {"params": fresh.params, "opt_state": fresh.opt_state}
         return placement.abstract(
@@ -247,13 +258,16 @@ class Trainer:
             functools.partial(self.batches, step), shape, partition.TRAIN_BATCH
         )
 
-    def evaluate(self, step: int) -> float:
+    def evaluate(self, step: int, split: str = "val") -> float:
+        """Mean loss over `eval_iters` batches of `split`, drawn by (seed, step): an `eval_only`
+        run of a checkpoint sees the batches its training run evaluated at that step."""
+        data = {"train": self.train_data, "val": self.val_data}[split]
         key, size = jax.random.fold_in(self._key(2), step), self.config.batch_size
         losses = [
             self._eval_loss(
                 self.state.params,
                 self._global_batch(
-                    functools.partial(self.val_data.batch, key, i, size),
+                    functools.partial(data.batch, key, i, size),
                     (size, self.config.block_size + 1),
                     partition.EVAL_BATCH,
                 ),
@@ -262,8 +276,19 @@ class Trainer:
         ]
         return float(np.mean(jax.device_get(losses)))
 
+    def evaluate_only(self) -> dict[str, Any]:
+        """The starting model's train and val losses (`eval_only`); nothing is trained or saved."""
+        step = self.state.step
+        return {
+            "iter": step,
+            "train_loss": self.evaluate(step, "train"),
+            "val_loss": self.evaluate(step, "val"),
+        }
+
     def run(self) -> dict[str, Any]:
         """Train until max_iters (or a stop signal); returns the last logged metrics."""
+        if self.config.eval_only:
+            return self.evaluate_only()
         config, state = self.config, self.state
         store = checkpoints.Checkpoints(config.out_dir, config.keep_last)
         log = MetricsLog(config, self.model_config.to_hparams(), enabled=runtime.is_primary())

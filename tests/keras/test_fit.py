@@ -176,6 +176,20 @@ def test_runs_that_keras_cannot_continue_exactly_are_refused(
         KerasFit(_config(char_data, out, **overrides))
 
 
+def test_eval_only_of_a_fit_run_evaluates_it_with_the_shared_trainer(straight, char_data):
+    with pytest.raises(GPT2Error, match="eval_only evaluates with the shared trainer"):
+        KerasFit(_config(char_data, straight[0], eval_only=True))
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt2", "train", "--init-from", "resume", "--eval-only",
+         "--out-dir", str(straight[0])],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("iter 40: train_loss=")
+    val_loss = float(result.stdout.split("val_loss=")[1].split()[0])
+    assert abs(val_loss - _losses(straight[0])[40][1]) < 2e-4  # printed to 4 decimals
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("tensorflow") is None,
     reason="the OpenAI checkpoint fixture needs TensorFlow",
