@@ -29,7 +29,8 @@ def version_string() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gpt2", description="GPT-2 in JAX: generate, convert and benchmark OpenAI's models."
+        prog="gpt2",
+        description="GPT-2 in JAX: generate with, train, convert and benchmark OpenAI's models.",
     )
     parser.add_argument("--version", action="version", version=version_string())
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,4 +1,5 @@
-"""`gpt2 train`: train from scratch, fine-tune a GPT-2 size, or resume exactly where a run stopped."""
+"""`gpt2 train`: train from scratch, fine-tune a GPT-2 size, resume exactly where a run stopped, or
+only evaluate a model (`--eval-only`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from shared.training import config as training_config
 
     parser = subparsers.add_parser(
-        "train", help="train or fine-tune GPT-2 on prepared token files", description=__doc__
+        "train",
+        help="train, fine-tune or evaluate GPT-2 on prepared token files",
+        description=__doc__,
     )
     parser.add_argument(
         "--config", default=None, help="a TOML or JSON file of TrainingConfig fields"
