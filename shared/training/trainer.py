@@ -130,10 +130,11 @@ class Trainer:
                 )
             backend = backend or get_backend(meta["backend"])
             model_config = GPT2Config.from_hparams(meta["model"])
-            target = self._restore_target(backend, model_config)
             if config.eval_only:
-                params = checkpoints.restore_params(config.out_dir, step, target["params"])
+                target = self._params_target(backend, model_config)
+                params = checkpoints.restore_params(config.out_dir, step, target)
                 return backend, model_config, TrainState(params, None, step)
+            target = self._restore_target(backend, model_config)
             state = checkpoints.restore_state(config.out_dir, step, target)
             return backend, model_config, TrainState(state["params"], state["opt_state"], step)
         backend = backend or get_backend(config.backend)
@@ -164,15 +165,19 @@ class Trainer:
         so a checkpoint saved on any mesh (or one device) restores onto this one."""
         if self.mesh is None:
             fresh = self._fresh_state(
-                backend.init(model_config, self._key(0)),
-                backend,
-                model_config,
-                optimizer=not self.config.eval_only,
+                backend.init(model_config, self._key(0)), backend, model_config
             )
             return {"params": fresh.params, "opt_state": fresh.opt_state}
         return placement.abstract(
             self._state_shapes(backend, model_config), self._state_shardings(backend, model_config)
         )
+
+    def _params_target(self, backend: Backend, model_config: GPT2Config) -> Any:
+        """Shape structs of the parameters alone (`eval_only` restores nothing else), carrying
+        this run's shardings on a mesh; nothing is allocated before the restore."""
+        if self.mesh is None:
+            return jax.eval_shape(functools.partial(backend.init, model_config), self._key(0))
+        return self._restore_target(backend, model_config)["params"]
 
     # -- devices -------------------------------------------------------------------------------
 
@@ -259,8 +264,8 @@ class Trainer:
         )
 
     def evaluate(self, step: int, split: str = "val") -> float:
-        """Mean loss over `eval_iters` batches of `split`, drawn by (seed, step): an `eval_only`
-        run of a checkpoint sees the batches its training run evaluated at that step."""
+        """Mean loss over `eval_iters` batches of `split`, drawn by (seed, step), so evaluating a
+        checkpoint (`eval_only`) gives the val loss its run logged at that step."""
         data = {"train": self.train_data, "val": self.val_data}[split]
         key, size = jax.random.fold_in(self._key(2), step), self.config.batch_size
         losses = [
