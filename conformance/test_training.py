@@ -6,9 +6,13 @@ import jax
 import optax
 import pytest
 
+from conformance.conftest import canonical_tree
 from conformance.report import max_rel_diff
-from shared import params
+from shared import data, params
 from shared.loss import language_model_loss
+from shared.training.config import TrainingConfig
+from shared.training.trainer import Trainer
+from tests.support.paths import TINY_SHAKESPEARE
 
 TOLERANCE = 1e-5
 
@@ -109,3 +113,28 @@ def test_ten_adamw_steps_match_the_reference(backend, reference, config_name, re
         "params after 10 AdamW steps vs functional (relative, key bias excluded)",
         backend.name, config_name, diff, PARAMS_TOLERANCE[config_name],
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def char_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("eval_data")
+    (folder / "text.txt").write_text(TINY_SHAKESPEARE.read_text()[:20_000])
+    data.prepare([folder / "text.txt"], folder / "data", "char")
+    return folder / "data"
+
+
+def test_the_trainers_evaluation_matches_the_reference(backend, reference, char_data, report):
+    """`gpt2 train --eval-only` (the trainer's evaluation) of the same weights on every backend."""
+    config = TrainingConfig(
+        data_dir=str(char_data), out_dir="unused", eval_only=True, batch_size=4, eval_iters=2,
+        n_layer=2, n_head=4, n_embd=32, block_size=32,
+    )  # fmt: skip
+    losses = {}
+    for each in (backend, reference):
+        trainer = Trainer(config.replace(backend=each.name))
+        tree = canonical_tree(trainer.model_config)
+        trainer.state.params = each.from_canonical(tree, trainer.model_config)
+        losses[each.name] = trainer.run()
+    ours, theirs = losses[backend.name], losses[reference.name]
+    diff = max(abs(ours[k] / theirs[k] - 1) for k in ("train_loss", "val_loss"))
+    report.check("eval_only losses vs functional (relative)", backend.name, "tiny", diff, TOLERANCE)
