@@ -8,11 +8,11 @@ import pytest
 
 from conformance.conftest import canonical_tree
 from conformance.report import max_rel_diff
-from shared import data, params
+from shared import params
 from shared.loss import language_model_loss
 from shared.training.config import TrainingConfig
 from shared.training.trainer import Trainer
-from tests.support.paths import TINY_SHAKESPEARE
+from tests.support.corpus import prepared_characters
 
 TOLERANCE = 1e-5
 
@@ -117,10 +117,7 @@ def test_ten_adamw_steps_match_the_reference(backend, reference, config_name, re
 
 @pytest.fixture(scope="module")
 def char_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("eval_data")
-    (folder / "text.txt").write_text(TINY_SHAKESPEARE.read_text()[:20_000])
-    data.prepare([folder / "text.txt"], folder / "data", "char")
-    return folder / "data"
+    return prepared_characters(tmp_path_factory.mktemp("eval_data"), 20_000)
 
 
 def test_the_trainers_evaluation_matches_the_reference(backend, reference, char_data, report):

@@ -20,6 +20,7 @@ from shared.tokenizer import RANKS_NAME, Tokenizer
 from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.trainer import Trainer, resume_config
+from tests.support.corpus import prepared_characters
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 from tests.support.wandb_offline import logged_history, offline_runs
 
@@ -28,9 +29,7 @@ TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
 
 @pytest.fixture(scope="module")
 def char_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("shakespeare_char")
-    data.prepare([TINY_SHAKESPEARE], folder, "char")
-    return folder
+    return prepared_characters(tmp_path_factory.mktemp("shakespeare_char"))
 
 
 def _config(data_dir, out_dir, /, **overrides):

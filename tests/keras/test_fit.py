@@ -25,6 +25,7 @@ from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.optimizer import learning_rate_schedule
 from shared.training.trainer import Trainer
+from tests.support.corpus import prepared_characters
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
@@ -32,10 +33,7 @@ TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
 
 @pytest.fixture(scope="module")
 def char_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("kfit")
-    (folder / "text.txt").write_text(TINY_SHAKESPEARE.read_text()[:20_000])
-    data.prepare([folder / "text.txt"], folder / "data", "char")
-    return folder / "data"
+    return prepared_characters(tmp_path_factory.mktemp("kfit"), 20_000)
 
 
 def _config(data_dir, out_dir, /, **overrides) -> TrainingConfig:

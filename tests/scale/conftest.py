@@ -16,17 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from shared import data
-from tests.support.paths import REPO_ROOT, TINY_SHAKESPEARE
+from tests.support.corpus import prepared_characters
+from tests.support.paths import REPO_ROOT
 
 EIGHT_DEVICES = "--xla_force_host_platform_device_count=8"
 
 
 @pytest.fixture(scope="session")
 def char_data(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("scale_char")
-    data.prepare([TINY_SHAKESPEARE], folder, "char")
-    return folder
+    return prepared_characters(tmp_path_factory.mktemp("scale_char"))
 
 
 @pytest.fixture(scope="session")
