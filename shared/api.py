@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from shared import weights
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config
-from shared.generation import Generator
+from shared.generation import Generator, check_prompts
 from shared.params import Params, cast
 from shared.sampling import SamplingParams
 from shared.stopping import StopStringCutter, tokens_containing
@@ -33,13 +33,9 @@ def check_request(
 
     What depends on the model (a prompt longer than its context) is checked when it runs.
     """
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
+    check_prompts(prompts, max_new_tokens)
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
-    for i, prompt in enumerate(prompts):
-        if not prompt:
-            raise ValueError(f"Prompt {i} is empty; give at least one token of text.")
     if "" in stop:
         raise ValueError("A stop string is empty; give text to stop before, or no --stop.")
 

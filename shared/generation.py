@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any, NamedTuple
 
 import jax
@@ -147,6 +147,16 @@ def _decode(
     return jax.lax.while_loop(running, step, state)
 
 
+def check_prompts(prompts: Sequence[Sized], max_new_tokens: int) -> None:
+    """Fail with one sentence if max_new_tokens is below 1 or a prompt (text or token ids) is
+    empty: what no model could serve, so callers check it before loading one."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
+    for i, prompt in enumerate(prompts):
+        if not prompt:
+            raise ValueError(f"Prompt {i} is empty; give at least one token of text.")
+
+
 def _param_dtype(params: Any) -> jnp.dtype:
     leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
     return leaves[0].dtype
@@ -181,13 +191,10 @@ class Generator:
 
     def check_lengths(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
         """Fail with one sentence if a prompt is empty or prompt + new tokens exceed the context."""
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
+        check_prompts(prompts, max_new_tokens)
         if not prompts:
             raise ValueError("Give at least one prompt.")
         for i, prompt in enumerate(prompts):
-            if not prompt:
-                raise ValueError(f"Prompt {i} is empty; give at least one token of text.")
             if len(prompt) + max_new_tokens > self.config.n_ctx:
                 raise ValueError(
                     f"Prompt {i} has {len(prompt)} tokens and {max_new_tokens} new tokens were "
