@@ -1,6 +1,6 @@
 """gpt2: the public face of gpt2-jax. Re-exports only; the logic lives in `shared/` and the backends."""
 
-from shared.api import GPT2, from_canonical, load_model, main
+from shared.api import GPT2, from_canonical, load_checkpoint, load_model, main
 from shared.config import MODEL_SIZES, GPT2Config
 from shared.generation import Completion, Generator
 from shared.sampling import SamplingParams
@@ -15,6 +15,7 @@ __all__ = [
     "SamplingParams",
     "Tokenizer",
     "from_canonical",
+    "load_checkpoint",
     "load_model",
     "main",
 ]

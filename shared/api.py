@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from shared import weights
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config
-from shared.generation import Generator, check_prompts
+from shared.generation import Generator, check_prompts, row_keys
 from shared.params import Params, cast
 from shared.sampling import SamplingParams
 from shared.stopping import StopStringCutter, tokens_containing
@@ -27,7 +28,11 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def check_request(
-    prompts: Sequence[str], max_new_tokens: int, num_samples: int = 1, stop: Sequence[str] = ()
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    num_samples: int = 1,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
 ) -> None:
     """Fail with one sentence on a request no model could serve, before any model is loaded.
 
@@ -38,6 +43,24 @@ def check_request(
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
     if "" in stop:
         raise ValueError("A stop string is empty; give text to stop before, or no --stop.")
+    if seed is not None and not (isinstance(seed, int) and -(2**63) <= seed < 2**63):
+        raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}.")
+
+
+def segments(prompt_length: int, max_new_tokens: int, n_ctx: int, slide: bool) -> tuple[int, ...]:
+    """How many tokens each prefill-and-decode segment of one row generates.
+
+    Without `slide`, one segment. With it, the first segment uses the whole context, then each
+    sees the last tokens that leave room for at least half a context of new ones.
+    """
+    if not slide:
+        return (max_new_tokens,)
+    plan, length, remaining = [], prompt_length, max_new_tokens
+    while remaining > 0:
+        new_tokens = min(remaining, max(n_ctx - length, n_ctx // 2))
+        plan.append(new_tokens)
+        length, remaining = length + new_tokens, remaining - new_tokens
+    return tuple(plan)
 
 
 class GPT2:
@@ -73,7 +96,7 @@ class GPT2:
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float = 1.0,
-        stop: Sequence[str] = (),
+        stop: str | Sequence[str] = (),
         seed: int | None = None,
         num_samples: int = 1,
         truncate: bool = False,
@@ -97,7 +120,7 @@ class GPT2:
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float = 1.0,
-        stop: Sequence[str] = (),
+        stop: str | Sequence[str] = (),
         seed: int | None = None,
         num_samples: int = 1,
         truncate: bool = False,
@@ -110,7 +133,8 @@ class GPT2:
         """
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        check_request(prompts, max_new_tokens, num_samples, stop)
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        check_request(prompts, max_new_tokens, num_samples, stop, seed)
         encoded = self.encode_prompts(prompts, max_new_tokens, truncate)
         rows = [ids for ids in encoded for _ in range(num_samples)]
         stops = (*stop, ENDOFTEXT)
@@ -140,27 +164,61 @@ class GPT2:
         slide: bool,
     ) -> Iterator[tuple[list[list[int]], list[bool]]]:
         """The generator's stream; with `slide`, text longer than the context keeps going in
-        segments that each see the last half-context of what came before."""
+        segments that each see the last half-context of what came before.
+
+        A row's segments depend only on its own length, so rows are batched with the rows that
+        share their segments, and each keeps the keys of its place in the whole batch: a row
+        yields the same tokens whatever other prompts it is batched with.
+        """
+        plans: dict[tuple[int, ...], list[int]] = {}
+        for row, ids in enumerate(rows):
+            plan = segments(len(ids), max_new_tokens, self.config.n_ctx, slide)
+            plans.setdefault(plan, []).append(row)
+        new: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        for plan, group in plans.items():
+            for group_new, group_done in self._segment_stream(
+                [rows[r] for r in group], group, len(rows), plan, sampling, stop_tokens, seed, chunk
+            ):
+                for row, ids, finished in zip(group, group_new, group_done, strict=True):
+                    new[row], done[row] = ids, finished
+                yield new, list(done)
+                new = [[] for _ in rows]
+
+    def _segment_stream(
+        self,
+        rows: list[list[int]],
+        places: list[int],
+        batch: int,
+        plan: tuple[int, ...],
+        sampling: SamplingParams,
+        stop_tokens: frozenset[int],
+        seed: int,
+        chunk: int | None,
+    ) -> Iterator[tuple[list[list[int]], list[bool]]]:
+        """Rows that share the segment lengths `plan`, at `places` of a batch of `batch` rows."""
         n_ctx = self.config.n_ctx
         history = [list(r) for r in rows]
         stopped = [False] * len(rows)
-        remaining, segment = max_new_tokens, 0
-        while remaining > 0 and not all(stopped):
-            new_tokens = remaining
-            if slide:  # use the whole context at first, then half-context steps
-                new_tokens = min(remaining, max(n_ctx - max(map(len, history)), n_ctx // 2))
+        whole = places == list(range(batch))
+        for segment, new_tokens in enumerate(plan):
+            if all(stopped):
+                return
+            last = segment == len(plan) - 1
             contexts = [h[-(n_ctx - new_tokens) :] for h in history]
-            remaining -= new_tokens
+            # Wrapped into the signed 64 bits that PRNG keys are made from.
+            segment_seed = (seed + 7919 * segment + 2**63) % 2**64 - 2**63
+            # The whole batch keys its rows from the seed inside the jitted prefill.
+            keys = None if whole else row_keys(segment_seed, batch)[np.asarray(places)]
             for new, done in self.generator.stream(
-                contexts, new_tokens, sampling, stop_tokens=stop_tokens, seed=seed + 7919 * segment,
-                chunk=chunk,
+                contexts, new_tokens, sampling, stop_tokens=stop_tokens, keys=keys,
+                seed=segment_seed, chunk=chunk,
             ):  # fmt: skip
                 new = [[] if s else ids for s, ids in zip(stopped, new, strict=True)]
                 for row, ids in enumerate(new):
                     history[row] += ids
                     stopped[row] |= done[row] and bool(ids) and ids[-1] in stop_tokens
-                yield new, [s or (d and remaining == 0) for s, d in zip(stopped, done, strict=True)]
-            segment += 1
+                yield new, [s or (d and last) for s, d in zip(stopped, done, strict=True)]
 
     def encode_prompts(
         self, prompts: Sequence[str], max_new_tokens: int, truncate: bool = False

@@ -118,7 +118,9 @@ def sample(
     logits = logits.astype(jnp.float32)
 
     def draw(logits: jax.Array) -> jax.Array:
-        scaled = logits / temperature
+        # Shifted to a maximum of 0 first: a tiny temperature then sends the others to -inf,
+        # not every logit (GPT-2's are negative), which would leave token 0.
+        scaled = (logits - logits.max(axis=-1, keepdims=True)) / temperature
         filtered = jax.lax.cond(
             (top_k > 0) | (top_p < 1),
             lambda x: filter_logits(x, top_k, top_p),

@@ -68,6 +68,8 @@ def test_bad_arguments_fail_clearly(model, served):
         model.generate("Hi", 5, stop=["\n", ""])
     with pytest.raises(ValueError, match="Prompt 1 is empty"):
         model.generate(["Hi", ""], 5)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[-2\*\*63, 2\*\*63\)"):
+        model.generate("Hi", 5, seed=2**64)
     with pytest.raises(ValueError, match="Unknown dtype 'float8'"):
         gpt2.load_model("124M", models_dir=served[1], dtype="float8")
 
@@ -77,3 +79,22 @@ def test_bfloat16_weights_generate(served, monkeypatch):
     model = gpt2.load_model("124M", models_dir=served[1], dtype="bfloat16", progress=False)
     assert model.params["wte"].dtype.name == "bfloat16"
     assert len(model.tokenizer.encode(model.generate("Hi", 5, temperature=0.0)[0])) >= 1
+
+
+def test_a_truncated_row_does_not_depend_on_the_prompts_batched_with_it(model):
+    short, long = "Hi there", "word " * 150  # the long prompt slides, the short one fits
+    for kwargs in ({"temperature": 0.0}, {"temperature": 1.0, "top_k": None, "seed": 3}):
+        batched = model.generate([short, long], 80, truncate=True, **kwargs)
+        assert batched[0] == model.generate(short, 80, truncate=True, **kwargs)[0]
+    greedy = model.generate([short, long], 80, truncate=True, temperature=0.0)
+    assert greedy[1] == model.generate(long, 80, truncate=True, temperature=0.0)[0]
+
+
+def test_stop_may_be_one_string(model):
+    assert model.generate("Hello", 20, temperature=0.0, stop="the") == model.generate(
+        "Hello", 20, temperature=0.0, stop=["the"]
+    )
+
+
+def test_load_checkpoint_is_part_of_the_facade():
+    assert gpt2.load_checkpoint.__module__ == "shared.api"

@@ -175,6 +175,10 @@ def test_truncate_keeps_the_end_of_a_long_prompt(env, model):
         (["--prompt", "Hi", "--max-new-tokens", "0"], "max_new_tokens must be an integer >= 1"),
         (["--prompt", "Hi", "--stop", ""], "A stop string is empty"),
         (["--prompt", "Hi", "--top-p", "1.5"], "top_p must be in (0, 1], got 1.5."),
+        (["--prompt", "Hi", "--seed", str(2**64)], "seed must be an integer in [-2**63, 2**63)"),
+        (["--prompt", "Hi", "--top-k", "1.5"], "top_k must be an integer >= 1 or 'none'"),
+        (["--prompt", "Hi", "--interactive"], "Give either --prompt (repeatable) or --interactive"),
+        (["--prompt", "Hi", "--mesh", "data=x"], "Bad mesh 'data=x'"),
     ],
 )
 def test_bad_requests_fail_before_any_download(env, tmp_path, args, message):

@@ -41,6 +41,12 @@ def test_temperature_zero_is_argmax():
     assert (tokens == np.argmax(np.asarray(logits), axis=-1)).all()
 
 
+def test_a_tiny_temperature_samples_the_argmax_of_negative_logits():
+    logits = jnp.array([[-80.0, -60.0, -70.0, -90.0]])
+    tokens = _draw(logits, SamplingParams(temperature=1e-37), n=3)
+    assert (tokens == 1).all()
+
+
 def test_top_k_never_samples_outside_the_k_most_likely():
     logits = _logits()
     tokens = _draw(logits, SamplingParams(temperature=1.5, top_k=5))

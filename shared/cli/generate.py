@@ -62,12 +62,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _top_k(text: str) -> int | None:
-    return None if text.lower() in ("none", "off") else int(text)
+    if text.lower() in ("none", "off"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"top_k must be an integer >= 1 or 'none', got {text!r}"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.prompt and not args.interactive:
-        raise ValueError("Give a --prompt (repeatable) or --interactive.")
+    if bool(args.prompt) == args.interactive:
+        raise ValueError("Give either --prompt (repeatable) or --interactive, not both or neither.")
     options = {
         "temperature": args.temperature,
         "top_k": args.top_k,
@@ -81,16 +88,24 @@ def run(args: argparse.Namespace) -> int:
     from shared.sampling import SamplingParams
 
     SamplingParams(args.temperature, options["top_k"], args.top_p)
-    api.check_request(args.prompt, args.max_new_tokens, args.num_samples, options["stop"])
+    api.check_request(
+        args.prompt, args.max_new_tokens, args.num_samples, options["stop"], args.seed
+    )
+    if args.mesh is not None:
+        from shared.distributed.mesh import parse_axes
+
+        parse_axes(args.mesh)
 
     compilation_cache.enable()
     if args.checkpoint:
         model = api.load_checkpoint(
-            args.checkpoint, models_dir=args.models_dir, dtype=args.dtype, mesh=args.mesh
-        )
+            args.checkpoint, args.backend, models_dir=args.models_dir, dtype=args.dtype,
+            mesh=args.mesh,
+        )  # fmt: skip
     else:
         model = api.load_model(
-            args.model_size, args.backend, models_dir=args.models_dir, dtype=args.dtype,
+            args.model_size, args.backend or "functional", models_dir=args.models_dir,
+            dtype=args.dtype,
             mesh=args.mesh,
         )  # fmt: skip
     if args.interactive:

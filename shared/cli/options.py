@@ -11,8 +11,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="124M, 355M, 774M, 1558M (or gpt2, gpt2-medium, gpt2-large, gpt2-xl); default 124M",
     )  # fmt: skip
     parser.add_argument(
-        "--backend", default="functional", help="functional, haiku or keras; default functional"
-    )
+        "--backend", default=None,
+        help="functional, haiku or keras; default functional, or with --checkpoint the backend "
+        "it was trained on",
+    )  # fmt: skip
     parser.add_argument(
         "--models-dir", "--models_dir", default=None,
         help="where checkpoints are cached (default: $GPT2_MODELS_DIR or the user cache folder)",
