@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 
 import jax
 import numpy as np
 import pytest
 import safetensors.numpy
 
+from shared.cli import main
 from shared.config import GPT2Config
 from shared.errors import GPT2Error
 from shared.params import canonical_shapes, flatten, unflatten
@@ -21,6 +24,7 @@ from shared.weights import (
     load_hf,
     load_pretrained,
     load_tf_checkpoint,
+    load_weights,
     save_canonical,
     save_hf,
 )
@@ -230,6 +234,26 @@ def test_damaged_canonical_cache_is_rebuilt(cached_checkpoint, models_dir, tiny_
     assert load_canonical(cached_checkpoint / CANONICAL_NAME)[1] == tiny_config
 
 
+def test_written_weights_get_the_umasks_mode_not_private_0600(tiny_config, tmp_path):
+    old = os.umask(0o027)
+    try:
+        save_canonical(random_tree(tiny_config), tiny_config, tmp_path / "w.safetensors")
+        save_hf(random_tree(tiny_config), tiny_config, tmp_path / "hf")
+    finally:
+        os.umask(old)
+
+    for path in (tmp_path / "w.safetensors", *(tmp_path / "hf").iterdir()):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
+
+
+def test_tensor_of_an_unsupported_dtype_is_named_with_the_supported_ones(tmp_path):
+    path = tmp_path / "t.safetensors"
+    safetensors.numpy.save_file({"wte.weight": np.zeros((4, 2), np.uint16)}, str(path))
+
+    with pytest.raises(GPT2Error, match=r"'wte\.weight' .* dtype U16.* supported dtypes are F64"):
+        read_safetensors(path)
+
+
 # --- Hugging Face safetensors ---
 
 
@@ -345,6 +369,28 @@ def test_hf_without_config_and_unknown_width_asks_for_config_json(tmp_path):
         load_hf(tmp_path)
 
 
+def test_hf_one_dimensional_wte_is_named_with_its_shape(tmp_path):
+    config = GPT2Config(n_embd=768, n_head=12, n_layer=1, n_vocab=16, n_ctx=8)
+    save_hf(random_tree(config), config, tmp_path)
+    (tmp_path / "config.json").unlink()
+    tensors = safetensors.numpy.load_file(str(tmp_path / "model.safetensors"))
+    tensors["wte.weight"] = tensors["wte.weight"].ravel()
+    safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
+
+    with pytest.raises(GPT2Error, match=r"'wte\.weight' .* shape \(12288,\).* 2-D"):
+        load_hf(tmp_path)
+
+
+def test_hf_config_json_that_is_not_an_object_is_refused(tiny_config, tmp_path):
+    save_hf(random_tree(tiny_config), tiny_config, tmp_path)
+    (tmp_path / "config.json").write_text("[768, 12]")
+
+    with pytest.raises(
+        GPT2Error, match=r"config\.json must hold a JSON object .*, not \[768, 12\]\."
+    ):
+        load_hf(tmp_path)
+
+
 # --- convert (the `gpt2 convert` command) ---
 
 
@@ -369,6 +415,61 @@ def test_convert_openai_to_hf_to_canonical_keeps_every_value(
     tree, config = load_canonical(canonical)
     assert config == tiny_config
     assert_trees_equal(tree, expected_canonical(openai_arrays, tiny_config.n_layer))
+
+
+def test_folder_with_hf_and_canonical_weights_is_ambiguous(tiny_config, tmp_path):
+    save_hf(random_tree(tiny_config), tiny_config, tmp_path)
+    save_canonical(random_tree(tiny_config, seed=1), tiny_config, tmp_path / CANONICAL_NAME)
+
+    with pytest.raises(
+        GPT2Error, match=r"both model\.safetensors and model\.canonical\.safetensors"
+    ):
+        load_weights(tmp_path)
+
+    assert detect_format(tmp_path / "model.safetensors") == "hf"
+    assert detect_format(tmp_path / CANONICAL_NAME) == "canonical"
+
+
+def test_models_cache_folder_with_openai_files_and_canonical_reads_the_canonical(
+    cached_checkpoint, tiny_config
+):
+    save_canonical(random_tree(tiny_config), tiny_config, cached_checkpoint / CANONICAL_NAME)
+
+    assert detect_format(cached_checkpoint) == "canonical"
+
+
+def test_convert_to_canonical_into_a_new_folder_writes_the_file_inside_it(
+    openai_checkpoint_dir, tiny_config, tmp_path
+):
+    written = convert(openai_checkpoint_dir, f"{tmp_path / 'new'}{os.sep}", to="canonical")
+
+    assert written == tmp_path / "new" / CANONICAL_NAME
+    assert detect_format(tmp_path / "new") == "canonical"
+    assert load_weights(tmp_path / "new")[1] == tiny_config
+
+
+def test_canonical_file_with_any_suffix_is_recognised_by_its_content(
+    openai_checkpoint_dir, tiny_config, tmp_path
+):
+    convert(openai_checkpoint_dir, tmp_path / "tiny.st", to="canonical")
+
+    assert detect_format(tmp_path / "tiny.st") == "canonical"
+    assert load_weights(tmp_path / "tiny.st")[1] == tiny_config
+
+
+def test_convert_to_hf_onto_a_regular_file_fails_in_one_sentence(tiny_config, tmp_path, capsys):
+    source = save_canonical(random_tree(tiny_config), tiny_config, tmp_path / "x.safetensors")
+    not_a_folder = tmp_path / "out"
+    not_a_folder.write_text("")
+
+    code = main(["convert", str(source), str(not_a_folder), "--to", "hf"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"gpt2 convert: error: Cannot write {not_a_folder / 'model.safetensors'}")
+    assert "File exists" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and err.endswith(".\n")
+    assert not_a_folder.read_text() == ""
 
 
 def test_convert_rejects_unknown_target(openai_checkpoint_dir, tmp_path):

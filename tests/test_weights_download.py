@@ -6,10 +6,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from shared.cli import main
 from shared.errors import GPT2Error
 from shared.weights import CANONICAL_NAME, download, downloaded_sizes, load_pretrained
 from shared.weights.openai import FILES, models_dir
@@ -151,6 +156,87 @@ def test_complete_files_are_not_downloaded_again(openai_server, models_dir):
     download("124M", models_dir, openai_server.base_url, progress=False)
 
     assert all(openai_server.requests[name] == 1 for name in FILES)
+
+
+def test_concurrent_downloads_of_one_cache_fetch_each_file_once(
+    openai_server, openai_checkpoint_dir, models_dir
+):
+    start = threading.Barrier(2)
+
+    def fetch(_: int) -> Path:
+        start.wait()
+        return download("124M", models_dir, openai_server.base_url, progress=False)
+
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(fetch, range(2)))
+
+    assert folders == [models_dir / "124M"] * 2
+    assert sorted(p.name for p in folders[0].iterdir()) == sorted(FILES)
+    for name in FILES:
+        assert (folders[0] / name).read_bytes() == (openai_checkpoint_dir / name).read_bytes()
+        assert openai_server.requests[name] == 1, name
+
+
+@pytest.fixture
+def malformed_range_server(openai_checkpoint_dir) -> Iterator[tuple[str, list]]:
+    """(base URL, Range headers seen) of a server that answers a Range request with a 206 whose
+    Content-Range is not `bytes START-END/TOTAL`, and any other request with the whole file."""
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = (openai_checkpoint_dir / Path(self.path).name).read_bytes()
+            seen.append(self.headers.get("Range"))
+            if self.headers.get("Range"):
+                self.send_response(206)
+                self.send_header("Content-Range", "bytes twelve-thousand/many")
+                data = data[12345:]
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/gpt-2", seen
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_malformed_content_range_restarts_the_file_from_zero(
+    malformed_range_server, openai_checkpoint_dir, models_dir
+):
+    base_url, seen = malformed_range_server
+    served = (openai_checkpoint_dir / DATA).read_bytes()
+    (models_dir / "124M").mkdir()
+    (models_dir / "124M" / f"{DATA}.part").write_bytes(served[:12345])
+
+    download("124M", models_dir, base_url, files=[DATA], progress=False, retry_delay=0)
+
+    assert seen == ["bytes=12345-", None]
+    assert (models_dir / "124M" / DATA).read_bytes() == served
+
+
+def test_models_dir_that_is_a_file_fails_in_one_sentence(
+    openai_server, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("GPT2_BASE_URL", openai_server.base_url)
+    not_a_folder = tmp_path / "models"
+    not_a_folder.write_text("")
+
+    code = main(["download", "124M", "--models-dir", str(not_a_folder)])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("gpt2 download: error: Cannot create the model cache folder ")
+    assert str(not_a_folder / "124M") in err and "Not a directory" in err
+    assert err.count("\n") == 1 and err.endswith(".\n")
+    assert sum(openai_server.requests.values()) == 0
 
 
 def test_models_dir_follows_argument_then_environment(monkeypatch, tmp_path):

@@ -17,6 +17,7 @@ from shared.errors import GPT2Error
 from shared.params import Params
 from shared.weights import openai
 from shared.weights.canonical import is_canonical, load_canonical, save_canonical
+from shared.weights.hf import WEIGHTS_NAME as HF_NAME
 from shared.weights.hf import load_hf, save_hf
 from shared.weights.openai import download, downloaded_sizes, models_dir, resolve_size
 from shared.weights.tf_checkpoint import CorruptCheckpointError, load_tf_checkpoint
@@ -89,16 +90,23 @@ def detect_format(path: Source) -> str:
     if path.is_dir():
         if (path / "checkpoints").is_dir():
             return "run"
+        if (path / CANONICAL_NAME).is_file() and (path / HF_NAME).is_file():
+            raise GPT2Error(
+                f"{path} holds both {HF_NAME} and {CANONICAL_NAME}, so which weights to load is "
+                f"ambiguous; pass the file you mean, {path / HF_NAME} or {path / CANONICAL_NAME}."
+            )
         if (path / CANONICAL_NAME).is_file():
             return "canonical"
         if (path / "hparams.json").is_file() and (
             (path / "checkpoint").is_file() or (path / "model.ckpt.index").is_file()
         ):
             return "openai"
-        if (path / "model.safetensors").is_file():
-            return "canonical" if is_canonical(path / "model.safetensors") else "hf"
+        if (path / HF_NAME).is_file():
+            return "canonical" if is_canonical(path / HF_NAME) else "hf"
+    elif path.is_file() and is_canonical(path):
+        return "canonical"
     elif path.is_file() and path.suffix == ".safetensors":
-        return "canonical" if is_canonical(path) else "hf"
+        return "hf"
     raise GPT2Error(
         f"{path} is not a GPT-2 checkpoint; expected an OpenAI folder (hparams.json + checkpoint), "
         "a Hugging Face folder or model.safetensors, a gpt2-jax .safetensors file, or the "
@@ -127,11 +135,7 @@ def load_weights(src: Source) -> tuple[Params, GPT2Config]:
     if kind == "hf":
         return load_hf(path)
     if path.is_dir():
-        path = (
-            path / CANONICAL_NAME
-            if (path / CANONICAL_NAME).is_file()
-            else path / "model.safetensors"
-        )
+        path = path / CANONICAL_NAME if (path / CANONICAL_NAME).is_file() else path / HF_NAME
     return load_canonical(path)
 
 
@@ -139,12 +143,21 @@ def convert(src: Source, dst: Source, to: str) -> Path:
     """Convert the checkpoint at `src` (any format, or a size name) to `to` at `dst`.
 
     `to="hf"` writes a folder `dst` that `transformers` loads; `to="canonical"` writes the file
-    `dst` (or `dst/model.canonical.safetensors` when `dst` is a folder). Returns what was written.
+    `dst`, or `dst/model.canonical.safetensors` when `dst` is a folder or ends with a separator
+    (`new_dir/`). Returns what was written.
     """
     if to not in ("hf", "canonical"):
         raise GPT2Error(f"Cannot convert to {to!r}; choose 'hf' or 'canonical'.")
     tree, config = load_weights(src)
     if to == "hf":
         return save_hf(tree, config, dst)
-    dst = Path(dst)
-    return save_canonical(tree, config, dst / CANONICAL_NAME if dst.is_dir() else dst)
+    return save_canonical(tree, config, _canonical_file(dst))
+
+
+def _canonical_file(dst: Source) -> Path:
+    """The file a canonical conversion to `dst` writes: `dst` itself, or `CANONICAL_NAME` inside
+    it when it names a folder (`Path` drops the trailing separator that says so)."""
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    if Path(dst).is_dir() or os.fspath(dst).endswith(separators):
+        return Path(dst) / CANONICAL_NAME
+    return Path(dst)

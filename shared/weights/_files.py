@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -58,10 +60,20 @@ def _aligned_tensors(path: Path) -> dict[str, np.ndarray]:
             raise ValueError("the file ended early")
     header.pop("__metadata__", None)
     return {
-        name: data[begin:end].view(_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+        name: data[begin:end].view(_dtype(path, name, entry["dtype"])).reshape(entry["shape"])
         for name, entry in header.items()
         for begin, end in [entry["data_offsets"]]
     }
+
+
+def _dtype(path: Path, name: str, dtype: str) -> np.dtype:
+    """The numpy dtype of safetensors' `dtype` code, else a `GPT2Error` naming the tensor."""
+    if dtype not in _DTYPES:
+        raise GPT2Error(
+            f"Tensor {name!r} in {path} has dtype {dtype}, which gpt2-jax cannot read; supported "
+            f"dtypes are {', '.join(_DTYPES)}."
+        )
+    return np.dtype(_DTYPES[dtype])
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str] | None:
@@ -71,3 +83,16 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str] | None:
             return f.metadata() or {}
     except (SafetensorError, OSError):
         return None
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an `OSError` of writing `path` (a file in a folder that is a file, a full disk) into
+    a `GPT2Error` naming it."""
+    try:
+        yield
+    except OSError as err:
+        raise GPT2Error(
+            f"Cannot write {path} ({err}); give a path whose folders are writable folders, "
+            "on a disk with free space."
+        ) from None

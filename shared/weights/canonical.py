@@ -20,7 +20,7 @@ from shared.atomic import atomic_path
 from shared.config import GPT2Config
 from shared.errors import GPT2Error
 from shared.params import Params, flatten, unflatten, validate
-from shared.weights._files import read_metadata, read_safetensors
+from shared.weights._files import read_metadata, read_safetensors, writing
 
 FORMAT = "gpt2-jax-canonical"
 VERSION = "1"
@@ -37,7 +37,7 @@ def save_canonical(
         raise GPT2Error(f"Cannot save {path}: {err}") from None
     flat = {name: np.ascontiguousarray(np.asarray(leaf)) for name, leaf in flatten(tree).items()}
     metadata = {"format": FORMAT, "version": VERSION, "config": json.dumps(config.to_hparams())}
-    with atomic_path(path) as tmp:
+    with writing(path), atomic_path(path) as tmp:
         safetensors.numpy.save_file(flat, str(tmp), metadata=metadata)
     return path
 

@@ -21,7 +21,7 @@ from shared.atomic import atomic_path
 from shared.config import MODEL_SIZES, GPT2Config
 from shared.errors import GPT2Error
 from shared.params import Params, canonical_shapes, flatten, unflatten, validate
-from shared.weights._files import read_safetensors
+from shared.weights._files import read_safetensors, writing
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -125,6 +125,11 @@ def infer_config(tensors: Mapping[str, np.ndarray], source: str = "the file") ->
     for required in ("wte.weight", "wpe.weight"):
         if required not in names:
             raise GPT2Error(f"{source} has no tensor {required!r}; it is not a GPT-2 checkpoint.")
+        if np.ndim(names[required]) != 2:
+            raise GPT2Error(
+                f"Tensor {required!r} in {source} has shape {np.shape(names[required])}, but GPT-2 "
+                "needs a 2-D [rows, n_embd] embedding."
+            )
     n_vocab, n_embd = np.shape(names["wte.weight"])
     n_ctx = np.shape(names["wpe.weight"])[0]
     layers = [int(m.group(1)) for name in names if (m := _BLOCK.fullmatch(name))]
@@ -222,24 +227,34 @@ def load_hf(path: str | os.PathLike[str]) -> tuple[Params, GPT2Config]:
     config_file = weights.parent / CONFIG_NAME
     tensors, _ = read_safetensors(weights)
     if config_file.is_file():
-        try:
-            config = config_from_hf(json.loads(config_file.read_text()))
-        except json.JSONDecodeError as err:
-            raise GPT2Error(f"{config_file} is not valid JSON ({err}).") from None
+        config = config_from_hf(_read_json_object(config_file))
     else:
         config = infer_config(tensors, str(weights))
     return hf_to_canonical(tensors, config, str(weights)), config
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; HF's `config.json` is one, so anything else is a `GPT2Error`."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise GPT2Error(f"{path} is not valid JSON ({err}).") from None
+    if not isinstance(data, dict):
+        raise GPT2Error(
+            f"{path} must hold a JSON object of settings (n_embd, n_layer, ...) as Hugging "
+            f"Face's config.json does, not {json.dumps(data)[:40]}."
+        )
+    return data
 
 
 def save_hf(tree: Mapping[str, Any], config: GPT2Config, out_dir: str | os.PathLike[str]) -> Path:
     """Write `model.safetensors` and `config.json` into `out_dir` (each atomically); return it."""
     out_dir = Path(out_dir)
     tensors = canonical_to_hf(tree, config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+    with writing(out_dir / WEIGHTS_NAME), atomic_path(out_dir / WEIGHTS_NAME) as tmp:
         # transformers refuses safetensors files whose metadata lacks a framework tag.
         safetensors.numpy.save_file(tensors, str(tmp), metadata={"format": "pt"})
-    with atomic_path(out_dir / CONFIG_NAME) as tmp:
+    with writing(out_dir / CONFIG_NAME), atomic_path(out_dir / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps(hf_config(config), indent=2) + "\n")
     return out_dir
 

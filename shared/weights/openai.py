@@ -2,18 +2,24 @@
 
 A file is written as `<name>.part` and renamed only once its size matches what the server announced,
 so a name without `.part` in the cache always means a complete file. A `.part` left by a cut
-connection or an interrupted run is resumed with an HTTP `Range` request.
+connection or an interrupted run is resumed with an HTTP `Range` request. Each file is fetched
+under an exclusive lock on `<name>.lock`, so processes sharing a cache (the hosts of a multi-host
+run on one filesystem) download it once instead of writing the same `.part` together.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import http.client
 import os
+import re
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import platformdirs
@@ -21,6 +27,7 @@ from tqdm.auto import tqdm
 
 from shared.config import MODEL_SIZES, resolve_model_size
 from shared.errors import GPT2Error
+from shared.weights._files import writing
 
 DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2"
 BASE_URL_ENV = "GPT2_BASE_URL"
@@ -38,6 +45,7 @@ FILES = tuple(sorted(CHECKPOINT_FILES + TOKENIZER_FILES))
 """The seven files OpenAI serves under `{base}/models/{size}/` for every size."""
 
 _CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 _USER_AGENT = "gpt2-jax"
 
 
@@ -99,22 +107,31 @@ def download(
     size = resolve_size(size)
     folder = size_dir(size, models_dir)
     root = resolve_base_url(base_url)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GPT2Error(
+            f"Cannot create the model cache folder {folder} ({err}); pass --models-dir or set "
+            f"{MODELS_DIR_ENV} to a folder you can write to."
+        ) from None
     for name in files:
         dest = folder / name
         if dest.is_file():
             continue
         url = f"{root}/models/{size}/{name}"
         try:
-            _fetch(
-                url,
-                dest,
-                label=f"{size}/{name}",
-                progress=progress,
-                retries=retries,
-                retry_delay=retry_delay,
-                timeout=timeout,
-            )
+            with _locked(dest):
+                if dest.is_file():  # another process fetched it while this one waited
+                    continue
+                _fetch(
+                    url,
+                    dest,
+                    label=f"{size}/{name}",
+                    progress=progress,
+                    retries=retries,
+                    retry_delay=retry_delay,
+                    timeout=timeout,
+                )
         except urllib.error.HTTPError as err:
             err.close()
             if err.code == 404:
@@ -139,8 +156,44 @@ def download(
                 f"{dest}.part."
             ) from None
         except OSError as err:
-            raise GPT2Error(f"Could not write {dest}.part ({err}); check that folder.") from None
+            raise GPT2Error(
+                f"Downloading {name} of GPT-2 {size} from {url} failed ({err}); run again to "
+                f"resume from {dest}.part."
+            ) from None
     return folder
+
+
+@contextlib.contextmanager
+def _locked(dest: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `<dest>.lock`, removed again on release.
+
+    The holder unlinks the lock file before releasing it, so a waiter that then gets the lock
+    of the unlinked file sees that the path no longer names it and locks the new one instead.
+    """
+    lock = dest.with_name(dest.name + ".lock")
+    with writing(lock):
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, lock):
+                break
+            os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """True when `path` still names the open file `fd`."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 class _Cut(Exception):
@@ -151,7 +204,8 @@ class _Cut(Exception):
         self.received, self.total = received, total
 
 
-_RETRYABLE = (ConnectionError, TimeoutError, http.client.HTTPException, _Cut)
+_RETRYABLE = (ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException, _Cut)
+"""Network failures worth another request; a failure of the local file is never retried."""
 
 
 def _fetch(
@@ -164,7 +218,10 @@ def _fetch(
     retry_delay: float,
     timeout: float,
 ) -> None:
-    """Download `url` to `dest` through `dest.part`, resuming a cut connection with `Range`."""
+    """Download `url` to `dest` through `dest.part`, resuming a cut connection with `Range`.
+
+    The caller holds `dest`'s lock. Local file failures raise `GPT2Error` naming the file.
+    """
     part = dest.with_name(dest.name + ".part")
     bar = _Progress(label, progress)
     try:
@@ -191,7 +248,8 @@ def _fetch(
                     raise
                 time.sleep(retry_delay * failures)
                 continue
-            os.replace(part, dest)
+            with writing(dest):
+                os.replace(part, dest)
             return
     finally:
         bar.close()
@@ -233,14 +291,21 @@ class _Progress:
 
 
 def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
+    with writing(path):
+        return path.stat().st_size if path.exists() else 0
+
+
+def _discard(part: Path) -> None:
+    with writing(part):
+        part.unlink(missing_ok=True)
 
 
 def _fetch_once(url: str, part: Path, offset: int, timeout: float, bar: _Progress) -> None:
     """One HTTP request that appends to `part` from byte `offset` and checks the announced size.
 
-    Raises `_Cut` when the body ends early (the caller resumes) or the file came out too large
-    (the `.part` is deleted, so the caller starts again from zero).
+    Raises `_Cut` when the body ends early (the caller resumes), or when the file came out too
+    large or the server's `Content-Range` is unusable (the `.part` is deleted, so the caller
+    starts again from zero).
     """
     headers = {"User-Agent": _USER_AGENT}
     if offset:
@@ -255,13 +320,13 @@ def _fetch_once(url: str, part: Path, offset: int, timeout: float, bar: _Progres
         # Range not satisfiable: the .part is already whole, or longer than the file.
         if _content_range_total(err.headers.get("Content-Range")) == offset:
             return
-        part.unlink()
+        _discard(part)
         raise _Cut(offset, None) from None
     with response:
         if offset and response.status == 206:
             start, total = _parse_content_range(response.headers.get("Content-Range"))
             if start != offset:
-                part.unlink()
+                _discard(part)
                 raise _Cut(0, total)
             mode = "ab"
         else:
@@ -270,27 +335,50 @@ def _fetch_once(url: str, part: Path, offset: int, timeout: float, bar: _Progres
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None else None
         bar.start(total, offset)
-        received = offset
-        with open(part, mode) as f:
-            while chunk := response.read(_CHUNK):
-                f.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-            f.flush()
-            os.fsync(f.fileno())
+        received, on_disk = _write_body(response, part, mode, offset, bar)
     if total is not None and received != total:
         if received > total:
-            part.unlink()
+            _discard(part)
         raise _Cut(received, total)
+    if total is not None and on_disk != total:
+        _discard(part)
+        raise GPT2Error(
+            f"{part} held {on_disk:,} bytes after a complete download of {total:,} because "
+            "another program also wrote to it; it was deleted, so run again to fetch it afresh."
+        )
 
 
-def _parse_content_range(value: str | None) -> tuple[int, int | None]:
-    """`bytes START-END/TOTAL` -> (START, TOTAL); TOTAL is None when the server sends `*`."""
-    if not value or not value.startswith("bytes "):
-        raise http.client.HTTPException(f"206 answer without a usable Content-Range: {value!r}")
-    span, _, total = value.removeprefix("bytes ").partition("/")
-    start = int(span.split("-", 1)[0])
-    return start, None if total.strip() in ("", "*") else int(total)
+def _write_body(
+    response: http.client.HTTPResponse, part: Path, mode: str, offset: int, bar: _Progress
+) -> tuple[int, int]:
+    """Write the body to `part` (`mode` "wb" or "ab") and sync it.
+
+    Returns (`offset` + bytes received, the file's real size), which differ only when something
+    else wrote to `part` meanwhile.
+    """
+    received = offset
+    with writing(part):
+        f = open(part, mode)  # noqa: SIM115 - in a `with`, network errors would read as disk ones
+    with f:
+        while chunk := response.read(_CHUNK):
+            with writing(part):
+                f.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+        with writing(part):
+            f.flush()
+            os.fsync(f.fileno())
+            return received, os.fstat(f.fileno()).st_size
+
+
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
+    """`bytes START-END/TOTAL` -> (START, TOTAL); TOTAL is None when the server sends `*`, and
+    both are None when the header is missing or malformed."""
+    match = _CONTENT_RANGE.fullmatch((value or "").strip())
+    if match is None:
+        return None, None
+    start, total = match.groups()
+    return int(start), None if total == "*" else int(total)
 
 
 def _content_range_total(value: str | None) -> int | None:
