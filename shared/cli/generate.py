@@ -105,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = api.load_model(
             args.model_size, args.backend or "functional", models_dir=args.models_dir,
-            dtype=args.dtype,
-            mesh=args.mesh,
+            dtype=args.dtype, mesh=args.mesh,
         )  # fmt: skip
     if args.interactive:
         return _interactive(model, args, options)
@@ -115,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _interactive(model: object, args: argparse.Namespace, options: dict) -> int:
-    print("Interactive mode: type a prompt, Enter to generate, Ctrl-D to quit.", file=sys.stderr)
+    print(
+        "Interactive mode: type a prompt, Enter to generate, Ctrl-C to stop an answer, Ctrl-D "
+        "to quit.",
+        file=sys.stderr,
+    )
     seed = args.seed
     while True:
         try:
@@ -129,6 +132,8 @@ def _interactive(model: object, args: argparse.Namespace, options: dict) -> int:
             _print_samples(model, [prompt], args, options, seed=seed)
         except ValueError as error:  # a too-long prompt should not end the session
             print(f"error: {error}", file=sys.stderr)
+        except KeyboardInterrupt:  # Ctrl-C stops this answer; Ctrl-D ends the session
+            print("\n(stopped)", file=sys.stderr)
         seed = None if seed is None else seed + 1
 
 

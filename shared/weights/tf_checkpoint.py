@@ -121,12 +121,21 @@ def load_tf_checkpoint(folder: str | os.PathLike[str]) -> tuple[Params, GPT2Conf
                 flat[path] = np.stack(layers).reshape(shape)
     except corrupt as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, _not_damage(tf)):  # the files may be fine: keep them
+            raise GPT2Error(
+                f"Could not read the TensorFlow checkpoint in {folder} ({detail})."
+            ) from None
         raise CorruptCheckpointError(
             f"The TensorFlow checkpoint in {folder} is corrupt or truncated ({detail}); delete "
             "that folder and download it again.",
             detail,
         ) from None
     return unflatten(flat), config
+
+
+def _not_damage(tf: ModuleType) -> tuple[type[Exception], ...]:
+    """TF's read errors that say nothing about the files' bytes (rights, memory)."""
+    return (tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError)
 
 
 def _openai_shape(path: str, layer_shape: tuple[int, ...]) -> tuple[int, ...]:
