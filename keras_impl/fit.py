@@ -43,7 +43,7 @@ from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.metrics import PEAK_FLOPS, MetricsLog, console_line, flops_per_token
 from shared.training.optimizer import decay_mask, learning_rate_schedule, make_optimizer
-from shared.training.trainer import pretrained_start, stream_key
+from shared.training.trainer import check_same_data, diverged, pretrained_start, stream_key
 
 BACKUP = "keras_backup"
 """The folder of `out_dir` that `BackupAndRestore` owns."""
@@ -305,11 +305,7 @@ class RunReport(keras.callbacks.Callback):
 
     def _diverged(self, what: str, step: int) -> None:
         """Stop before a diverged state is saved (raising skips every later save)."""
-        raise GPT2Error(
-            f"Training diverged at iter {step}: the {what} became non-finite (nan or inf); "
-            f"stopped without saving, and the last good checkpoint (iter {self.last_saved}) stays "
-            f"in {self.run.config.out_dir}. Lower the learning rate or check the data."
-        )
+        raise diverged(what, step, self.last_saved, self.run.config.out_dir)
 
 
 class StepBackup(keras.callbacks.BackupAndRestore):
@@ -381,6 +377,7 @@ class KerasFit:
                     f"{config.out_dir} holds no Keras fit backup ({BACKUP}/); resume it the way it "
                     "was trained, without --keras-fit."
                 )
+            check_same_data(meta["data"], self.train_data.meta, config.data_dir)
             trained = TrainingConfig.from_dict(meta["training"])
             if epoch_iters(trained) != epoch_iters(config):
                 raise GPT2Error(
@@ -389,8 +386,7 @@ class KerasFit:
                     f"intervals whose gcd is {epoch_iters(trained)}, not {epoch_iters(config)}."
                 )
             self.model_config = GPT2Config.from_hparams(meta["model"])
-            best = meta.get("best_val_loss")
-            self.best_val = math.inf if best is None else best
+            self.best_val = checkpoints.best_val_loss(meta)
             self.model = self._model()
         else:
             if backed_up:
@@ -398,6 +394,7 @@ class KerasFit:
                     f"{config.out_dir} already holds a Keras fit run; continue it with "
                     "--init-from resume or give another --out-dir."
                 )
+            checkpoints.check_new_run(config.out_dir)
             tree, self.model_config = self._initial_tree()
             self.start_step, self.best_val = 0, math.inf
             self.model = self._model()

@@ -7,13 +7,16 @@ Text is streamed in chunks, so a corpus larger than memory never loads at once.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from shared.errors import GPT2Error
@@ -23,6 +26,10 @@ TOKENIZERS = ("gpt2", "char")
 CHUNK_CHARS = 1 << 20
 META_NAME = "meta.json"
 UINT16_LIMIT = 1 << 16
+_WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_LAST_CUT = re.compile(f"(?s:.*)(?=[{_WHITE_SPACE}][^{_WHITE_SPACE}])")
+"""Matches up to the last whitespace character (Unicode White_Space: the pre-tokenizer's `\\s`)
+that a non-space follows: the last place a text may be cut (see `_safe_pieces`)."""
 
 
 def text_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -30,9 +37,7 @@ def text_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     files: list[Path] = []
     for entry in map(Path, inputs):
         if entry.is_dir():
-            found = sorted(
-                p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")
-            )
+            found = sorted(p for p in entry.rglob("*") if p.is_file() and not _hidden(p, entry))
             if not found:
                 raise GPT2Error(f"Folder {entry} holds no files to prepare.")
             files.extend(found)
@@ -43,30 +48,56 @@ def text_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
+def _hidden(path: Path, folder: Path) -> bool:
+    """Whether `path` or a folder between it and `folder` is hidden (`.git/`, `.cache/`)."""
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
 def _read_chunks(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        while chunk := handle.read(CHUNK_CHARS):
-            yield chunk
+    """The UTF-8 text of `path` in chunks; invalid bytes are named by their offset in the file."""
+    decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
+    with path.open("rb") as handle:
+        while True:
+            block = handle.read(CHUNK_CHARS)
+            pending = len(decoder.getstate()[0])  # bytes of a character the last block cut
+            try:
+                chunk = decoder.decode(block, final=not block)
+            except UnicodeDecodeError as error:
+                raise GPT2Error(
+                    f"{path} is not UTF-8 text ({error.reason} at byte "
+                    f"{offset - pending + error.start:,})."
+                ) from None
+            if chunk:
+                yield chunk
+            if not block:
+                return
+            offset += len(block)
 
 
 def _safe_pieces(chunks: Iterable[str]) -> Iterator[str]:
-    """Re-cut a stream of text where GPT-2's pre-tokenizer splits anyway (after a newline that
-    follows and precedes non-space), so encoding the pieces equals encoding the whole."""
-    carry = ""
+    r"""Re-cut a stream of text where GPT-2's pre-tokenizer splits anyway, so encoding the pieces
+    equals encoding the whole.
+
+    The cut goes before the last character of a whitespace run that a non-space follows
+    ("a\r|\nb", "a |b", "a\n\n|\nb"). The pre-tokenizer ends a token there: a run is split
+    into all but its last character and that character (with the word after it, for a space),
+    and tokens never take whitespace at their end. Only the newly read chunk (and the character
+    before it) is searched, so text without a cut point costs no rescans.
+    """
+    held: list[str] = []
     for chunk in chunks:
-        text = carry + chunk
-        cut = len(text) - 1
-        while cut > 1 and not (
-            text[cut - 1] == "\n" and not text[cut - 2].isspace() and not text[cut].isspace()
-        ):
-            cut -= 1
-        if cut <= 1:
-            carry = text
+        window = (held[-1][-1] if held else "") + chunk
+        held.append(chunk)
+        last = _LAST_CUT.match(window)
+        if last is None:
             continue
-        yield text[:cut]
-        carry = text[cut:]
-    if carry:
-        yield carry
+        text = "".join(held)
+        cut = len(text) - len(window) + last.end()
+        if cut:
+            yield text[:cut]
+        held = [text[cut:]]
+    if held:
+        yield "".join(held)
 
 
 @dataclasses.dataclass
@@ -82,14 +113,9 @@ class Corpus:
         sizes, alphabet = [], set()
         for path in files:
             size = 0
-            try:
-                for chunk in _read_chunks(path):
-                    size += len(chunk)
-                    alphabet.update(chunk)
-            except UnicodeDecodeError as error:
-                raise GPT2Error(
-                    f"{path} is not UTF-8 text ({error.reason} at byte {error.start})."
-                ) from None
+            for chunk in _read_chunks(path):
+                size += len(chunk)
+                alphabet.update(chunk)
             sizes.append(size)
         if not sum(sizes):
             raise GPT2Error("The input text is empty; give at least one non-empty file.")
@@ -101,7 +127,14 @@ class Corpus:
         Each stream yields documents as iterators of chunks; a document cut by the split point
         continues in the other stream.
         """
-        boundary = int(sum(self.chars_per_file) * (1 - val_fraction))
+        total = sum(self.chars_per_file)
+        boundary = int(total * (1 - val_fraction))
+        if not 0 < boundary < total:
+            raise GPT2Error(
+                f"val_fraction {val_fraction} leaves the {'train' if boundary == 0 else 'val'} "
+                f"split empty ({boundary:,} train and {total - boundary:,} val characters); "
+                "choose a fraction that leaves text in both, or give more text."
+            )
         return self._documents(0, boundary), self._documents(boundary, None)
 
     def _documents(self, start: int, stop: int | None) -> Iterator[Iterator[str]]:
@@ -136,7 +169,14 @@ class CharTokenizer:
         return len(self.alphabet)
 
     def encode(self, text: str) -> list[int]:
-        return [self._ids[c] for c in text]
+        try:
+            return [self._ids[c] for c in text]
+        except KeyError:
+            unknown = "".join(sorted(set(text) - set(self._ids)))
+            raise ValueError(
+                f"The text has characters outside this model's alphabet ({unknown!r}); use only "
+                f"the {self.n_vocab} characters it was trained on."
+            ) from None
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.alphabet[int(i)] for i in ids)
@@ -190,6 +230,7 @@ def prepare(
     if not 0 < val_fraction < 1:
         raise GPT2Error(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}.")
     corpus = Corpus.scan(text_files(inputs))
+    train, val = corpus.split(val_fraction)
     meta: dict = {"tokenizer": tokenizer, "sources": [str(p) for p in corpus.files]}
     if tokenizer == "char":
         encoder = CharTokenizer(corpus.alphabet)
@@ -205,7 +246,6 @@ def prepare(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train, val = corpus.split(val_fraction)
     meta["vocab_size"] = encoder.n_vocab
     meta["train_tokens"] = _write_tokens(out / "train.bin", train, encoder.encode, separator)
     meta["val_tokens"] = _write_tokens(out / "val.bin", val, encoder.encode, separator)
@@ -246,12 +286,13 @@ class TokenDataset:
                 f"`gpt2 prepare TEXT --out-dir {folder}` first."
             )
         self.meta = json.loads((folder / META_NAME).read_text())
-        self.tokens = np.memmap(path, dtype=np.uint16, mode="r")
-        if len(self.tokens) <= block_size:
+        count = path.stat().st_size // np.dtype(np.uint16).itemsize
+        if count <= block_size:  # before the memmap, which cannot map an empty file
             raise GPT2Error(
-                f"The {split} split of {folder} has {len(self.tokens):,} tokens, fewer than one "
+                f"The {split} split of {folder} has {count:,} tokens, fewer than one "
                 f"block of {block_size} + 1; use more text or a smaller block_size."
             )
+        self.tokens = np.memmap(path, dtype=np.uint16, mode="r")
         self.block_size = block_size
 
     def batch(
@@ -261,8 +302,18 @@ class TokenDataset:
 
         `rows` reads only those rows of the batch (a process' own slice in a multi-host run).
         """
-        starts = jax.random.randint(
-            jax.random.fold_in(key, step), (batch_size,), 0, len(self.tokens) - self.block_size
-        )
-        offsets = np.asarray(starts)[rows, None] + np.arange(self.block_size + 1)
+        offsets = self.starts(key, step, batch_size)[rows, None] + np.arange(self.block_size + 1)
         return self.tokens[offsets].astype(np.int32)
+
+    def starts(self, key: jax.Array, step: int, batch_size: int) -> np.ndarray:
+        """[batch_size] int64 window starts of batch `step`, uniform in [0, tokens - block_size).
+
+        JAX draws int32 (without x64), so a split of 2**31 tokens or more draws 64 random bits
+        per start and takes them modulo the range (a bias below 2**-31); smaller splits draw as
+        they always have, so their batches stay the same.
+        """
+        key, high = jax.random.fold_in(key, step), len(self.tokens) - self.block_size
+        if high <= np.iinfo(np.int32).max:
+            return np.asarray(jax.random.randint(key, (batch_size,), 0, high), np.int64)
+        words = np.asarray(jax.random.bits(key, (batch_size, 2), jnp.uint32), np.uint64)
+        return ((words[:, 0] << np.uint64(32) | words[:, 1]) % np.uint64(high)).astype(np.int64)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 
+import jax
 import numpy as np
 import pytest
 
@@ -110,6 +112,16 @@ def test_gpt2_prepare_command(tmp_path, capsys):
         ),
         (
             lambda p: p.write_text("abc"),
+            {"val_fraction": 1e-17},
+            r"val_fraction 1e-17 leaves the val split empty \(3 train and 0 val characters\)",
+        ),
+        (
+            lambda p: p.write_text("abc"),
+            {"val_fraction": 0.9},
+            r"val_fraction 0.9 leaves the train split empty \(0 train and 3 val characters\)",
+        ),
+        (
+            lambda p: p.write_text("abc"),
             {"tokenizer": "sentencepiece"},
             "Unknown tokenizer 'sentencepiece'",
         ),
@@ -129,3 +141,80 @@ def test_a_character_vocabulary_beyond_uint16_is_refused(tmp_path):
     )
     with pytest.raises(GPT2Error, match="more than the 65,536 that uint16"):
         data.prepare([source], tmp_path / "out", "char")
+
+
+def _prepared_in_chunks_equals_encoding_it_whole(text, folder, monkeypatch, chunk):
+    source = folder / "in.txt"
+    source.write_bytes(text.encode())
+    monkeypatch.setattr(data, "CHUNK_CHARS", chunk)
+    data.prepare([source], folder / "out", "gpt2", bpe_dir=BPE_DIR)
+    boundary, tokenizer = int(len(text) * 0.9), Tokenizer(BPE_DIR)
+    assert _tokens(folder / "out", "train").tolist() == tokenizer.encode(text[:boundary])
+    assert _tokens(folder / "out", "val").tolist() == tokenizer.encode(text[boundary:])
+
+
+def test_crlf_text_prepared_in_chunks_equals_encoding_it_whole(tmp_path, monkeypatch):
+    text = TINY_SHAKESPEARE.read_text()[:100_000].replace("\n", "\r\n")
+    _prepared_in_chunks_equals_encoding_it_whole(text, tmp_path, monkeypatch, chunk=997)
+
+
+@pytest.mark.parametrize("chunk", [1, 7])
+def test_any_whitespace_prepared_in_chunks_equals_encoding_it_whole(tmp_path, monkeypatch, chunk):
+    """Runs of every kind of whitespace (and characters Python but not the pre-tokenizer calls
+    whitespace, like \\x1c) between words, contractions, digits and punctuation."""
+    spaces = [chr(c) for c in range(0x3001) if chr(c).isspace()] + ["\u200b", "\ufeff"]
+    words = ["a", "bc", "'s", "'re", "1", "23", ".", "!?", "é", "字", "  ", "\r\n", "\n\n"]
+    rng = random.Random(0)
+    text = "".join(rng.choice(spaces + words) for _ in range(20_000))
+    _prepared_in_chunks_equals_encoding_it_whole(text, tmp_path, monkeypatch, chunk)
+
+
+def test_files_in_hidden_folders_are_skipped(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / ".git" / "objects").mkdir(parents=True)
+    (corpus / ".git" / "objects" / "ab").write_text("not text for training")
+    (corpus / ".notes.txt").write_text("hidden file")
+    (corpus / "a.txt").write_text("Hello there.\n" * 30)
+    assert data.text_files([corpus]) == [corpus / "a.txt"]
+
+
+def test_invalid_utf8_is_named_by_its_offset_in_the_file(tmp_path, monkeypatch):
+    source = tmp_path / "in.txt"
+    source.write_bytes("é".encode() * 3000 + b"\xff rest")  # é is two bytes
+    monkeypatch.setattr(data, "CHUNK_CHARS", 997)
+    with pytest.raises(GPT2Error, match=r"is not UTF-8 text \(invalid start byte at byte 6,000\)"):
+        data.prepare([source], tmp_path / "out", "char")
+
+
+def _write_split(folder, split, size_in_bytes):
+    folder.mkdir(exist_ok=True)
+    (folder / "meta.json").write_text(json.dumps({"tokenizer": "char", "vocab_size": 1}))
+    with (folder / f"{split}.bin").open("wb") as handle:
+        handle.truncate(size_in_bytes)  # sparse: no disk is used
+
+
+def test_an_empty_split_is_refused_before_it_is_mapped(tmp_path):
+    _write_split(tmp_path, "val", 0)
+    with pytest.raises(GPT2Error, match=r"The val split of .* has 0 tokens, fewer than one block"):
+        data.TokenDataset(tmp_path, "val", 8)
+
+
+def test_batches_of_a_split_beyond_int32_start_anywhere_in_it(tmp_path):
+    tokens = 3 << 31
+    _write_split(tmp_path, "train", 2 * tokens)
+    dataset = data.TokenDataset(tmp_path, "train", 8)
+    starts = dataset.starts(jax.random.PRNGKey(0), 1, 64)
+    assert starts.min() >= 0 and starts.max() < tokens - 8
+    assert (starts >= 1 << 32).any()
+    assert dataset.batch(jax.random.PRNGKey(0), 1, 64, slice(2, 4)).shape == (2, 9)
+
+
+def test_batches_of_a_smaller_split_are_drawn_as_they_always_were(tmp_path):
+    (tmp_path / "in.txt").write_text(TINY_SHAKESPEARE.read_text()[:10_000])
+    data.prepare([tmp_path / "in.txt"], tmp_path / "out", "char")
+    dataset, key = data.TokenDataset(tmp_path / "out", "train", 16), jax.random.PRNGKey(3)
+    drawn = jax.random.randint(jax.random.fold_in(key, 5), (4,), 0, 9_000 - 16)
+    windows = np.asarray(drawn)[:, None] + np.arange(17)
+    np.testing.assert_array_equal(
+        dataset.batch(key, 5, 4), _tokens(tmp_path / "out", "train")[windows]
+    )

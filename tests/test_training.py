@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +17,14 @@ import numpy as np
 import pytest
 
 from shared import api, data, params, weights
+from shared.cli import build_parser
+from shared.cli import main as gpt2_cli
+from shared.cli import train as train_command
 from shared.errors import GPT2Error
 from shared.tokenizer import RANKS_NAME, Tokenizer
 from shared.training import checkpoints
-from shared.training.config import TrainingConfig
+from shared.training.config import TrainingConfig, given_values
+from shared.training.optimizer import learning_rate_schedule
 from shared.training.trainer import Trainer, resume_config
 from tests.support.corpus import prepared_characters
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
@@ -109,6 +115,145 @@ def test_best_checkpoint_follows_the_validation_loss(char_data, tmp_path):
     assert result["iter"] == 40
 
 
+@pytest.fixture(scope="module")
+def finished_run(char_data, tmp_path_factory):
+    """The out_dir of a finished 20-iteration run (evaluated and saved at 10 and 20). Read-only:
+    tests that continue it copy it first."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    Trainer(_config(char_data, out, max_iters=20, eval_interval=10)).run()
+    return out
+
+
+def _copy(run, tmp_path):
+    return shutil.copytree(run, tmp_path / "out")
+
+
+def _records(out_dir):
+    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
+    return {record["iter"]: record for record in map(json.loads, lines)}
+
+
+def test_generate_from_a_checkpoint_on_the_backend_asked_for(finished_run):
+    def generate(*args):
+        command = [sys.executable, "-m", "gpt2", "generate", "--checkpoint", str(finished_run),
+                   "--max-new-tokens", "8", "--temperature", "0", *args]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    own = generate("--prompt", "ROMEO:")
+    assert own.returncode == 0, own.stderr
+    assert own.stdout.startswith("ROMEO:") and len(own.stdout) > len("ROMEO:\n")
+    assert api.load_checkpoint(finished_run, "haiku").backend.name == "haiku"
+    other = generate("--prompt", "ROMEO:", "--backend", "torch")
+    assert other.returncode == 2 and "Unknown backend 'torch'" in other.stderr
+    unknown = generate("--prompt", "ROMEO: café")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "characters outside this model's alphabet ('é')" in unknown.stderr
+
+
+def test_a_resumed_run_replaces_best_only_with_a_better_model(finished_run, tmp_path):
+    out = _copy(finished_run, tmp_path)
+    best = checkpoints.read_meta(out, checkpoints.BEST)
+    worse = {"max_iters": 22, "learning_rate": 1.0, "min_lr": 1.0}  # two steps at lr 1 spoil it
+    Trainer(resume_config(str(out), worse)).run()
+    assert _records(out)[22]["val_loss"] > best[1]["best_val_loss"]
+    assert checkpoints.read_meta(out, checkpoints.BEST) == best
+
+
+def test_a_longer_resumed_run_stays_at_min_lr_past_the_old_end(finished_run, tmp_path):
+    out = _copy(finished_run, tmp_path)
+    trained = TrainingConfig.from_dict(checkpoints.read_meta(out)[1]["training"])
+    assert trained.lr_decay_iters is None
+    same, longer = resume_config(str(out), {}), resume_config(str(out), {"max_iters": 30})
+    assert longer.out_dir == str(out)  # the copy continues, not the run it was copied from
+    as_trained, resumed = learning_rate_schedule(trained), learning_rate_schedule(same)
+    assert [float(resumed(i)) for i in range(21)] == [float(as_trained(i)) for i in range(21)]
+    Trainer(longer).run()
+    lrs = {i: record["lr"] for i, record in _records(out).items()}
+    assert lrs[20] > trained.min_lr  # the lr of iteration 20 is that of step 19
+    assert all(lrs[i] == pytest.approx(trained.min_lr) for i in range(21, 31))
+    again = resume_config(str(out), {"max_iters": 40, "lr_decay_iters": 40})
+    assert float(learning_rate_schedule(again)(30)) > trained.min_lr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"n_layer": 3}, "--n-layer 3 differs from the checkpoint in {out}, whose n_layer is 2;"),
+        ({"n_head": 4}, "--n-head 4 differs from the checkpoint in {out}, whose n_head is 2;"),
+        ({"n_embd": 64}, "--n-embd 64 differs from the checkpoint in {out}, whose n_embd is 32;"),
+        ({"block_size": 64}, "--block-size 64 differs from the checkpoint in {out}, whose block_size is 32;"),
+    ],
+)  # fmt: skip
+def test_a_resume_refuses_another_model_shape(finished_run, overrides, message):
+    with pytest.raises(GPT2Error, match=re.escape(message.format(out=finished_run))):
+        resume_config(str(finished_run), overrides)
+
+
+def test_a_resume_accepts_its_own_shape_given_again(finished_run):
+    assert resume_config(str(finished_run), TINY_MODEL) == resume_config(str(finished_run), {})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tiny corpus " * 100, r"has vocab_size 11, but the checkpoint's data has 65;"),
+        (None, r"has another alphabet than the checkpoint's \('é' added, 'z' missing\);"),
+    ],
+)
+def test_a_resume_refuses_data_prepared_another_way(
+    finished_run, char_data, tmp_path, text, message
+):
+    if text is None:  # Shakespeare's 65 characters, one of them swapped: the same vocabulary size
+        alphabet = json.loads((char_data / "meta.json").read_text())["alphabet"]
+        text = "".join(alphabet).replace("z", "é") * 10
+    (tmp_path / "other.txt").write_text(text)
+    data.prepare([tmp_path / "other.txt"], tmp_path / "other", "char")
+    config = resume_config(
+        str(finished_run), {"data_dir": str(tmp_path / "other"), "eval_only": True}
+    )
+    with pytest.raises(GPT2Error, match=message):
+        Trainer(config)
+
+
+def test_a_new_run_refuses_an_out_dir_that_holds_checkpoints(finished_run, char_data):
+    before = _files(finished_run)
+    with pytest.raises(
+        GPT2Error,
+        match="already holds a training run's checkpoints; continue it with --init-from resume "
+        "or give another --out-dir",
+    ):
+        Trainer(_config(char_data, finished_run))
+    Trainer(_config(char_data, finished_run, eval_only=True, eval_iters=1)).run()  # writes nothing
+    assert _files(finished_run) == before
+
+
+def _command_line_config(*flags):
+    args = build_parser().parse_args(["train", *flags])
+    return train_command.run_config(given_values(args, args.config))
+
+
+def test_init_from_resume_in_a_config_file_resumes_like_the_flag(finished_run, char_data, tmp_path):
+    (tmp_path / "resume.toml").write_text(
+        f'init_from = "resume"\nout_dir = "{finished_run}"\nmax_iters = 30\n'
+    )
+    from_file = _command_line_config("--config", str(tmp_path / "resume.toml"))
+    from_flags = _command_line_config(
+        "--init-from", "resume", "--out-dir", str(finished_run), "--max-iters", "30"
+    )
+    assert from_file == from_flags == resume_config(str(finished_run), {"max_iters": 30})
+    assert (from_file.data_dir, from_file.n_layer, from_file.lr_decay_iters) == (
+        str(char_data),
+        2,
+        20,
+    )
+
+
+def test_a_missing_config_file_is_an_error_also_when_resuming(tmp_path, capsys):
+    missing = tmp_path / "missing.toml"
+    assert gpt2_cli(["train", "--init-from", "resume", "--config", str(missing)]) == 2
+    assert f"Config file {missing} does not exist." in capsys.readouterr().err
+
+
 def _files(folder):
     return {path: path.stat().st_mtime_ns for path in folder.rglob("*")}
 
@@ -195,16 +340,78 @@ def test_unknown_keys_in_a_config_file_are_named(tmp_path):
 
 def test_config_file_and_flags_agree_and_flags_win(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"batch_size": 8, "max_iters": 100}))
-    from shared.cli import build_parser
-    from shared.training.config import from_arguments
+    config = _command_line_config("--config", str(tmp_path / "run.json"), "--max_iters", "7")
+    assert config == TrainingConfig(batch_size=8, max_iters=7)
 
-    args = build_parser().parse_args(
-        ["train", "--config", str(tmp_path / "run.json"), "--max_iters", "7"]
-    )
-    assert (
-        from_arguments(args, args.config).to_dict()
-        == TrainingConfig(batch_size=8, max_iters=7).to_dict()
-    )
+
+def test_flags_are_merged_into_the_config_file_before_it_is_checked(tmp_path):
+    (tmp_path / "lr.toml").write_text("min_lr = 1e-3\n")
+    (tmp_path / "fit.json").write_text(json.dumps({"keras_fit": True}))
+    lr = _command_line_config("--config", str(tmp_path / "lr.toml"), "--learning-rate", "1e-2")
+    fit = _command_line_config("--config", str(tmp_path / "fit.json"), "--backend", "keras")
+    assert (lr.min_lr, lr.learning_rate) == (1e-3, 1e-2)
+    assert (fit.keras_fit, fit.backend) == (True, "keras")
+
+
+def test_a_config_file_suffix_is_read_in_any_case(tmp_path):
+    (tmp_path / "up.TOML").write_text("max_iters = 7\n")
+    (tmp_path / "up.Json").write_text('{"max_iters": 8}')
+    assert TrainingConfig.from_file(tmp_path / "up.TOML").max_iters == 7
+    assert TrainingConfig.from_file(tmp_path / "up.Json").max_iters == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("c.yaml", "max_iters: 7\n", "has the suffix '.yaml'; use one of .toml, .json."),
+        ("run", "max_iters = 7\n", "has the suffix ''; use one of .toml, .json."),
+        ("list.json", "[1, 2]", "must hold an object of TrainingConfig fields, not a list."),
+        ("bad.toml", "max_iters = \n", "is not valid TOML"),
+    ],
+)
+def test_bad_config_files_fail_with_one_sentence(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(
+        GPT2Error, match=re.escape(f"Config file {tmp_path / name} ") + ".*" + re.escape(message)
+    ):
+        TrainingConfig.from_file(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("grad_clip", math.nan, "grad_clip must be a finite number >= 0 (0 turns it off), got nan."),
+        ("beta1", 1.5, "beta1 must be in [0, 1), got 1.5."),
+        ("beta2", -1.0, "beta2 must be in [0, 1), got -1.0."),
+        ("weight_decay", -3.0, "weight_decay must be a finite number >= 0, got -3.0."),
+        ("warmup_iters", -10, "warmup_iters must be at least 0, got -10."),
+        ("lr_decay_iters", -5, "lr_decay_iters must be at least 1, got -5."),
+        ("learning_rate", math.inf, "learning_rate must be a finite number > 0, got inf."),
+        ("min_lr", 1e-3, "min_lr must be at most learning_rate (0.0006), got 0.001."),
+        ("n_layer", 0, "n_layer must be at least 1, got 0."),
+        ("n_head", 0, "n_head must be at least 1, got 0."),
+        ("n_embd", 0, "n_embd must be at least 1, got 0."),
+    ],
+)  # fmt: skip
+def test_values_out_of_range_fail_with_one_sentence(field, value, message):
+    with pytest.raises(GPT2Error, match=re.escape(message)):
+        TrainingConfig(**{field: value})
+
+
+def test_values_at_the_edges_of_their_ranges_are_accepted():
+    edges = TrainingConfig(grad_clip=0.0, beta1=0.0, weight_decay=0.0, warmup_iters=0, min_lr=0.0,
+                           lr_decay_iters=1, n_layer=1, n_head=1, n_embd=1)  # fmt: skip
+    assert edges.model_config(65).n_layer == 1
+
+
+def test_a_run_diverging_before_its_first_save_says_no_checkpoint_was_written(char_data, tmp_path):
+    config = _config(char_data, tmp_path, learning_rate=1e9, min_lr=1e8, grad_clip=1e30, warmup_iters=1,
+                     max_iters=200, save_interval=200)  # fmt: skip
+    with pytest.raises(
+        GPT2Error, match=r"stopped without saving, and no checkpoint was written to .*\. Lower"
+    ):
+        Trainer(config).run()
+    assert checkpoints.latest_step(tmp_path) is None
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(char_data, tmp_path):

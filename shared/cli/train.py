@@ -4,7 +4,10 @@ only evaluate a model (`--eval-only`)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.training.config import TrainingConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,24 +25,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def run_config(values: dict[str, Any]) -> TrainingConfig:
+    """The run that `values` (the `--config` file's fields and the flags given) describe; a resume,
+    asked by either, starts from its checkpoint's config with those fields changed."""
+    from shared.training.config import TrainingConfig
+
+    if values.get("init_from") != "resume":
+        return TrainingConfig.from_dict(values)
+    from shared.training.trainer import resume_config
+
+    return resume_config(values.get("out_dir", "out"), values)
+
+
 def run(args: argparse.Namespace) -> int:
     from shared.distributed import runtime
-    from shared.training.config import TrainingConfig, from_arguments
+    from shared.training.config import given_values
 
+    values = given_values(args, args.config)
     # Before anything touches JAX (reading a checkpoint to resume does).
-    runtime.initialize(args.coordinator, args.num_processes, args.process_id)
-
-    if args.init_from == "resume":
-        from shared.training.trainer import resume_config
-
-        given = {
-            f.name: getattr(args, f.name)
-            for f in dataclasses.fields(TrainingConfig)
-            if getattr(args, f.name) is not None and f.name != "init_from"
-        }
-        config = resume_config(given.get("out_dir", "out"), given)
-    else:
-        config = from_arguments(args, args.config)
+    runtime.initialize(
+        values.get("coordinator"), values.get("num_processes"), values.get("process_id")
+    )
+    config = run_config(values)
     from shared import compilation_cache
 
     compilation_cache.enable()

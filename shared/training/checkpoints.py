@@ -8,6 +8,7 @@ keyed by (seed, step), so the step is all the PRNG state a resumed run needs.
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,23 @@ def load_for_inference(out_dir: str | Path, which: str = LAST) -> tuple[dict, An
     target = jax.eval_shape(functools.partial(backend.init, config), jax.random.PRNGKey(0))
     params = restore_params(out_dir, step, target, which)
     return backend.to_canonical(params, config), config, meta
+
+
+def best_val_loss(meta: dict) -> float:
+    """The lowest val loss of the run a checkpoint's `meta` belongs to (inf: none yet), so a
+    resumed run replaces `best/` only with a better model."""
+    best = meta.get("best_val_loss")
+    return math.inf if best is None else best
+
+
+def check_new_run(out_dir: str | Path) -> None:
+    """Refuse to start a run where one has saved checkpoints: their steps, `best/` and
+    metrics.jsonl would mix with the new run's."""
+    if any(latest_step(out_dir, which) is not None for which in (LAST, BEST)):
+        raise GPT2Error(
+            f"{out_dir} already holds a training run's checkpoints; continue it with --init-from "
+            "resume or give another --out-dir."
+        )
 
 
 def is_training_run(path: str | Path) -> bool:

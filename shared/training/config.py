@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -16,6 +17,8 @@ from shared.config import MODEL_SIZES, SIZE_ALIASES, GPT2Config, config_for_size
 from shared.errors import GPT2Error
 
 INIT_FROM = ("scratch", "resume", *MODEL_SIZES, *SIZE_ALIASES)
+FILE_FORMATS = {".toml": tomllib.loads, ".json": json.loads}
+"""Config file suffix (any case) -> parser."""
 RUNTIME_FIELDS = ("mesh", "coordinator", "num_processes", "process_id")
 """Where a run executes, not what it trains: a resumed run takes them from its own flags only, so
 a checkpoint resumes on another mesh, another host count or one device."""
@@ -74,27 +77,21 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        positive = ("batch_size", "gradient_accumulation_steps", "max_iters", "block_size",
-                    "eval_interval", "eval_iters", "log_interval", "save_interval", "keep_last")  # fmt: skip
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise GPT2Error(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name, (allowed, what) in _RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not allowed(value):
+                raise GPT2Error(f"{name} must be {what}, got {value}.")
         if self.init_from not in INIT_FROM and self.init_from.lower() not in SIZE_ALIASES:
             raise GPT2Error(
                 f"init_from must be one of {', '.join(INIT_FROM)}, got {self.init_from!r}."
             )
-        if not 0 <= self.dropout < 1:
-            raise GPT2Error(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.grad_clip < 0:
-            raise GPT2Error(f"grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}.")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise GPT2Error(
                 f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}."
             )
-        if self.learning_rate <= 0 or not 0 <= self.min_lr <= self.learning_rate:
+        if self.min_lr > self.learning_rate:
             raise GPT2Error(
-                f"Need 0 < learning_rate and 0 <= min_lr <= learning_rate, got "
-                f"{self.learning_rate} and {self.min_lr}."
+                f"min_lr must be at most learning_rate ({self.learning_rate}), got {self.min_lr}."
             )
         if self.keras_fit and self.backend != "keras":
             raise GPT2Error("keras_fit needs backend 'keras'.")
@@ -118,7 +115,7 @@ class TrainingConfig:
 
     @property
     def decay_iters(self) -> int:
-        return self.lr_decay_iters or self.max_iters
+        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
 
     def model_config(self, vocab_size: int) -> GPT2Config:
         """The shape of a model trained from scratch on a vocabulary of `vocab_size`."""
@@ -139,26 +136,65 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "the config") -> TrainingConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise GPT2Error(f"Unknown key(s) {unknown} in {source}; allowed keys: {sorted(known)}.")
+        _check_keys(values, source)
         return cls(**values)
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainingConfig:
-        """Read a `.toml` or `.json` file (unknown keys are an error)."""
-        path = Path(path)
-        if not path.is_file():
-            raise GPT2Error(f"Config file {path} does not exist.")
-        text = path.read_text()
-        try:
-            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
-            raise GPT2Error(
-                f"Config file {path} is not valid {path.suffix[1:].upper()}: {error}."
-            ) from None
-        return cls.from_dict(values, source=str(path))
+        """The config of a `.toml` or `.json` file (unknown keys are an error)."""
+        return cls.from_dict(read_file(path), source=str(path))
+
+
+def _check_keys(values: dict[str, Any], source: str) -> None:
+    known = {f.name for f in dataclasses.fields(TrainingConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise GPT2Error(f"Unknown key(s) {unknown} in {source}; allowed keys: {sorted(known)}.")
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """The fields set by a `.toml` or `.json` file (suffix in any case), checked by name only:
+    values are checked once, after the command line's flags are merged in."""
+    path = Path(path)
+    if not path.is_file():
+        raise GPT2Error(f"Config file {path} does not exist.")
+    parse = FILE_FORMATS.get(path.suffix.lower())
+    if parse is None:
+        raise GPT2Error(
+            f"Config file {path} has the suffix {path.suffix!r}; use one of "
+            f"{', '.join(FILE_FORMATS)}."
+        )
+    try:
+        values = parse(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise GPT2Error(
+            f"Config file {path} is not valid {path.suffix[1:].upper()}: {error}."
+        ) from None
+    if not isinstance(values, dict):
+        raise GPT2Error(
+            f"Config file {path} must hold an object of TrainingConfig fields, not a "
+            f"{type(values).__name__}."
+        )
+    _check_keys(values, str(path))
+    return values
+
+
+_POSITIVE = ("batch_size", "gradient_accumulation_steps", "max_iters", "block_size",
+             "eval_interval", "eval_iters", "log_interval", "save_interval", "keep_last",
+             "lr_decay_iters", "n_layer", "n_head", "n_embd")  # fmt: skip
+_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    **{name: (lambda value: value >= 1, "at least 1") for name in _POSITIVE},
+    "warmup_iters": (lambda value: value >= 0, "at least 0"),
+    "learning_rate": (lambda value: 0 < value < math.inf, "a finite number > 0"),
+    "min_lr": (lambda value: 0 <= value < math.inf, "a finite number >= 0"),
+    "weight_decay": (lambda value: 0 <= value < math.inf, "a finite number >= 0"),
+    "grad_clip": (lambda value: 0 <= value < math.inf, "a finite number >= 0 (0 turns it off)"),
+    "dropout": (lambda value: 0 <= value < 1, "in [0, 1)"),
+    "beta1": (lambda value: 0 <= value < 1, "in [0, 1)"),
+    "beta2": (lambda value: 0 <= value < 1, "in [0, 1)"),
+}
+"""Each number field's allowed values and how an error says them (nan fails every test); a field
+that may be None is checked when given: 0 layers is an error, not "the size's default"."""
 
 
 def _field_type(field: dataclasses.Field) -> tuple[type, bool]:
@@ -199,12 +235,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def from_arguments(args: argparse.Namespace, file: str | None = None) -> TrainingConfig:
-    """The config file's values (if any), overridden by the flags that were given."""
-    base = TrainingConfig.from_file(file).to_dict() if file else {}
+def given_values(args: argparse.Namespace, file: str | None = None) -> dict[str, Any]:
+    """The fields the user set: the config file's (if any), overridden by the flags given."""
+    base = read_file(file) if file is not None else {}
     given = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(TrainingConfig)
         if getattr(args, f.name, None) is not None
     }
-    return TrainingConfig.from_dict({**base, **given})
+    return {**base, **given}

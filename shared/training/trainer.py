@@ -68,14 +68,61 @@ def pretrained_start(config: TrainingConfig, data_meta: dict) -> tuple[dict, GPT
     return tree, dataclasses.replace(model_config, n_ctx=config.block_size)
 
 
-def resume_config(out_dir: str, overrides: dict[str, Any]) -> TrainingConfig:
-    """The checkpoint's own training config, with the explicitly given fields changed.
+SHAPE_FIELDS = {"n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd", "block_size": "n_ctx"}
+"""The training fields that fix the model's shape -> its hparams' names."""
 
-    Where the run executes (mesh, processes) comes from `overrides` only, never the checkpoint.
+
+def resume_config(out_dir: str, overrides: dict[str, Any]) -> TrainingConfig:
+    """The training config of the checkpoint in `out_dir` (which it continues, wherever it was
+    first trained), with the explicitly given fields changed.
+
+    The model's shape cannot change. The learning rate keeps the run's decay length unless
+    lr_decay_iters is given, so a larger max_iters extends the run at min_lr instead of warming
+    the schedule back up. Where the run executes (mesh, processes) comes from `overrides` only.
     """
     _, meta = checkpoints.read_meta(out_dir)
+    for name, hparam in SHAPE_FIELDS.items():
+        if overrides.get(name, meta["model"][hparam]) != meta["model"][hparam]:
+            raise GPT2Error(
+                f"--{name.replace('_', '-')} {overrides[name]} differs from the checkpoint in "
+                f"{out_dir}, whose {name} is {meta['model'][hparam]}; a resumed run keeps its "
+                "model's shape, so drop the flag or start a new run in another --out-dir."
+            )
     saved = {k: v for k, v in meta["training"].items() if k not in RUNTIME_FIELDS}
-    return TrainingConfig.from_dict({**saved, **overrides, "init_from": "resume"})
+    if saved.get("lr_decay_iters") is None:
+        saved["lr_decay_iters"] = saved["max_iters"]
+    resumed = {**saved, **overrides, "out_dir": str(out_dir), "init_from": "resume"}
+    return TrainingConfig.from_dict(resumed)
+
+
+def check_same_data(checkpoint_data: dict, data_meta: dict, data_dir: str) -> None:
+    """Refuse to resume on token files whose ids mean something else than the checkpoint's."""
+    for name in ("tokenizer", "vocab_size"):
+        if data_meta[name] != checkpoint_data[name]:
+            raise GPT2Error(
+                f"The data in {data_dir} has {name} {data_meta[name]!r}, but the checkpoint's "
+                f"data has {checkpoint_data[name]!r}; resume on data prepared the same way."
+            )
+    new, old = data_meta.get("alphabet"), checkpoint_data.get("alphabet")
+    if new != old:
+        added, missing = "".join(sorted(set(new) - set(old))), "".join(sorted(set(old) - set(new)))
+        raise GPT2Error(
+            f"The data in {data_dir} has another alphabet than the checkpoint's ({added!r} added, "
+            f"{missing!r} missing); resume on data prepared from the same characters."
+        )
+
+
+def diverged(what: str, step: int, last_saved: int, out_dir: str) -> GPT2Error:
+    """The error that stops a run before a non-finite state is saved (`last_saved` 0: none yet)."""
+    kept = (
+        f"the last good checkpoint (iter {last_saved}) stays in {out_dir}"
+        if last_saved
+        else f"no checkpoint was written to {out_dir}"
+    )
+    return GPT2Error(
+        f"Training diverged at iter {step}: the {what} became non-finite (nan or inf); stopped "
+        f"without saving, and {kept}. Lower the learning rate or check the data."
+    )
 
 
 @dataclasses.dataclass
@@ -83,6 +130,7 @@ class TrainState:
     params: Any
     opt_state: Any
     step: int
+    best_val: float = math.inf  # the lowest val loss so far, which `best/` holds
 
 
 class Trainer:
@@ -101,6 +149,8 @@ class Trainer:
         if not config.data_dir:
             raise GPT2Error("Give data_dir, a folder made by `gpt2 prepare`.")
         runtime.initialize(config.coordinator, config.num_processes, config.process_id)
+        if config.init_from != "resume" and not config.eval_only:
+            checkpoints.check_new_run(config.out_dir)
         self.config = config
         self.train_data = TokenDataset(config.data_dir, "train", config.block_size)
         self.val_data = TokenDataset(config.data_dir, "val", config.block_size)
@@ -128,6 +178,7 @@ class Trainer:
                     f"The checkpoint in {config.out_dir} was trained with the {meta['backend']} "
                     f"backend; resume it with --backend {meta['backend']}."
                 )
+            check_same_data(meta["data"], self.train_data.meta, config.data_dir)
             backend = backend or get_backend(meta["backend"])
             model_config = GPT2Config.from_hparams(meta["model"])
             if config.eval_only:
@@ -135,8 +186,10 @@ class Trainer:
                 params = checkpoints.restore_params(config.out_dir, step, target)
                 return backend, model_config, TrainState(params, None, step)
             target = self._restore_target(backend, model_config)
-            state = checkpoints.restore_state(config.out_dir, step, target)
-            return backend, model_config, TrainState(state["params"], state["opt_state"], step)
+            saved = checkpoints.restore_state(config.out_dir, step, target)
+            best_val = checkpoints.best_val_loss(meta)
+            state = TrainState(saved["params"], saved["opt_state"], step, best_val)
+            return backend, model_config, state
         backend = backend or get_backend(config.backend)
         if config.init_from == "scratch":
             model_config = config.model_config(vocab)
@@ -307,7 +360,7 @@ class Trainer:
             self.model_config.n_embd,
             config.block_size,
         )
-        best_val, last, last_saved = math.inf, {}, state.step
+        best_val, last, last_saved = state.best_val, {}, state.step
         handlers = self._catch_stop_signals()
         bar = tqdm(
             total=config.max_iters, initial=state.step, desc="train", file=sys.stderr,
@@ -390,11 +443,7 @@ class Trainer:
     def _check_finite(self, what: str, finite: bool, step: int, last_saved: int) -> None:
         """Stop before a diverged state can be saved; the last good checkpoint stays."""
         if not finite:
-            raise GPT2Error(
-                f"Training diverged at iter {step}: the {what} became non-finite (nan or inf); "
-                f"stopped without saving, and the last good checkpoint (iter {last_saved}) stays "
-                f"in {self.config.out_dir}. Lower the learning rate or check the data."
-            )
+            raise diverged(what, step, last_saved, self.config.out_dir)
 
     def _catch_stop_signals(self) -> dict:
         def request_stop(signum: int, _frame: object) -> None:
