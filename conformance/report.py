@@ -6,11 +6,13 @@ import dataclasses
 import datetime
 import json
 import platform
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from shared.errors import GPT2Error
 from shared.versions import installed_version
 
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "keras", "optax", "numpy", "torch", "transformers")
@@ -60,7 +62,6 @@ class Report:
 
     def write(self, folder: str | Path) -> None:
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / "conformance.json"
         rows = {(r.check, r.backend, r.config): r for r in self._load(path)}
         rows.update({(r.check, r.backend, r.config): r for r in self.rows})
@@ -71,14 +72,41 @@ class Report:
             "versions": {p: v for p in PACKAGES if (v := installed_version(p))},
             "rows": [dataclasses.asdict(r) for r in sorted(rows.values(), key=_order)],
         }
-        path.write_text(json.dumps(payload, indent=2) + "\n")
-        (folder / "conformance.md").write_text(_markdown(payload))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(payload, indent=2) + "\n")
+            (folder / "conformance.md").write_text(_markdown(payload))
+        except OSError as error:
+            raise GPT2Error(
+                f"Cannot write the conformance report to {folder} ({error.strerror}); give a "
+                "writable folder."
+            ) from None
 
     @staticmethod
     def _load(path: Path) -> list[Row]:
+        """The rows of an earlier report, merged so a partial run (`-k haiku`) keeps the rest.
+
+        An unreadable one is replaced, with a warning, rather than losing the run just made.
+        """
         if not path.is_file():
             return []
-        return [Row(**row) for row in json.loads(path.read_text())["rows"]]
+        try:
+            return [_row(record) for record in json.loads(path.read_text())["rows"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            warnings.warn(
+                f"Ignoring the earlier report {path}, which cannot be read ({error!r}); "
+                "writing a fresh one.",
+                stacklevel=2,
+            )
+            return []
+
+
+def _row(record: dict) -> Row:
+    """A row of a report's JSON, its numbers checked: the markdown formats them."""
+    return Row(
+        str(record["check"]), str(record["backend"]), str(record["config"]),
+        float(record["max_diff"]), float(record["tolerance"]), bool(record["passed"]),
+    )  # fmt: skip
 
 
 def _order(row: Row) -> tuple:

@@ -7,6 +7,7 @@ JAX's compilation cache keeps XLA's compiled programs; `shared.program_cache` ke
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -27,10 +28,21 @@ def programs_dir(path: Path) -> Path:
     return path / "programs"
 
 
-def enable(cache_dir: str | Path | None = None) -> Path:
-    """Turn both caches on (every program is kept); honours JAX_COMPILATION_CACHE_DIR."""
+def enable(cache_dir: str | Path | None = None) -> Path | None:
+    """Turn both caches on (every program is kept); honours JAX_COMPILATION_CACHE_DIR.
+
+    A folder that cannot be made leaves them off, with a warning: the run is only slower.
+    """
     path = folder(cache_dir)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(
+            f"gpt2: warning: cannot use the cache folder {path} ({err}), so programs are compiled "
+            "afresh; set JAX_COMPILATION_CACHE_DIR to a folder you can write to.",
+            file=sys.stderr,
+        )
+        return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -81,31 +81,52 @@ def bind(
     if any(isinstance(x, jax.Array) and x.sharding.num_devices > 1 for x in leaves):
         return functools.partial(function, **static)
     types = tuple(map(jax.typeof, leaves))
-    signature = (function, tuple(sorted(static.items())), treedef, types)
-    compiled = _programs.get(signature)
-    if compiled is None:
-        key = _file_key(function, static, treedef, types)
-        exported = _load_or_export(
-            _directory / f"{function.__name__}-{key}.exported", function, args, static
-        )
-        compiled = _programs[signature] = jax.jit(exported.call, donate_argnums=donate_argnums)
-    return compiled
+    settings = _jax_settings()  # changeable at any time, so part of the in-memory key too
+    signature = (function, tuple(sorted(static.items())), treedef, types, settings)
+    program = _programs.get(signature)
+    if program is None:
+        key = _file_key(function, static, treedef, types, settings)
+        program = _programs[signature] = _load_or_export(
+            _directory / f"{function.__name__}-{key}.exported", function, args, static,
+            donate_argnums,
+        )  # fmt: skip
+    return program
 
 
 def _load_or_export(
-    path: Path, function: Callable[..., Any], args: Sequence[Any], static: dict[str, Any]
-) -> jax.export.Exported:
+    path: Path,
+    function: Callable[..., Any],
+    args: Sequence[Any],
+    static: dict[str, Any],
+    donate_argnums: tuple[int, ...],
+) -> Callable[..., Any]:
+    """The program kept at `path` under `jax.jit`, else `function` exported there.
+
+    A kept program is lowered before it is returned: a damaged file can deserialize and still
+    hold a module that fails to load, which would otherwise fail every later run at its call.
+    """
     if path.is_file():
         with contextlib.suppress(Exception):  # a partial or corrupt file is exported again
-            return jax.export.deserialize(bytearray(path.read_bytes()))
+            exported = jax.export.deserialize(bytearray(path.read_bytes()))
+            program = jax.jit(exported.call, donate_argnums=donate_argnums)
+            program.lower(*args)
+            return program
     exported = jax.export.export(function)(*args, **static)
     with contextlib.suppress(OSError), atomic_path(path) as tmp:  # a read-only cache is only read
         tmp.write_bytes(exported.serialize())
-    return exported
+    return jax.jit(exported.call, donate_argnums=donate_argnums)
+
+
+def _jax_settings() -> str:
+    return repr(sorted(jax.config.values.items()))
 
 
 def _file_key(
-    function: Callable[..., Any], static: dict[str, Any], treedef: Any, types: tuple
+    function: Callable[..., Any],
+    static: dict[str, Any],
+    treedef: Any,
+    types: tuple,
+    settings: str,
 ) -> str:
     """A hash of what the trace depends on; static values by name (backends) or repr (configs)."""
     static_text = sorted(
@@ -114,6 +135,7 @@ def _file_key(
     )
     parts = [
         _environment(),
+        settings,
         f"{function.__module__}.{function.__qualname__}",
         repr(static_text),
         str(treedef),
@@ -124,7 +146,7 @@ def _file_key(
 
 @functools.cache
 def _environment() -> str:
-    """This library's source, the tracing libraries' versions, JAX's settings and the device."""
+    """This library's source, the tracing libraries' versions and the device."""
     digest = hashlib.sha256()
     for package in PACKAGES:
         spec = importlib.util.find_spec(package)
@@ -136,7 +158,6 @@ def _environment() -> str:
         [
             digest.hexdigest(),
             *(f"{name} {installed_version(name)}" for name in TRACING_LIBRARIES),
-            repr(sorted(jax.config.values.items())),
             f"{device.platform} {device.device_kind} {device.client.platform_version}",
         ]
     )

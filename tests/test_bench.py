@@ -9,7 +9,10 @@ import math
 import pytest
 
 from shared.backend import backend_names
-from shared.benchmarks import machine, results, suite
+from shared.benchmarks import generation, machine, results, suite, training
+from shared.cli import main
+from shared.config import GPT2Config
+from shared.errors import GPT2Error
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,105 @@ def test_the_measured_peak_is_the_fastest_product_not_the_last():
 def test_flop_rates_are_written_in_a_unit_that_shows_their_digits():
     assert suite._flop_rate(8.3e10) == "83 GFLOP/s"
     assert suite._flop_rate(9.89e14) == "989 TFLOP/s"
+
+
+@pytest.fixture
+def no_measuring(monkeypatch):
+    """Settings must be refused before the run's first measure, the memory bandwidth."""
+
+    def measured():
+        raise AssertionError("measured before validating")
+
+    monkeypatch.setattr(machine, "memory_bandwidth", measured)
+
+
+def _fake_decode(monkeypatch):
+    """Decode at batch b runs at 100 * b tokens/s, and the rest of a backend's section at once."""
+    monkeypatch.setattr(generation, "time_to_first_token", lambda *_: (1.0, 0.5))
+    monkeypatch.setattr(
+        generation, "decode_tokens_per_s", lambda _, batch, *args: (100.0 * batch, 1.0)
+    )
+    monkeypatch.setattr(generation, "prefill_tokens_per_s", lambda *_: 1000.0)
+    monkeypatch.setattr(generation, "recompute_tokens_per_s", lambda *_: 10.0)
+
+
+def _ratios(report):
+    return {r.name: r.value for r in report.results if r.group == "ratios"}
+
+
+def test_batch_ratios_are_against_batch_1_whatever_the_order(monkeypatch, tiny_config):
+    _fake_decode(monkeypatch)
+    report = results.Report("t", {})
+    settings = suite.BenchSettings(size=tiny_config, batch_sizes=(8, 1, 2), prompt_len=4)
+    suite._generation(report, settings, "functional", bandwidth=1e9)
+    ratios = _ratios(report)
+    assert ratios["decode batch 8 / batch 1 (greedy)"] == 8
+    assert ratios["decode batch 2 / batch 1 (greedy)"] == 2
+    assert "decode batch 1 / batch 1 (greedy)" not in ratios
+
+
+def test_without_batch_1_the_ratios_on_it_are_skipped(monkeypatch, tiny_config):
+    _fake_decode(monkeypatch)
+    report = results.Report("t", {})
+    settings = suite.BenchSettings(size=tiny_config, batch_sizes=(2, 4), prompt_len=4)
+    suite._generation(report, settings, "functional", bandwidth=1e9)
+    assert report.value("generation", "decode batch 4, greedy", "functional") == 400
+    assert report.value("generation", "recompute-everything loop (seed), batch 1", "functional")
+    assert _ratios(report) == {}
+
+
+def test_the_train_ratio_is_reported_whatever_the_backend_order(monkeypatch, tiny_config):
+    speed = {"haiku": 50.0, "functional": 100.0}
+    monkeypatch.setattr(machine, "peak_flops", lambda _: (1e12, "test"))
+    monkeypatch.setattr(
+        training, "train_step_throughput",
+        lambda name, *_: {"tokens_per_s": speed[name], "compile_s": 1.0, "flops_per_token": 1.0},
+    )  # fmt: skip
+    report = results.Report("t", {})
+    suite._training(report, suite.BenchSettings(size=tiny_config, backends=("haiku", "functional")))
+    assert report.value("ratios", "train step time vs functional", "haiku") == 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"prefill_len": 64}, "--prefill-len 64 is 64 tokens"),
+        ({"prompt_len": 8, "new_tokens": 16}, "--prompt-len 8 plus --new-tokens 16 is 24 tokens"),
+        ({"train_seq": 64}, "--train-seq 64 is 64 tokens"),
+    ],
+)
+def test_lengths_beyond_the_context_are_refused_before_measuring(no_measuring, setting, message):
+    short = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=16)
+    fits = {"prompt_len": 4, "new_tokens": 8, "prefill_len": 16, "train_seq": 16}
+    settings = suite.BenchSettings(size=short, **(fits | setting))
+    with pytest.raises(GPT2Error, match=f"^{message}, beyond the model's context .* of 16;"):
+        suite.run(settings)
+
+
+def _bench_error(capsys, *argv):
+    assert main(["bench", *argv]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("gpt2 bench: error: ") and len(error.strip().splitlines()) == 1
+    return error
+
+
+def test_an_unknown_model_size_is_refused(no_measuring, capsys):
+    error = _bench_error(capsys, "--model-size", "7B", "--no-generation", "--no-train")
+    assert "Unknown model size '7B'" in error
+
+
+def test_models_dir_without_the_weights_is_refused_before_measuring(no_measuring, capsys, tmp_path):
+    error = _bench_error(capsys, "--models-dir", str(tmp_path), "--no-generation", "--no-train")
+    assert f"run `gpt2 download 124M --models-dir {tmp_path}` first." in error
+
+
+@pytest.mark.parametrize("option", ["--json", "--markdown", "--plot"])
+def test_unwritable_outputs_are_refused_before_measuring(no_measuring, capsys, tmp_path, option):
+    (tmp_path / "file").write_text("")
+    for path in (tmp_path, tmp_path / "file" / "r.out"):
+        assert f"Cannot write {option} {path} (" in _bench_error(capsys, option, str(path))
+
+
+def test_a_plot_without_generation_is_refused_before_measuring(no_measuring, capsys, tmp_path):
+    error = _bench_error(capsys, "--no-generation", "--plot", str(tmp_path / "r.png"))
+    assert "--plot draws decode throughput, which --no-generation skips" in error

@@ -137,6 +137,23 @@ def test_persistent_compilation_cache_is_filled_and_doctor_reports_it(env, model
     assert f"programs          {programs} ({count} files, " in ok(gpt2(env, "doctor"))
 
 
+def test_an_unusable_cache_folder_only_warns(env, model, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    unusable = {**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "a-file" / "xla")}
+    result = gpt2(unusable, "generate", "--prompt", "Hi", "--max-new-tokens", "3")
+    assert result.returncode == 0 and result.stdout.startswith("Hi")
+    assert "warning: cannot use the cache folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_reader_that_goes_away_is_not_an_error(env):
+    command = [sys.executable, "-m", "gpt2", "doctor"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # as `gpt2 doctor | head -1` does once it has its line
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0 and b"Traceback" not in stderr
+
+
 def test_version_names_the_package_and_jax(env):
     assert ok(gpt2(env, "--version")).startswith("gpt2-jax ")
 

@@ -75,6 +75,41 @@ def test_bad_input_fails_with_one_sentence(tmp_path, capsys, content, message):
     assert re.search(message, error), error
 
 
+def test_an_output_without_a_suffix_is_written_as_given(tmp_path, capsys):
+    run = _write_metrics(tmp_path / "out")
+    assert main(["plot", str(run), "-o", str(tmp_path / "curve")]) == 0
+    assert (tmp_path / "curve").read_bytes().startswith(PNG_MAGIC)
+    assert capsys.readouterr().out.strip() == str(tmp_path / "curve")
+
+
+def test_an_unwritable_output_fails_with_one_sentence(tmp_path, capsys):
+    run = _write_metrics(tmp_path / "out")
+    (tmp_path / "file").write_text("")
+    for output in (tmp_path / "file" / "x.png", run):
+        assert main(["plot", str(run), "-o", str(output)]) == 2
+        error = capsys.readouterr().err
+        assert len(error.strip().splitlines()) == 1
+        assert error.startswith(f"gpt2 plot: error: Cannot write the plot to {output} (")
+
+
+def test_non_numeric_and_non_finite_values_are_left_out_of_the_curves(tmp_path):
+    run = _write_metrics(tmp_path / "out", n_iters=4)
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.write('{"iter": 5, "train_loss": "abc", "lr": {}, "val_loss": NaN}\n')
+        handle.write('{"iter": 6, "train_loss": Infinity, "lr": true, "val_loss": null}\n')
+    assert main(["plot", str(run)]) == 0
+    assert (run / "loss.png").read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize("iteration", ["Infinity", "NaN", '"abc"', "{}"])
+def test_an_iter_that_is_not_a_number_fails_naming_the_line(tmp_path, capsys, iteration):
+    run = _write_metrics(tmp_path / "out", n_iters=2)
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.write(f'{{"iter": {iteration}, "train_loss": 1.0}}\n')
+    assert main(["plot", str(run)]) == 2
+    assert "Line 3 of " in capsys.readouterr().err
+
+
 def test_the_cli_imports_matplotlib_only_when_plotting():
     code = "import sys; from shared.cli import build_parser; build_parser(); print('matplotlib' in sys.modules)"
     result = subprocess.run(

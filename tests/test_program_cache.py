@@ -47,6 +47,23 @@ def test_a_corrupt_program_file_is_exported_again(generator, folder):
     assert all(path.stat().st_size > 1000 for path in folder.iterdir())
 
 
+def test_a_program_damaged_inside_is_exported_again(generator, folder):
+    expected = generator.generate([[1, 2, 3]], 10)
+    for path in folder.iterdir():  # still deserializes, but its module no longer loads
+        damaged = bytearray(path.read_bytes())
+        damaged[5000] ^= 0xFF
+        path.write_bytes(damaged)
+    program_cache.enable(folder)
+    assert generator.generate([[1, 2, 3]], 10) == expected
+
+
+def test_a_changed_jax_setting_gets_its_own_program(generator, folder):
+    generator.generate([[1, 2, 3]], 10)
+    with jax.threefry_partitionable(not jax.config.jax_threefry_partitionable):
+        generator.generate([[1, 2, 3]], 10)
+    assert len(names(folder)) == 4
+
+
 def test_file_names_change_with_the_static_arguments(generator, folder):
     generator.generate([[1, 2, 3]], 10)
     other = GPT2Config(n_embd=32, n_head=2, n_layer=2, n_vocab=256, n_ctx=128)  # same shapes

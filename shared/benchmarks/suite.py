@@ -13,7 +13,9 @@ import numpy as np
 from shared.benchmarks import generation, machine, startup, training
 from shared.benchmarks.results import Report, Result
 from shared.config import GPT2Config, config_for_size
+from shared.errors import GPT2Error
 from shared.generation import GREEDY, Generator
+from shared.weights.openai import is_downloaded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +48,33 @@ def default_settings(backends: Sequence[str], **overrides: object) -> BenchSetti
     return BenchSettings(**(defaults | {k: v for k, v in overrides.items() if v is not None}))
 
 
+def validate(settings: BenchSettings) -> None:
+    """Fail in one sentence before minutes of measuring: an unknown size, a length past the
+    model's context (it would be timed as if it fit), no weights for the `gpt2 generate` timing."""
+    n_ctx = config_for_size(settings.size).n_ctx
+    lengths = []  # (the options as given, the tokens they put in the context)
+    if settings.generation:
+        prompt, new = settings.prompt_len, settings.new_tokens
+        lengths += [(f"--prefill-len {settings.prefill_len}", settings.prefill_len),
+                    (f"--prompt-len {prompt} plus --new-tokens {new}", prompt + new)]  # fmt: skip
+    if settings.train:
+        lengths.append((f"--train-seq {settings.train_seq}", settings.train_seq))
+    for given, length in lengths:
+        if length > n_ctx:
+            raise GPT2Error(
+                f"{given} is {length} tokens, beyond the model's context (n_ctx) of {n_ctx}; "
+                f"give at most {n_ctx}."
+            )
+    folder = settings.models_dir
+    if folder is not None and not is_downloaded(str(settings.size), folder):
+        raise GPT2Error(
+            f"The {settings.size} weights are not downloaded in --models-dir {folder}; run "
+            f"`gpt2 download {settings.size} --models-dir {folder}` first."
+        )
+
+
 def run(settings: BenchSettings, on_result: Callable[[Result], None] | None = None) -> Report:
+    validate(settings)
     report = Report(
         f"GPT-2 {settings.size}, random weights, prompt {settings.prompt_len}, "
         f"{settings.new_tokens} new tokens",
@@ -105,17 +133,9 @@ def _generation(report: Report, settings: BenchSettings, name: str, bandwidth: f
                 Result("generation", f"decode batch {batch}, {label}", tokens_per_s, "tokens/s",
                        name, f"first run {compile_s:.1f} s"),
             )  # fmt: skip
-    batch_1 = throughput[1, "greedy"]
-    roofline = bandwidth / generation.parameter_bytes(params)
-    report.add(
-        Result("ratios", "batch-1 greedy decode / memory-bandwidth roofline", batch_1 / roofline,
-               "fraction", name, f"roofline {roofline:.0f} tokens/s"),
-    )  # fmt: skip
-    for batch in settings.batch_sizes[1:]:
-        report.add(
-            Result("ratios", f"decode batch {batch} / batch 1 (greedy)",
-                   throughput[batch, "greedy"] / batch_1, "x", name),
-        )  # fmt: skip
+    batch_1 = throughput.get((1, "greedy"))  # the baseline of the ratios; None if not measured
+    if batch_1 is not None:
+        _batch_ratios(report, name, throughput, bandwidth / generation.parameter_bytes(params))
     prefill = generation.prefill_tokens_per_s(backend, params, config, settings.prefill_len)
     report.add(Result("prefill", f"prefill, {settings.prefill_len}-token prompt", prefill,
                       "tokens/s", name))  # fmt: skip
@@ -123,14 +143,29 @@ def _generation(report: Report, settings: BenchSettings, name: str, bandwidth: f
         recompute = generation.recompute_tokens_per_s(
             backend, params, config, settings.prompt_len, settings.new_tokens
         )
-        report.add(
-            Result("generation", "recompute-everything loop (seed), batch 1", recompute,
-                   "tokens/s", name),
-            Result("ratios", "cached decode / recompute loop, batch 1", batch_1 / recompute,
-                   "x", name),
-        )  # fmt: skip
+        report.add(Result("generation", "recompute-everything loop (seed), batch 1", recompute,
+                          "tokens/s", name))  # fmt: skip
+        if batch_1 is not None:
+            report.add(Result("ratios", "cached decode / recompute loop, batch 1",
+                              batch_1 / recompute, "x", name))  # fmt: skip
     del generator, params
     jax.clear_caches()
+
+
+def _batch_ratios(
+    report: Report, name: str, throughput: dict[tuple[int, str], float], roofline: float
+) -> None:
+    """Batch-1 greedy decode against the memory-bandwidth roofline, every other batch against it."""
+    batch_1 = throughput[1, "greedy"]
+    report.add(
+        Result("ratios", "batch-1 greedy decode / memory-bandwidth roofline", batch_1 / roofline,
+               "fraction", name, f"roofline {roofline:.0f} tokens/s"),
+    )  # fmt: skip
+    for batch in dict.fromkeys(batch for batch, _ in throughput if batch != 1):
+        report.add(
+            Result("ratios", f"decode batch {batch} / batch 1 (greedy)",
+                   throughput[batch, "greedy"] / batch_1, "x", name),
+        )  # fmt: skip
 
 
 def _decode_step_ratios(report: Report, settings: BenchSettings, rounds: int = 6) -> None:
@@ -204,11 +239,13 @@ def _training(report: Report, settings: BenchSettings) -> None:
             Result("training", "model FLOPs utilisation", measured["flops_per_token"]
                    * tokens_per_s / peak, "fraction", name, f"peak {_flop_rate(peak)}, {source}"),
         )  # fmt: skip
-        reference = report.value("training", label, "functional")
-        if name != "functional" and reference:
-            report.add(Result("ratios", "train step time vs functional",
-                              reference / tokens_per_s, "x", name))  # fmt: skip
         jax.clear_caches()
+    reference = report.value("training", label, "functional")  # after every backend ran
+    others = [name for name in settings.backends if name != "functional"]
+    for name in others if reference else ():
+        tokens_per_s = report.value("training", label, name)
+        report.add(Result("ratios", "train step time vs functional", reference / tokens_per_s,
+                          "x", name))  # fmt: skip
 
 
 def _flop_rate(flops: float) -> str:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from shared.cli.options import check_writable
+from shared.errors import GPT2Error
+
 
 def _csv(kind: type) -> object:
     return lambda text: tuple(kind(item) for item in text.split(",") if item)
@@ -52,12 +55,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from shared.backend import get_backend
     from shared.benchmarks import results, suite
+    from shared.config import resolve_model_size
 
     for name in args.backends:
         get_backend(name)  # fail on a bad name before minutes of measuring
+    _check_outputs(args)
     settings = suite.default_settings(
         args.backends,
-        size=args.model_size,
+        size=resolve_model_size(args.model_size),
         prompt_len=args.prompt_len,
         new_tokens=args.new_tokens,
         batch_sizes=args.batch_sizes,
@@ -71,12 +76,22 @@ def run(args: argparse.Namespace) -> int:
         bfloat16=not args.no_bf16,
         train=not args.no_train,
     )
-    report = suite.run(settings, on_result=_progress)
+    report = suite.run(settings, on_result=_progress)  # validates the settings first
     print(results.markdown(report))
     results.write(report, args.json, args.markdown)
     if args.plot:
         results.plot_decode_throughput(report, args.plot)
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail now, not after minutes of measuring, where a report could not be written."""
+    if args.plot is not None and args.no_generation:
+        raise GPT2Error("--plot draws decode throughput, which --no-generation skips; drop one.")
+    for option in ("json", "markdown", "plot"):
+        path = getattr(args, option)
+        if path is not None:
+            check_writable(f"--{option}", path)
 
 
 def _progress(result: object) -> None:

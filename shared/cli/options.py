@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import tempfile
+from pathlib import Path
+
+from shared.errors import GPT2Error
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -34,3 +39,24 @@ def unescape(text: str) -> str:
         following = next(chars, "")
         out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(following, "\\" + following))
     return "".join(out)
+
+
+def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
+    """Fail now, not after minutes of work, where `option`'s output could not be written.
+
+    `path` (a file, or with `folder` a folder) must not be the other kind, and its nearest
+    existing folder must take a new file: one is tried, as root passes `os.access` even on /proc.
+    """
+    absolute = path.absolute()
+    existing = next(p for p in (absolute, *absolute.parents) if p.exists())
+    try:
+        if existing == absolute and existing.is_dir() != folder:
+            raise OSError(errno.EEXIST, f"it is a {'file' if folder else 'folder'}")
+        if existing != absolute and not existing.is_dir():
+            raise OSError(errno.ENOTDIR, f"{existing} is a file")
+        tempfile.TemporaryFile(dir=existing if existing.is_dir() else existing.parent).close()
+    except OSError as error:
+        raise GPT2Error(
+            f"Cannot write {option} {path} ({error.strerror or error}); give a "
+            f"{'folder' if folder else 'file path'} where you can write."
+        ) from None

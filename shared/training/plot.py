@@ -7,6 +7,7 @@ matplotlib's Agg canvas directly, so it needs no display and changes no global m
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,19 +32,25 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
             continue
         try:
             record = json.loads(line)
-            by_iter[int(record["iter"])] = record
-        except (ValueError, KeyError, TypeError):
+            step = int(record["iter"])
+        except (ValueError, KeyError, TypeError, OverflowError):
             raise GPT2Error(
                 f"Line {number} of {path} is not a metrics record (JSON with an 'iter')."
             ) from None
+        by_iter[step] = record | {"iter": step}
     if not by_iter:
         raise GPT2Error(f"{path} is empty: the run has not logged an iteration yet.")
     return [by_iter[step] for step in sorted(by_iter)]
 
 
 def _series(records: list[dict], name: str) -> tuple[list[int], list[float]]:
-    points = [(r["iter"], r[name]) for r in records if r.get(name) is not None]
+    """The iterations where `name` was logged as a finite number (a diverged run logs NaN)."""
+    points = [(r["iter"], r[name]) for r in records if _finite(r.get(name))]
     return [step for step, _ in points], [value for _, value in points]
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _labels(run_dirs: Sequence[str | Path]) -> list[str]:
@@ -87,6 +94,13 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None) 
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     path = Path(output) if output is not None else Path(run_dirs[0]) / "loss.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The path as given: without a suffix matplotlib would write `path.png` instead.
+        figure.savefig(path, dpi=120, format=None if path.suffix else "png")
+    except OSError as error:
+        raise GPT2Error(
+            f"Cannot write the plot to {path} ({error.strerror}); give a file path in a writable "
+            "folder."
+        ) from None
     return path
