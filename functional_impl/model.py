@@ -13,15 +13,11 @@ import jax
 import jax.numpy as jnp
 
 from shared import kv_cache
+from shared.activations import gelu
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.kv_cache import KVCache
 from shared.linear import linear
 from shared.logits import last_position, tied_logits
-
-
-def gelu(x: jax.Array) -> jax.Array:
-    """GELU, tanh approximation, as in the original GPT-2."""
-    return 0.5 * x * (1.0 + jnp.tanh(jnp.sqrt(2.0 / jnp.pi) * (x + 0.044715 * x**3)))
 
 
 def layer_norm(x: jax.Array, g: jax.Array, b: jax.Array, eps: float = 1e-5) -> jax.Array:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from shared import kv_cache
+from shared.activations import gelu
 from shared.config import GPT2Config
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.kv_cache import KVCache
@@ -100,7 +101,7 @@ class MLP(hk.Module):
         self.c_proj = Linear(config.n_embd, w_init=_residual_init(config), name="c_proj")
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.c_proj(jax.nn.gelu(self.c_fc(x), approximate=True))
+        return self.c_proj(gelu(self.c_fc(x)))
 
 
 class Block(hk.Module):

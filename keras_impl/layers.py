@@ -11,7 +11,6 @@ Shapes: x is [batch, seq, n_embd]; a layer's cache is (k, v), each
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -19,6 +18,7 @@ import keras
 from keras import ops
 
 from shared import kv_cache
+from shared.activations import gelu
 from shared.dropout import ATTENTION_OUTPUT, MLP_OUTPUT, Dropout, drop
 from shared.linear import over_rows
 
@@ -27,16 +27,6 @@ LayerCache = tuple[jax.Array, jax.Array]
 
 GPT2_INIT_STD = 0.02
 """Standard deviation of GPT-2's weight initialisation (residual projections are scaled down)."""
-
-
-def gelu(x: jax.Array) -> jax.Array:
-    """GELU, tanh approximation, as in GPT-2.
-
-    Written out with sqrt(2/pi) rounded as the functional reference rounds it, so the backends'
-    logits agree bitwise; `keras.activations.gelu(approximate=True)` differs from it by one ulp.
-    """
-    sqrt_2_over_pi = ops.cast(ops.sqrt(2.0 / math.pi), x.dtype)
-    return 0.5 * x * (1.0 + ops.tanh(sqrt_2_over_pi * (x + 0.044715 * x**3)))
 
 
 def _normal(stddev: float) -> keras.initializers.Initializer:

@@ -178,7 +178,8 @@ class Generator:
 
     With a `mesh` (`shared.distributed.mesh.make_mesh`), the parameters are split over its `fsdp`
     axis and the rows of a batch over its `data` axis, by the rules of `shared.distributed`; every
-    row still yields exactly what it yields unsharded.
+    row still yields exactly what it yields unsharded (fp32: bf16 sums split over fsdp round
+    differently).
     """
 
     def __init__(
@@ -190,11 +191,19 @@ class Generator:
         )
 
     def check_lengths(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
-        """Fail with one sentence if a prompt is empty or prompt + new tokens exceed the context."""
+        """Fail with one sentence if a prompt is empty, holds an id outside the vocabulary (the
+        backends' embedding lookups would disagree on it) or prompt + new tokens exceed the
+        context."""
         check_prompts(prompts, max_new_tokens)
         if not prompts:
             raise ValueError("Give at least one prompt.")
         for i, prompt in enumerate(prompts):
+            if not all(0 <= token < self.config.n_vocab for token in prompt):
+                bad = next(t for t in prompt if not 0 <= t < self.config.n_vocab)
+                raise ValueError(
+                    f"Prompt {i} holds the token id {bad}, outside the model's vocabulary of "
+                    f"{self.config.n_vocab} ids (0 to {self.config.n_vocab - 1})."
+                )
             if len(prompt) + max_new_tokens > self.config.n_ctx:
                 raise ValueError(
                     f"Prompt {i} has {len(prompt)} tokens and {max_new_tokens} new tokens were "

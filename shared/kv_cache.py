@@ -29,6 +29,10 @@ class KVCache(NamedTuple):
            1.2-1.3x slower).
     mask:  [batch, max_len] bool, False on left-padding slots (set once per batch by the driver)
     index: int32 scalar, the next slot to write; slots [0, index) are filled
+
+    A forward pass may write at most `max_len - index` tokens: XLA clamps a write past the end
+    onto the last slots, with no error. `shared.generation` sizes every cache for its prompts and
+    new tokens, so only a caller of `Backend.apply` with its own cache must keep to this.
     """
 
     k: tuple[jax.Array, ...]

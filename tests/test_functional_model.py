@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_impl.backend import backend
-from functional_impl.model import gelu, gpt2, layer_norm
+from functional_impl.model import gpt2, layer_norm
 from shared import kv_cache, params
+from shared.activations import gelu
 from shared.config import GPT2Config
 
 CONFIG = GPT2Config(n_embd=32, n_head=4, n_layer=3, n_vocab=300, n_ctx=64)

@@ -47,6 +47,8 @@ def test_the_context_can_be_filled_exactly(generator):
         ([[1]], 0, "max_new_tokens"),
         ([], 5, "at least one prompt"),
         ([[1], []], 5, "Prompt 1 is empty"),
+        ([[1, 256]], 5, r"token id 256, outside the model's vocabulary of 256 ids \(0 to 255\)"),
+        ([[-1]], 5, "token id -1, outside"),
     ],
 )
 def test_bad_requests_fail_with_a_sentence(generator, prompts, max_new, message):

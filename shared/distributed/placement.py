@@ -72,6 +72,10 @@ def put(tree: Any, shardings: Any) -> Any:
     """
 
     def one(value: Any, sharding: NamedSharding) -> jax.Array:
+        if jax.dtypes.issubdtype(getattr(value, "dtype", None), jax.dtypes.prng_key):
+            # Typed keys have no numpy form: place their data (one more, unsplit, axis).
+            key_data = one(jax.random.key_data(value), sharding)
+            return jax.random.wrap_key_data(key_data, impl=jax.random.key_impl(value))
         host = np.asarray(value)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 

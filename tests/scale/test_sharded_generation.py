@@ -49,3 +49,22 @@ def test_the_python_api_and_gpt2_generate_take_a_mesh():
     assert on_mesh.generator.mesh is not None
     prompts = ["hello", "a longer prompt"]
     assert on_mesh.generate(prompts, 6, seed=1) == plain.generate(prompts, 6, seed=1)
+
+
+def test_typed_prng_keys_are_placed_on_a_mesh():
+    import jax
+
+    from shared.backend import get_backend
+    from shared.config import GPT2Config
+    from shared.distributed.mesh import make_mesh
+    from shared.generation import Generator
+    from shared.sampling import SamplingParams
+
+    config, backend = GPT2Config(**CONFIG), get_backend("functional")
+    params = backend.init(config, jax.random.PRNGKey(0))
+    keys, sampling = jax.random.split(jax.random.key(3), 2), SamplingParams(1.0)
+    on_mesh = Generator(backend, params, config, mesh=make_mesh("data=1,fsdp=1"))
+    plain = Generator(backend, params, config)
+    assert on_mesh.generate(PROMPTS[:2], 5, sampling, keys=keys) == plain.generate(
+        PROMPTS[:2], 5, sampling, keys=keys
+    )
