@@ -10,7 +10,6 @@ run on one filesystem) download it once instead of writing the same `.part` toge
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.client
 import os
 import re
@@ -28,6 +27,11 @@ from tqdm.auto import tqdm
 from shared.config import MODEL_SIZES, resolve_model_size
 from shared.errors import GPT2Error
 from shared.weights._files import writing
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so downloads into one cache are not serialised there
+    fcntl = None
 
 DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2"
 BASE_URL_ENV = "GPT2_BASE_URL"
@@ -170,6 +174,9 @@ def _locked(dest: Path) -> Iterator[None]:
     The holder unlinks the lock file before releasing it, so a waiter that then gets the lock
     of the unlinked file sees that the path no longer names it and locks the new one instead.
     """
+    if fcntl is None:
+        yield
+        return
     lock = dest.with_name(dest.name + ".lock")
     with writing(lock):
         while True:
