@@ -198,8 +198,8 @@ class Generator:
         if not prompts:
             raise ValueError("Give at least one prompt.")
         for i, prompt in enumerate(prompts):
-            if not all(0 <= token < self.config.n_vocab for token in prompt):
-                bad = next(t for t in prompt if not 0 <= t < self.config.n_vocab)
+            bad = next((t for t in prompt if not 0 <= t < self.config.n_vocab), None)
+            if bad is not None:
                 raise ValueError(
                     f"Prompt {i} holds the token id {bad}, outside the model's vocabulary of "
                     f"{self.config.n_vocab} ids (0 to {self.config.n_vocab - 1})."

@@ -142,7 +142,7 @@ class TrainingConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> TrainingConfig:
         """The config of a `.toml` or `.json` file (unknown keys are an error)."""
-        return cls.from_dict(read_file(path), source=str(path))
+        return cls(**read_file(path))  # read_file checked the keys
 
 
 def _check_keys(values: dict[str, Any], source: str) -> None:
