@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from shared.errors import GPT2Error
+from shared.errors import writing
 from shared.versions import installed_version
 
 PACKAGES = ("jax", "jaxlib", "dm-haiku", "keras", "optax", "numpy", "torch", "transformers")
@@ -72,15 +72,10 @@ class Report:
             "versions": {p: v for p in PACKAGES if (v := installed_version(p))},
             "rows": [dataclasses.asdict(r) for r in sorted(rows.values(), key=_order)],
         }
-        try:
+        with writing(f"the conformance report to {folder}", "give a writable folder"):
             folder.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(payload, indent=2) + "\n")
             (folder / "conformance.md").write_text(_markdown(payload))
-        except OSError as error:
-            raise GPT2Error(
-                f"Cannot write the conformance report to {folder} ({error.strerror}); give a "
-                "writable folder."
-            ) from None
 
     @staticmethod
     def _load(path: Path) -> list[Row]:

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from shared import api
+import gpt2 as gpt2_package
+from shared import api, weights
 from tests.support.openai_server import OpenAIServer
 
 SIZES = ("124M", "355M", "1558M")
@@ -120,6 +122,17 @@ def test_download_of_another_size_converts_it_for_later_runs(env):
     assert "1558M" in out
     doctor = ok(gpt2(env, "doctor"))
     assert "1558M" in doctor and env["GPT2_MODELS_DIR"] in doctor
+
+
+def test_convert_reads_a_size_name_even_beside_a_folder_of_that_name(env, model, tmp_path):
+    root = Path(gpt2_package.__file__).parents[1]  # holds the `gpt2` package folder
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt2", "convert", "gpt2", str(tmp_path / "hf"), "--to", "hf"],
+        env=env, cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    ok(result)
+    tree, _ = weights.load_hf(tmp_path / "hf")
+    np.testing.assert_array_equal(tree["wte"], model.params["wte"])
 
 
 def test_interactive_loop_answers_each_prompt(env, model):

@@ -25,7 +25,7 @@ from shared.tokenizer import RANKS_NAME, Tokenizer
 from shared.training import checkpoints
 from shared.training.config import TrainingConfig, given_values
 from shared.training.optimizer import learning_rate_schedule
-from shared.training.trainer import Trainer, resume_config
+from shared.training.trainer import Trainer, changed_settings, resume_config
 from tests.support.corpus import prepared_characters
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 from tests.support.wandb_offline import logged_history, offline_runs
@@ -189,8 +189,34 @@ def test_a_resume_refuses_another_model_shape(finished_run, overrides, message):
         resume_config(str(finished_run), overrides)
 
 
+def test_a_resume_refuses_a_model_size_of_another_shape(finished_run):
+    with pytest.raises(
+        GPT2Error,
+        match=re.escape(
+            f"--model-size gpt2 gives 12 layers, 12 heads, 768 wide, but the checkpoint in "
+            f"{finished_run} has 2 layers, 2 heads, 32 wide;"
+        ),
+    ):
+        resume_config(str(finished_run), {"model_size": "gpt2"})
+
+
 def test_a_resume_accepts_its_own_shape_given_again(finished_run):
-    assert resume_config(str(finished_run), TINY_MODEL) == resume_config(str(finished_run), {})
+    same = resume_config(str(finished_run), {})
+    assert resume_config(str(finished_run), TINY_MODEL) == same
+    assert resume_config(str(finished_run), {**TINY_MODEL, "model_size": "355M"}).n_layer == 2
+
+
+def test_a_resume_names_the_settings_it_changes(finished_run, capsys):
+    assert changed_settings(resume_config(str(finished_run), {})) == []
+    config = _command_line_config(
+        "--init-from", "resume", "--out-dir", str(finished_run), "--seed", "7",
+        "--max-iters", "30", "--eval-only",
+    )  # fmt: skip
+    assert (config.seed, config.max_iters) == (7, 30)
+    assert capsys.readouterr().err == (
+        f"Resuming {finished_run} with settings changed from its run: max_iters 20 -> 30, "
+        "seed 1337 -> 7.\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 
@@ -29,6 +30,7 @@ from shared.weights import (
     save_hf,
 )
 from shared.weights._files import ALIGNMENT, read_safetensors
+from shared.weights.hf import config_from_hf, hf_config
 from shared.weights.openai import CHECKPOINT_FILES
 from tests.support.openai_server import unused_port
 
@@ -328,6 +330,21 @@ def test_hf_untied_lm_head_is_refused(openai_arrays, tiny_config, tmp_path):
 
     with pytest.raises(GPT2Error, match="untied"):
         load_hf(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"scale_attn_weights": False}, "sets scale_attn_weights to False; only GPT-2's attention"),
+        ({"scale_attn_by_inverse_layer_idx": True}, "sets scale_attn_by_inverse_layer_idx to True;"),
+        ({"n_inner": 100}, "sets n_inner to 100; only GPT-2's MLP width of 4 * n_embd"),
+    ],
+)  # fmt: skip
+def test_hf_configs_that_change_the_arithmetic_are_refused(setting, message):
+    config = GPT2Config(n_embd=32, n_head=2, n_layer=1, n_vocab=16, n_ctx=8)
+    assert config_from_hf({**hf_config(config), "n_inner": 128}) == config
+    with pytest.raises(GPT2Error, match=re.escape(message)):
+        config_from_hf({**hf_config(config), **setting})
 
 
 def test_hf_shape_mismatch_names_the_tensor(openai_arrays, tiny_config, tmp_path):

@@ -111,9 +111,12 @@ def recompute_tokens_per_s(
 ) -> float:
     """The seed's loop: each new token runs the whole sequence through the model again (no cache).
 
-    The sequence is padded to the same 64-slot buckets generation uses so the baseline is not
-    charged for recompiling at every length; compilation is done before timing.
+    The sequence is padded to the same 64-slot buckets generation uses (at most the context) so
+    the baseline is not charged for recompiling at every length; compilation is done before timing.
     """
+
+    def width(length: int) -> int:
+        return min(slot_bucket(length), config.n_ctx)
 
     @jax.jit
     def next_token(tokens: jax.Array, length: jax.Array) -> jax.Array:
@@ -122,13 +125,12 @@ def recompute_tokens_per_s(
         return jnp.argmax(logits[0, length - 1])
 
     total = prompt_len + new_tokens
-    for bucket in range(slot_bucket(prompt_len + 1), slot_bucket(total) + 1, 64):
+    for bucket in sorted({width(length + 1) for length in range(prompt_len, total)}):
         next_token(jnp.zeros((1, bucket), jnp.int32), jnp.int32(1)).block_until_ready()
-    tokens = np.zeros(slot_bucket(total), np.int32)
+    tokens = np.zeros(width(total), np.int32)
     tokens[:prompt_len] = random_prompts(1, prompt_len, config)[0]
     start = time.perf_counter()
     for length in range(prompt_len, total):
-        width = slot_bucket(length + 1)
-        token = next_token(jnp.asarray(tokens[None, :width]), jnp.int32(length))
+        token = next_token(jnp.asarray(tokens[None, : width(length + 1)]), jnp.int32(length))
         tokens[length] = int(token)
     return new_tokens / (time.perf_counter() - start)

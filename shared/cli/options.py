@@ -7,7 +7,7 @@ import errno
 import tempfile
 from pathlib import Path
 
-from shared.errors import GPT2Error
+from shared.errors import writing
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -49,14 +49,11 @@ def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
     """
     absolute = path.absolute()
     existing = next(p for p in (absolute, *absolute.parents) if p.exists())
-    try:
+    with writing(
+        f"{option} {path}", f"give a {'folder' if folder else 'file path'} where you can write"
+    ):
         if existing == absolute and existing.is_dir() != folder:
             raise OSError(errno.EEXIST, f"it is a {'file' if folder else 'folder'}")
         if existing != absolute and not existing.is_dir():
             raise OSError(errno.ENOTDIR, f"{existing} is a file")
         tempfile.TemporaryFile(dir=existing if existing.is_dir() else existing.parent).close()
-    except OSError as error:
-        raise GPT2Error(
-            f"Cannot write {option} {path} ({error.strerror or error}); give a "
-            f"{'folder' if folder else 'file path'} where you can write."
-        ) from None

@@ -4,6 +4,7 @@ only evaluate a model (`--eval-only`)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,9 +33,17 @@ def run_config(values: dict[str, Any]) -> TrainingConfig:
 
     if values.get("init_from") != "resume":
         return TrainingConfig.from_dict(values)
-    from shared.training.trainer import resume_config
+    from shared.distributed import runtime
+    from shared.training.trainer import changed_settings, resume_config
 
-    return resume_config(values.get("out_dir", "out"), values)
+    config = resume_config(values.get("out_dir", "out"), values)
+    changes = changed_settings(config)
+    if changes and runtime.is_primary():
+        print(
+            f"Resuming {config.out_dir} with settings changed from its run: {', '.join(changes)}.",
+            file=sys.stderr,
+        )
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

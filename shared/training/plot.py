@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.errors import GPT2Error
+from shared.errors import GPT2Error, writing
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -94,13 +94,8 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None) 
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     path = Path(output) if output is not None else Path(run_dirs[0]) / "loss.png"
-    try:
+    with writing(f"the plot to {path}", "give a file path in a writable folder"):
         path.parent.mkdir(parents=True, exist_ok=True)
         # The path as given: without a suffix matplotlib would write `path.png` instead.
         figure.savefig(path, dpi=120, format=None if path.suffix else "png")
-    except OSError as error:
-        raise GPT2Error(
-            f"Cannot write the plot to {path} ({error.strerror}); give a file path in a writable "
-            "folder."
-        ) from None
     return path

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from shared import weights
 from shared.backend import Backend, get_backend
-from shared.config import GPT2Config
+from shared.config import GPT2Config, config_for_size
 from shared.data import TokenDataset
 from shared.distributed import mesh as mesh_lib
 from shared.distributed import partition, placement, runtime
@@ -81,18 +81,53 @@ def resume_config(out_dir: str, overrides: dict[str, Any]) -> TrainingConfig:
     the schedule back up. Where the run executes (mesh, processes) comes from `overrides` only.
     """
     _, meta = checkpoints.read_meta(out_dir)
+    keep_shape = "a resumed run keeps its model's shape, so drop the flag or start a new run in "
     for name, hparam in SHAPE_FIELDS.items():
         if overrides.get(name, meta["model"][hparam]) != meta["model"][hparam]:
             raise GPT2Error(
                 f"--{name.replace('_', '-')} {overrides[name]} differs from the checkpoint in "
-                f"{out_dir}, whose {name} is {meta['model'][hparam]}; a resumed run keeps its "
-                "model's shape, so drop the flag or start a new run in another --out-dir."
+                f"{out_dir}, whose {name} is {meta['model'][hparam]}; {keep_shape}another --out-dir."
             )
+    if "model_size" in overrides:
+        size = config_for_size(overrides["model_size"])
+        shape = {name: overrides.get(name) or getattr(size, name) for name in _WIDTHS}
+        if any(shape[name] != meta["model"][name] for name in _WIDTHS):
+            raise GPT2Error(
+                f"--model-size {overrides['model_size']} gives {_describe(shape)}, but the "
+                f"checkpoint in {out_dir} has {_describe(meta['model'])}; {keep_shape}another "
+                "--out-dir."
+            )
+    resumed = {**_saved_settings(meta), **overrides, "out_dir": str(out_dir), "init_from": "resume"}
+    return TrainingConfig.from_dict(resumed)
+
+
+_WIDTHS = ("n_layer", "n_head", "n_embd")
+_NOT_SETTINGS = (*RUNTIME_FIELDS, "out_dir", "init_from", "eval_only")
+"""Fields that say where or how a run is continued, not how it trains."""
+
+
+def _describe(shape: dict[str, int]) -> str:
+    return f"{shape['n_layer']} layers, {shape['n_head']} heads, {shape['n_embd']} wide"
+
+
+def _saved_settings(meta: dict) -> dict[str, Any]:
+    """The training fields a checkpoint's run used, its decay length made explicit."""
     saved = {k: v for k, v in meta["training"].items() if k not in RUNTIME_FIELDS}
     if saved.get("lr_decay_iters") is None:
         saved["lr_decay_iters"] = saved["max_iters"]
-    resumed = {**saved, **overrides, "out_dir": str(out_dir), "init_from": "resume"}
-    return TrainingConfig.from_dict(resumed)
+    return saved
+
+
+def changed_settings(config: TrainingConfig) -> list[str]:
+    """How a resume's `config` differs from the run its checkpoint continues ("seed 1337 -> 7"):
+    any change but a longer max_iters or other logging makes it differ from an uninterrupted run."""
+    _, meta = checkpoints.read_meta(config.out_dir)
+    saved, now = _saved_settings(meta), config.to_dict()
+    return [
+        f"{name} {saved[name]!r} -> {now[name]!r}"
+        for name in now
+        if name in saved and name not in _NOT_SETTINGS and saved[name] != now[name]
+    ]
 
 
 def check_same_data(checkpoint_data: dict, data_meta: dict, data_dir: str) -> None:

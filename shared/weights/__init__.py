@@ -115,9 +115,13 @@ def detect_format(path: Source) -> str:
 
 
 def load_weights(src: Source) -> tuple[Params, GPT2Config]:
-    """Load any supported checkpoint (path of any format, or an OpenAI size name)."""
+    """Load any supported checkpoint (path of any format, or an OpenAI size name).
+
+    A size name wins over a folder of that name holding no weights, such as the `gpt2` package
+    folder of this repository's root.
+    """
     path = Path(src)
-    if not path.exists():
+    if not path.exists() or (path.is_dir() and not _holds_weights(path) and _names_a_size(src)):
         try:
             size = resolve_size(str(src))
         except GPT2Error:
@@ -137,6 +141,21 @@ def load_weights(src: Source) -> tuple[Params, GPT2Config]:
     if path.is_dir():
         path = path / CANONICAL_NAME if (path / CANONICAL_NAME).is_file() else path / HF_NAME
     return load_canonical(path)
+
+
+def _holds_weights(folder: Path) -> bool:
+    return any(
+        (folder / name).exists()
+        for name in (CANONICAL_NAME, HF_NAME, "hparams.json", "checkpoints")
+    )
+
+
+def _names_a_size(src: Source) -> bool:
+    try:
+        resolve_size(str(src))
+    except GPT2Error:
+        return False
+    return True
 
 
 def convert(src: Source, dst: Source, to: str) -> Path:

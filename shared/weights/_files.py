@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -83,16 +81,3 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str] | None:
             return f.metadata() or {}
     except (SafetensorError, OSError):
         return None
-
-
-@contextlib.contextmanager
-def writing(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Turn an `OSError` of writing `path` (a file in a folder that is a file, a full disk) into
-    a `GPT2Error` naming it."""
-    try:
-        yield
-    except OSError as err:
-        raise GPT2Error(
-            f"Cannot write {path} ({err}); give a path whose folders are writable folders, "
-            "on a disk with free space."
-        ) from None

@@ -18,9 +18,9 @@ import safetensors.numpy
 
 from shared.atomic import atomic_path
 from shared.config import GPT2Config
-from shared.errors import GPT2Error
+from shared.errors import GPT2Error, writing
 from shared.params import Params, flatten, unflatten, validate
-from shared.weights._files import read_metadata, read_safetensors, writing
+from shared.weights._files import read_metadata, read_safetensors
 
 FORMAT = "gpt2-jax-canonical"
 VERSION = "1"

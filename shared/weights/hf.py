@@ -19,9 +19,9 @@ import safetensors.numpy
 
 from shared.atomic import atomic_path
 from shared.config import MODEL_SIZES, GPT2Config
-from shared.errors import GPT2Error
+from shared.errors import GPT2Error, writing
 from shared.params import Params, canonical_shapes, flatten, unflatten, validate
-from shared.weights._files import read_safetensors, writing
+from shared.weights._files import read_safetensors
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -64,6 +64,10 @@ def hf_name(path: str, layer: int | None = None) -> str:
     return f"h.{layer}.{BLOCK_NAMES[path]}"
 
 
+_GPT2_ATTENTION = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False}
+"""HF options that change the attention's arithmetic -> GPT-2's value, the only one supported."""
+
+
 def config_from_hf(hf: Mapping[str, Any]) -> GPT2Config:
     """A `GPT2Config` from HF's `config.json` dict (HF's defaults for absent keys)."""
     if hf.get("model_type", "gpt2") != "gpt2":
@@ -77,6 +81,18 @@ def config_from_hf(hf: Mapping[str, Any]) -> GPT2Config:
     if hf.get("tie_word_embeddings", True) is False:
         raise GPT2Error(
             "config.json unties lm_head from wte; untied output heads are not supported."
+        )
+    for key, gpt2_value in _GPT2_ATTENTION.items():
+        if hf.get(key, gpt2_value) != gpt2_value:
+            raise GPT2Error(
+                f"config.json sets {key} to {hf[key]!r}; only GPT-2's attention ({key} "
+                f"{gpt2_value!r}) is supported."
+            )
+    n_inner = hf.get("n_inner")
+    if n_inner is not None and n_inner != 4 * hf.get("n_embd", 768):
+        raise GPT2Error(
+            f"config.json sets n_inner to {n_inner!r}; only GPT-2's MLP width of 4 * n_embd "
+            "(n_inner null) is supported."
         )
     try:
         return GPT2Config(
@@ -248,14 +264,23 @@ def _read_json_object(path: Path) -> dict[str, Any]:
 
 
 def save_hf(tree: Mapping[str, Any], config: GPT2Config, out_dir: str | os.PathLike[str]) -> Path:
-    """Write `model.safetensors` and `config.json` into `out_dir` (each atomically); return it."""
+    """Write `model.safetensors` and `config.json` into `out_dir`; return it.
+
+    Both are written in full beside their final names before either is renamed, so a failure
+    leaves the folder's previous pair (if any) as it was, never new weights with an old config.
+    """
     out_dir = Path(out_dir)
     tensors = canonical_to_hf(tree, config)
-    with writing(out_dir / WEIGHTS_NAME), atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+    weights_path, config_path = out_dir / WEIGHTS_NAME, out_dir / CONFIG_NAME
+    with (
+        writing(weights_path),
+        atomic_path(weights_path) as weights_tmp,
+        writing(config_path),
+        atomic_path(config_path) as config_tmp,
+    ):
         # transformers refuses safetensors files whose metadata lacks a framework tag.
-        safetensors.numpy.save_file(tensors, str(tmp), metadata={"format": "pt"})
-    with writing(out_dir / CONFIG_NAME), atomic_path(out_dir / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(hf_config(config), indent=2) + "\n")
+        safetensors.numpy.save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
+        config_tmp.write_text(json.dumps(hf_config(config), indent=2) + "\n")
     return out_dir
 
 

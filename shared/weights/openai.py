@@ -25,8 +25,7 @@ import platformdirs
 from tqdm.auto import tqdm
 
 from shared.config import MODEL_SIZES, resolve_model_size
-from shared.errors import GPT2Error
-from shared.weights._files import writing
+from shared.errors import GPT2Error, writing
 
 try:
     import fcntl
