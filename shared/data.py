@@ -19,12 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared.atomic import atomic_path
 from shared.errors import GPT2Error
 from shared.tokenizer import StreamDecoder, Tokenizer
 
 TOKENIZERS = ("gpt2", "char")
 CHUNK_CHARS = 1 << 20
 META_NAME = "meta.json"
+OUTPUT_NAMES = ("train.bin", "val.bin", META_NAME)
 UINT16_LIMIT = 1 << 16
 _WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _LAST_CUT = re.compile(f"(?s:.*)(?=[{_WHITE_SPACE}][^{_WHITE_SPACE}])")
@@ -32,12 +34,23 @@ _LAST_CUT = re.compile(f"(?s:.*)(?=[{_WHITE_SPACE}][^{_WHITE_SPACE}])")
 that a non-space follows: the last place a text may be cut (see `_safe_pieces`)."""
 
 
-def text_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """The files to read, in a stable order: given files as given, folders' files sorted."""
+def text_files(
+    inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """The files to read, in a stable order: given files as given, folders' files sorted.
+
+    A folder's files that `gpt2 prepare` writes into `out_dir` are left out, so preparing again
+    into a folder inside (or equal to) an input folder never reads the token files as text.
+    """
     files: list[Path] = []
+    outputs = set() if out_dir is None else {(Path(out_dir) / n).resolve() for n in OUTPUT_NAMES}
     for entry in map(Path, inputs):
         if entry.is_dir():
-            found = sorted(p for p in entry.rglob("*") if p.is_file() and not _hidden(p, entry))
+            found = sorted(
+                p
+                for p in entry.rglob("*")
+                if p.is_file() and not _hidden(p, entry) and p.resolve() not in outputs
+            )
             if not found:
                 raise GPT2Error(f"Folder {entry} holds no files to prepare.")
             files.extend(found)
@@ -198,9 +211,9 @@ def _write_tokens(
     encode: Callable[[str], list[int]],
     separator: list[int],
 ) -> int:
-    """Encode documents into uint16 ids at `path` (atomically); returns the token count."""
-    count, partial = 0, path.with_name(path.name + ".part")
-    with partial.open("wb") as out:
+    """Encode documents into uint16 ids at `path`; returns the token count."""
+    count = 0
+    with path.open("wb") as out:
         for index, document in enumerate(documents):
             ids = [] if index == 0 else list(separator)
             for piece in _safe_pieces(document):
@@ -209,7 +222,6 @@ def _write_tokens(
                 count, ids = count + len(ids), []
             np.asarray(ids, np.uint16).tofile(out)
             count += len(ids)
-    os.replace(partial, path)
     return count
 
 
@@ -223,13 +235,16 @@ def prepare(
     """Tokenize text files or folders into `out_dir/{train,val}.bin` + `meta.json`; returns meta.
 
     Documents (files) are joined with `<|endoftext|>` under the GPT-2 tokenizer. `bpe_dir` holds
-    `encoder.json` and `vocab.bpe` (default: the downloaded 124M files).
+    `encoder.json` and `vocab.bpe` (default: the downloaded 124M files). Both splits are written
+    in full before they replace an earlier preparation, and `meta.json` last, so a failed or
+    interrupted run leaves the folder as it was, or without a `meta.json` (never with one that
+    describes other token files).
     """
     if tokenizer not in TOKENIZERS:
         raise GPT2Error(f"Unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}.")
     if not 0 < val_fraction < 1:
         raise GPT2Error(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}.")
-    corpus = Corpus.scan(text_files(inputs))
+    corpus = Corpus.scan(text_files(inputs, out_dir))
     train, val = corpus.split(val_fraction)
     meta: dict = {"tokenizer": tokenizer, "sources": [str(p) for p in corpus.files]}
     if tokenizer == "char":
@@ -247,9 +262,21 @@ def prepare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta["vocab_size"] = encoder.n_vocab
-    meta["train_tokens"] = _write_tokens(out / "train.bin", train, encoder.encode, separator)
-    meta["val_tokens"] = _write_tokens(out / "val.bin", val, encoder.encode, separator)
-    (out / META_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    splits = {"train": train, "val": val}
+    parts = {name: out / f".{name}.bin.part" for name in splits}
+    try:
+        for name, documents in splits.items():
+            meta[f"{name}_tokens"] = _write_tokens(
+                parts[name], documents, encoder.encode, separator
+            )
+        (out / META_NAME).unlink(missing_ok=True)
+        for name, part in parts.items():
+            os.replace(part, out / f"{name}.bin")
+    finally:
+        for part in parts.values():
+            part.unlink(missing_ok=True)
+    with atomic_path(out / META_NAME) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return meta
 
 
@@ -287,6 +314,12 @@ class TokenDataset:
             )
         self.meta = json.loads((folder / META_NAME).read_text())
         count = path.stat().st_size // np.dtype(np.uint16).itemsize
+        if count != self.meta.get(f"{split}_tokens", count):
+            raise GPT2Error(
+                f"{path} holds {count:,} tokens but {folder / META_NAME} says "
+                f"{self.meta[f'{split}_tokens']:,}: the folder changed after `gpt2 prepare`; run it "
+                "again."
+            )
         if count <= block_size:  # before the memmap, which cannot map an empty file
             raise GPT2Error(
                 f"The {split} split of {folder} has {count:,} tokens, fewer than one "

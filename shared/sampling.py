@@ -45,7 +45,8 @@ class SamplingParams:
     def as_arrays(self) -> tuple[np.float32, np.int32, np.float32]:
         """(temperature, top_k with 0 meaning off, top_p) as host scalars, traced once passed to a
         jitted function (host values, so building them compiles nothing)."""
-        return np.float32(self.temperature), np.int32(self.top_k or 0), np.float32(self.top_p)
+        top_k = min(self.top_k or 0, np.iinfo(np.int32).max)  # any k past the vocabulary keeps all
+        return np.float32(self.temperature), np.int32(top_k), np.float32(self.top_p)
 
 
 def _ordered_keys(x: jax.Array) -> jax.Array:

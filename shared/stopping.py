@@ -1,4 +1,5 @@
-"""Stop strings: cut generated text at the first stop string, and end rows on device early.
+"""Stop strings: cut generated text before the first stop string to complete, and end rows on
+device early.
 
 A stop string is found in the decoded text on the host. Tokens whose own text contains a stop string
 also end their row inside the jitted loop, so "\\n" stops at the newline token without a host check.
@@ -36,10 +37,12 @@ class StopStringCutter:
         if self.stopped:
             return ""
         self._pending += text
-        cut = min((i for i in (self._pending.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        # The stop string completed first (earliest end, then earliest start) is where the text
+        # ends, so the result is the same however the text arrives in pieces.
+        found = [(i + len(s), i) for s in self._stops if (i := self._pending.find(s)) >= 0]
+        if found:
             self.stopped = True
-            released, self._pending = self._pending[:cut], ""
+            released, self._pending = self._pending[: min(found)[1]], ""
             return released
         hold = self._longest_stop_prefix_suffix()
         released = self._pending[: len(self._pending) - hold]

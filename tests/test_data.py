@@ -178,6 +178,49 @@ def test_files_in_hidden_folders_are_skipped(tmp_path):
     assert data.text_files([corpus]) == [corpus / "a.txt"]
 
 
+@pytest.mark.parametrize("inside", ["prepared", "."])
+def test_preparing_again_into_an_input_folder_does_not_read_its_own_output(tmp_path, inside):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("To be, or not to be, that is the question.\n" * 40)
+    first = data.prepare([corpus], corpus / inside, "char")
+    again = data.prepare([corpus], corpus / inside, "char")
+    assert again == first
+    assert again["sources"] == [str(corpus / "a.txt")]
+
+
+def test_an_interrupted_preparation_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    (tmp_path / "old.txt").write_text("Hello there.\n" * 50)
+    before = data.prepare([tmp_path / "old.txt"], tmp_path / "out", "char")
+    files = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    write_tokens = data._write_tokens
+
+    def interrupted_in_val(path, *args):
+        if "val" in path.name:
+            raise KeyboardInterrupt  # Ctrl-C once the new train split is written
+        return write_tokens(path, *args)
+
+    monkeypatch.setattr(data, "_write_tokens", interrupted_in_val)
+    (tmp_path / "new.txt").write_text("Something else entirely. " * 80)
+    with pytest.raises(KeyboardInterrupt):
+        data.prepare([tmp_path / "new.txt"], tmp_path / "out", "gpt2", bpe_dir=BPE_DIR)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == files
+    assert data.TokenDataset(tmp_path / "out", "train", 8).meta == before
+
+
+def test_token_files_that_disagree_with_their_meta_are_refused(tmp_path):
+    (tmp_path / "in.txt").write_text("Hello there.\n" * 50)
+    meta = data.prepare([tmp_path / "in.txt"], tmp_path, "char")
+    with (tmp_path / "train.bin").open("ab") as handle:
+        handle.write(b"\0\0")
+    with pytest.raises(
+        GPT2Error,
+        match=f"holds {meta['train_tokens'] + 1} tokens but .* says {meta['train_tokens']}: the "
+        "folder changed after `gpt2 prepare`; run it again",
+    ):
+        data.TokenDataset(tmp_path, "train", 8)
+
+
 def test_invalid_utf8_is_named_by_its_offset_in_the_file(tmp_path, monkeypatch):
     source = tmp_path / "in.txt"
     source.write_bytes("é".encode() * 3000 + b"\xff rest")  # é is two bytes

@@ -55,6 +55,15 @@ def test_top_k_never_samples_outside_the_k_most_likely():
         assert set(tokens[:, row].tolist()) == allowed  # every member drawn, nothing else
 
 
+def test_a_top_k_past_the_vocabulary_keeps_every_token_even_beyond_int32():
+    logits = _logits(seed=4)
+    everything = _draw(logits, SamplingParams(temperature=1.0), n=64)
+    for top_k in (logits.shape[-1], 2**31, 10**12):
+        assert (
+            _draw(logits, SamplingParams(temperature=1.0, top_k=top_k), n=64) == everything
+        ).all()
+
+
 @pytest.mark.parametrize("top_p", [0.3, 0.75, 0.95])
 def test_top_p_never_samples_outside_the_nucleus(top_p):
     logits = _logits(seed=2)

@@ -1,4 +1,4 @@
-"""Stop strings: text is cut before the first stop string and never released past it."""
+"""Stop strings: text is cut before the first stop string to complete and never released past it."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def test_a_possible_stop_prefix_is_held_back_then_released():
 def test_the_earliest_of_several_stop_strings_wins():
     released, _ = _feed(["b", "xyz"], ["aaxyzab"])
     assert released == ["aa"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 100])
+def test_the_stop_string_completed_first_wins_however_the_text_arrives(size):
+    text, stops = "hello world, hello there", ["hello world, hello", "o w"]
+    released, _ = _feed(stops, [text[i : i + size] for i in range(0, len(text), size)])
+    assert "".join(released) == "hell"  # "o w" completes before the longer stop that starts earlier
 
 
 def test_held_text_is_flushed_when_the_row_ends_without_a_stop():
