@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -249,8 +250,7 @@ def load_model(
     mesh: str | None = None,
 ) -> GPT2:
     """Download (once) and load OpenAI's GPT-2 of `model_size` into `backend` (on `mesh`)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}.")
+    _check_options(dtype, mesh)
     impl = get_backend(backend)
     tree, config, folder = weights.load_pretrained(
         model_size, models_dir=models_dir, progress=progress
@@ -271,6 +271,7 @@ def load_checkpoint(
     from shared.data import CharTokenizer, downloaded_gpt2_tokenizer
     from shared.training.checkpoints import load_for_inference
 
+    _check_options(dtype, mesh)
     tree, config, meta = load_for_inference(out_dir)
     data = meta["data"]
     if data["tokenizer"] == "char":
@@ -279,6 +280,16 @@ def load_checkpoint(
         tokenizer = downloaded_gpt2_tokenizer(models_dir, progress=False)
     impl = get_backend(backend or meta["backend"])
     return from_canonical(tree, config, tokenizer, impl, dtype, mesh=mesh)
+
+
+def _check_options(dtype: str, mesh: str | None) -> None:
+    """Refuse a bad dtype or mesh before minutes of downloading and loading."""
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}.")
+    if mesh is not None:
+        from shared.distributed.mesh import parse
+
+        parse(mesh, jax.device_count())
 
 
 def from_canonical(

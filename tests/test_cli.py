@@ -209,6 +209,7 @@ def test_truncate_keeps_the_end_of_a_long_prompt(env, model):
         (["--prompt", "Hi", "--top-k", "1.5"], "top_k must be an integer >= 1 or 'none'"),
         (["--prompt", "Hi", "--interactive"], "Give either --prompt (repeatable) or --interactive"),
         (["--prompt", "Hi", "--mesh", "data=x"], "Bad mesh 'data=x'"),
+        (["--prompt", "Hi", "--mesh", "data=2"], "Mesh 'data=2' does not divide the 1 devices"),
     ],
 )
 def test_bad_requests_fail_before_any_download(env, tmp_path, args, message):
@@ -217,6 +218,12 @@ def test_bad_requests_fail_before_any_download(env, tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr and "Could not reach" not in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_doctor_reports_a_backend_that_cannot_start_and_goes_on(env):
+    report = ok(gpt2({**env, "JAX_PLATFORMS": "tpu"}, "doctor"))
+    assert "devices           unavailable (RuntimeError: Unable to initialize backend 'tpu'" in report
+    assert f"models dir        {env['GPT2_MODELS_DIR']}" in report
 
 
 def test_offline_error_says_what_to_download_and_where(env, tmp_path):

@@ -40,11 +40,21 @@ def run(args: argparse.Namespace) -> int:
     from shared import compilation_cache
     from shared.weights import openai
 
+    if args.mesh:  # a typo is reported before the report, not after it
+        from shared.config import resolve_model_size
+        from shared.distributed.mesh import parse_axes
+
+        parse_axes(args.mesh)
+        resolve_model_size(args.model_size)
     xla_cache = compilation_cache.folder()
     _line("python", f"{sys.version.split()[0]} ({platform.platform()})")
     for package in PACKAGES:
         _line(package, installed_version(package) or "not installed")
-    _line("devices", ", ".join(str(d) for d in jax.devices()))
+    try:
+        devices = ", ".join(str(d) for d in jax.devices())
+    except Exception as error:  # a broken CUDA or TPU install is what doctor is run to report
+        devices = f"unavailable ({type(error).__name__}: {error})"
+    _line("devices", devices)
     _line("models dir", openai.models_dir(args.models_dir))
     _line("downloaded", ", ".join(openai.downloaded_sizes(args.models_dir)) or "none")
     _line("xla cache", _folder_summary(xla_cache))
@@ -71,8 +81,15 @@ def _print_memory_plan(mesh_text: str, model_size: str) -> None:
     from shared.backend import get_backend
     from shared.config import config_for_size
     from shared.distributed import memory, mesh
+    from shared.errors import GPT2Error
     from shared.training.config import TrainingConfig
-    from shared.training.optimizer import make_optimizer
+
+    try:
+        from shared.training.optimizer import make_optimizer
+    except ImportError:
+        raise GPT2Error(
+            "The --mesh memory plan sizes AdamW's state with optax: pip install 'gpt2-jax[train]'."
+        ) from None
 
     spec = mesh.MeshSpec(**mesh.parse_axes(mesh_text))
     plan = memory.report(

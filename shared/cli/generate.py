@@ -91,10 +91,6 @@ def run(args: argparse.Namespace) -> int:
     api.check_request(
         args.prompt, args.max_new_tokens, args.num_samples, options["stop"], args.seed
     )
-    if args.mesh is not None:
-        from shared.distributed.mesh import parse_axes
-
-        parse_axes(args.mesh)
 
     compilation_cache.enable()
     if args.checkpoint:

@@ -25,12 +25,29 @@ AUTO = "auto"
 def settings(
     coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
 ) -> dict:
-    """The given values, each falling back to its environment variable (`ENV`)."""
+    """The given values, each falling back to its environment variable (`ENV`), checked here
+    since JAX would fail on a bad one with a traceback, or crash."""
     given = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
+    source = {name: f"--{name.replace('_', '-')}" for name in given}
     for name, variable in ENV.items():
         if given[name] is None and os.environ.get(variable):
-            text = os.environ[variable]
+            text, source[name] = os.environ[variable], variable
             given[name] = text if name == "coordinator" else _int(variable, text)
+    address = given["coordinator"]
+    if address not in (None, AUTO):
+        host, colon, port = address.rpartition(":")
+        if not (colon and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise GPT2Error(
+                f"{source['coordinator']} must be HOST:PORT with a port in 1-65535 (e.g. "
+                f"host0:1234), or {AUTO}, got {address!r}."
+            )
+    count, index = given["num_processes"], given["process_id"]
+    if count is not None and count < 1:
+        raise GPT2Error(f"{source['num_processes']} must be at least 1, got {count}.")
+    if index is not None and not 0 <= index < (count or index + 1):
+        raise GPT2Error(
+            f"{source['process_id']} must be in [0, {count or 'the process count'}), got {index}."
+        )
     return given
 
 

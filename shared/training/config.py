@@ -99,19 +99,11 @@ class TrainingConfig:
         self._check_runtime()
 
     def _check_runtime(self) -> None:
-        if self.mesh is not None:
-            from shared.distributed import mesh
+        from shared.distributed import mesh, runtime
 
+        if self.mesh is not None:
             mesh.parse_axes(self.mesh)
-        if self.num_processes is not None and self.num_processes < 1:
-            raise GPT2Error(f"num_processes must be at least 1, got {self.num_processes}.")
-        if self.process_id is not None and not (
-            0 <= self.process_id < (self.num_processes or self.process_id + 1)
-        ):
-            raise GPT2Error(
-                f"process_id must be in [0, num_processes), got {self.process_id} of "
-                f"{self.num_processes} processes."
-            )
+        runtime.settings(self.coordinator, self.num_processes, self.process_id)
 
     @property
     def decay_iters(self) -> int:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
 
 import pytest
 
+from shared.distributed import runtime
+from shared.errors import GPT2Error
 from shared.training.config import TrainingConfig
 from shared.training.trainer import Trainer
 from tests.support.paths import REPO_ROOT
@@ -63,3 +66,38 @@ def test_two_processes_train_five_steps_to_the_loss_of_one(char_data, tmp_path, 
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert sorted(two) == [1, 2, 3, 4, 5]
     assert max(abs(two[i] / one[i] - 1) for i in one) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("given", "env", "message"),
+    [
+        ({"coordinator": "127.0.0.1", "num_processes": 1}, {},
+         "--coordinator must be HOST:PORT with a port in 1-65535 (e.g. host0:1234), or auto, got "
+         "'127.0.0.1'."),
+        ({"coordinator": "127.0.0.1:notaport"}, {}, "got '127.0.0.1:notaport'."),
+        ({"coordinator": ":1234"}, {}, "got ':1234'."),
+        ({}, {"JAX_COORDINATOR_ADDRESS": "host0"}, "JAX_COORDINATOR_ADDRESS must be HOST:PORT"),
+        ({"num_processes": 0}, {}, "--num-processes must be at least 1, got 0."),
+        ({"num_processes": 2, "process_id": 5}, {}, "--process-id must be in [0, 2), got 5."),
+        ({"num_processes": 2}, {"JAX_PROCESS_ID": "-1"}, "JAX_PROCESS_ID must be in [0, 2), got -1."),
+    ],
+)  # fmt: skip
+def test_bad_process_settings_fail_in_one_sentence_before_jax_sees_them(
+    given, env, message, monkeypatch
+):
+    for variable in runtime.ENV.values():
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(GPT2Error, match=re.escape(message)):
+        runtime.initialize(**given)
+    with pytest.raises(GPT2Error, match=re.escape(message)):
+        TrainingConfig(**given)
+
+
+def test_good_process_settings_pass(monkeypatch):
+    for variable in runtime.ENV.values():
+        monkeypatch.delenv(variable, raising=False)
+    expected = {"coordinator": "[::1]:1234", "num_processes": 2, "process_id": 1}
+    assert runtime.settings(**expected) == expected
+    assert runtime.settings("auto")["coordinator"] == "auto"
