@@ -63,3 +63,11 @@ def test_last_only_gives_the_last_position_of_the_full_logits(
     assert last.shape == (2, 1, config.n_vocab)
     diff = max_abs_diff(last, forward(backend, canonical, config, tokens)[:, -1:])
     report.check("last_only logits vs full logits", backend.name, config_name, diff, 1e-5)
+
+
+def test_a_sequence_past_the_context_is_refused(backend, config, canonical):
+    """JAX clamps an out-of-range position lookup, so without the check the logits would be
+    those of the wrong positions."""
+    tokens = jnp.zeros((1, config.n_ctx + 1), jnp.int32)
+    with pytest.raises(ValueError, match=f"exceeds the model's context of {config.n_ctx} "):
+        forward(backend, canonical, config, tokens)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from shared import kv_cache
 from shared.activations import gelu
-from shared.config import GPT2Config
+from shared.config import GPT2Config, check_sequence
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.kv_cache import KVCache
 from shared.linear import over_rows
@@ -159,6 +159,7 @@ class GPT2(hk.Module):
         `dropout` (`shared.dropout`) is for training; None runs the deterministic forward.
         """
         seq = tokens.shape[1]
+        check_sequence(seq, self.wpe.vocab_size)
         x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)
         mask = kv_cache.attention_mask(cache, seq)
         index = None if cache is None else cache.index

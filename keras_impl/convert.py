@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import keras
 
 from shared import name_table as name_table_lib
@@ -79,7 +80,8 @@ def to_canonical(keras_params: Mapping[str, Any], config: GPT2Config) -> Params:
 
 
 def load_into(model: keras.Model, tree: Params) -> None:
-    """Assign canonical weights to a built `GPT2LM` (its config must match the tree's shapes)."""
+    """Assign copies of canonical weights to a built `GPT2LM` (its config must match the tree's
+    shapes): Keras' trainer donates variable buffers, which would delete the caller's arrays."""
     values = from_canonical(tree, model.config)
     for variable in model.trainable_variables:
-        variable.assign(values[variable_path(model, variable)])
+        variable.assign(jnp.array(values[variable_path(model, variable)], copy=True))

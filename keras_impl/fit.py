@@ -3,20 +3,21 @@
 `gpt2 train --backend keras --keras-fit` runs the same training as the shared trainer
 (`shared.training.trainer`) through Keras' own machinery: a `keras.utils.PyDataset` serves the
 shared trainer's batches, `keras.optimizers.AdamW` follows the shared schedule, `model.fit` trains,
-and callbacks evaluate, log through the shared `MetricsLog`, write the shared orbax checkpoints
-(so `gpt2 generate --checkpoint` and `gpt2 convert` read a Keras run unchanged), and back up
-through `keras.callbacks.BackupAndRestore` for `--init-from resume`.
+and callbacks evaluate, log through the shared `MetricsLog` and write the shared orbax checkpoints
+(so `gpt2 generate --checkpoint` and `gpt2 convert` read a Keras run unchanged). `--init-from
+resume` restores the model and Keras' AdamW from those same checkpoints: one record of the run, so
+no kill between two saves can leave two that disagree.
 
 How a run maps onto Keras epochs. An epoch is E = gcd(log_interval, eval_interval, save_interval)
 iterations, and `epochs` is max_iters / E (max_iters must be a multiple of E). With gradient
 accumulation over A micro-batches, Keras' optimizer accumulates and a fit batch is one
 micro-batch, so `steps_per_epoch` is E * A. Epoch e covers iterations [e*E, (e+1)*E), so every
 interval ends on an epoch end: Keras validates at the epochs that end on a multiple of
-eval_interval (`validation_freq`), and the callbacks log, checkpoint and back up at epoch ends.
-`BackupAndRestore` restores whole epochs, so this alignment is what makes resuming exact, and a
-stop signal (SIGTERM, Ctrl-C) takes effect at the end of the current epoch (at most E <=
-log_interval iterations later), backs up and exits. No callback runs per batch, so Keras keeps
-dispatching steps without waiting for each one.
+eval_interval (`validation_freq`), and the callbacks log and checkpoint at epoch ends. A resumed
+`fit` starts at the epoch of its checkpoint (`initial_epoch`), so this alignment is what makes
+resuming exact, and a stop signal (SIGTERM, Ctrl-C) takes effect at the end of the current epoch
+(at most E <= log_interval iterations later), saves and exits. No callback runs per batch, so
+Keras keeps dispatching steps without waiting for each one.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from __future__ import annotations
 import math
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import keras
 import numpy as np
 import optax
@@ -44,9 +45,6 @@ from shared.training.config import TrainingConfig
 from shared.training.metrics import PEAK_FLOPS, MetricsLog, console_line, flops_per_token
 from shared.training.optimizer import decay_mask, learning_rate_schedule, make_optimizer
 from shared.training.trainer import check_same_data, diverged, pretrained_start, stream_key
-
-BACKUP = "keras_backup"
-"""The folder of `out_dir` that `BackupAndRestore` owns."""
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 """compute_dtype -> Keras dtype policy (mixed: float32 weights, bfloat16 arithmetic)."""
@@ -100,6 +98,7 @@ class ValBatches(keras.utils.PyDataset):
         return window[:, :-1], window[:, 1:]
 
 
+@keras.saving.register_keras_serializable(package="gpt2")
 class DropoutLM(GPT2LM):
     """`GPT2LM` whose training batches carry their micro-step, which keys GPT-2's dropout exactly
     as the shared trainer keys it: `Dropout(rate, fold_in(dropout stream, micro_step))`.
@@ -115,7 +114,10 @@ class DropoutLM(GPT2LM):
 
     def __init__(self, config: GPT2Config, rate: float, key: jax.Array, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        self.rate, self.key = rate, key
+        self.rate, self.key = rate, jnp.asarray(key, jnp.uint32)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate, "key": np.asarray(self.key).tolist()}
 
     def call(
         self, tokens: Any, positions: Any = None, cache: Any = None, dropout: Any = None
@@ -194,7 +196,6 @@ class RunControl(keras.callbacks.Callback):
         self.epoch_iters = epoch_iters(config)
         self.start_step = self.step = start_step
         self.stop_signal: int | None = None
-        self._checked = False
 
     @property
     def epochs(self) -> int:
@@ -215,18 +216,8 @@ class RunControl(keras.callbacks.Callback):
         return self.step % self.config.save_interval == 0 or done
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        start = epoch * self.epoch_iters
-        if not self._checked:  # the first epoch: the optimizer is where the backup put it
-            self._checked = True
-            restored = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-            if restored != start or restored != self.start_step:
-                raise GPT2Error(
-                    f"The Keras backup in {self.config.out_dir} is at iter {restored}, not at the "
-                    f"newest checkpoint's iter {self.start_step}: the run went on without "
-                    "--keras-fit, so resume it without --keras-fit."
-                )
         self.train.epoch = epoch
-        self.step = start
+        self.step = epoch * self.epoch_iters
 
     def on_test_begin(self, logs: dict | None = None) -> None:
         self.val.step = self.step + self.epoch_iters  # validation runs at the epoch's end
@@ -308,26 +299,6 @@ class RunReport(keras.callbacks.Callback):
         raise diverged(what, step, self.last_saved, self.run.config.out_dir)
 
 
-class StepBackup(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` that backs up at the epoch ends `RunControl` saves at (every
-    save_interval, at a stop, at the end), and keeps its backup after `fit` so `--init-from resume`
-    can also extend a finished run.
-
-    An integer `save_freq` would back up in the middle of an epoch while recording that epoch as
-    unfinished, so a restored run would repeat it; backing up at epoch ends keeps resume exact.
-    """
-
-    async_safe = True  # with save_freq="epoch" its batch hook only counts
-
-    def __init__(self, backup_dir: str, control: RunControl) -> None:
-        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
-        self.control = control
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.control.saves_now():
-            super().on_epoch_end(epoch, logs)
-
-
 class KerasFit:
     """A `--keras-fit` run: a `GPT2LM` compiled with Keras AdamW, trained by `model.fit`.
 
@@ -368,41 +339,63 @@ class KerasFit:
         self.config = config
         self.train_data = TokenDataset(config.data_dir, "train", config.block_size)
         self.val_data = TokenDataset(config.data_dir, "val", config.block_size)
-        self.backup_dir = Path(config.out_dir) / BACKUP
-        backed_up = self.backup_dir.is_dir() and any(self.backup_dir.iterdir())
-        if config.init_from == "resume":  # BackupAndRestore fills in the weights in `fit`
+        if config.init_from == "resume":
             self.start_step, meta = checkpoints.read_meta(config.out_dir)
-            if meta["backend"] != "keras" or not backed_up:
+            if meta["backend"] != "keras":
                 raise GPT2Error(
-                    f"{config.out_dir} holds no Keras fit backup ({BACKUP}/); resume it the way it "
-                    "was trained, without --keras-fit."
+                    f"The checkpoint in {config.out_dir} was trained with the {meta['backend']} "
+                    "backend, and --keras-fit continues Keras runs only; resume it without "
+                    "--keras-fit."
                 )
             check_same_data(meta["data"], self.train_data.meta, config.data_dir)
-            trained = TrainingConfig.from_dict(meta["training"])
-            if epoch_iters(trained) != epoch_iters(config):
+            if self.start_step % epoch_iters(config):
                 raise GPT2Error(
-                    f"The Keras fit run in {config.out_dir} has epochs of {epoch_iters(trained)} "
-                    "iterations (the gcd of its log, eval and save intervals); resume it with "
-                    f"intervals whose gcd is {epoch_iters(trained)}, not {epoch_iters(config)}."
+                    f"The checkpoint in {config.out_dir} is at iter {self.start_step}, not at the "
+                    f"end of a Keras epoch of {epoch_iters(config)} iterations (the gcd of "
+                    "log_interval, eval_interval and save_interval); choose intervals whose gcd "
+                    f"divides {self.start_step}."
                 )
             self.model_config = GPT2Config.from_hparams(meta["model"])
             self.best_val = checkpoints.best_val_loss(meta)
             self.model = self._model()
+            self._compile()
+            self._restore(TrainingConfig.from_dict(meta["training"]))
         else:
-            if backed_up:
-                raise GPT2Error(
-                    f"{config.out_dir} already holds a Keras fit run; continue it with "
-                    "--init-from resume or give another --out-dir."
-                )
             checkpoints.check_new_run(config.out_dir)
             tree, self.model_config = self._initial_tree()
             self.start_step, self.best_val = 0, math.inf
             self.model = self._model()
             convert.load_into(self.model, tree)
+            self._compile()
+
+    def _compile(self) -> None:
         self.model.compile(
-            optimizer=make_optimizer_for(self.model, config),
+            optimizer=make_optimizer_for(self.model, self.config),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
+
+    def _restore(self, trained: TrainingConfig) -> None:
+        """Put the checkpoint's parameters and AdamW moments into the model and its optimizer,
+        whose step count is the micro-batches an uninterrupted run would have taken by now."""
+        model, optimizer = self.model, self.model.optimizer
+        optimizer.build(model.trainable_variables)
+        paths = [convert.variable_path(model, v) for v in model.trainable_variables]
+        shapes = {
+            p: np.asarray(v.value) for p, v in zip(paths, model.trainable_variables, strict=True)
+        }
+        target = {"params": shapes, "opt_state": make_optimizer(trained).init(shapes)}
+        saved = checkpoints.restore_state(self.config.out_dir, self.start_step, target)
+        moments = {
+            slot: optax.tree_utils.tree_get(saved["opt_state"], slot) for slot in ("mu", "nu")
+        }
+        for variables, values in (
+            (model.trainable_variables, saved["params"]),
+            (optimizer._momentums, moments["mu"]),  # Adam's slots, in trainable_variables order
+            (optimizer._velocities, moments["nu"]),
+        ):
+            for variable, path in zip(variables, paths, strict=True):
+                variable.assign(values[path])
+        optimizer._iterations.assign(self.start_step * self.config.gradient_accumulation_steps)
 
     def _model(self) -> GPT2LM:
         config, policy = self.config, POLICIES[self.config.compute_dtype]
@@ -444,7 +437,8 @@ class KerasFit:
                 steps_per_epoch=len(train),
                 validation_steps=len(val),
                 validation_freq=control.validation_epochs(),
-                callbacks=[control, report, StepBackup(str(self.backup_dir), control)],
+                initial_epoch=self.start_step // epoch_iters(config),
+                callbacks=[control, report],
                 shuffle=False,
                 verbose=0,
             )

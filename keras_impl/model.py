@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_impl.layers import GPT2_INIT_STD, LayerNorm, TransformerBlock
 from shared import kv_cache
-from shared.config import GPT2Config
+from shared.config import GPT2Config, check_sequence
 from shared.dropout import EMBEDDINGS, Dropout, drop
 from shared.kv_cache import KVCache
 from shared.logits import last_position, tied_logits
@@ -101,6 +101,7 @@ class GPT2LM(keras.Model):
         and a key) applies GPT-2's training dropout; None runs the deterministic forward.
         """
         seq = tokens.shape[1]
+        check_sequence(seq, self.config.n_ctx)
         if positions is None:
             positions = ops.arange(seq)[None, :]
         x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)

@@ -85,6 +85,17 @@ SIZE_ALIASES: dict[str, str] = {
 }
 
 
+def check_sequence(n_tokens: int | None, n_ctx: int) -> None:
+    """Refuse more positions than the model has, which every backend's forward calls: JAX would
+    clamp the position-embedding lookup and return logits for the wrong positions, silently.
+    (`None`: a symbolic length, as Keras builds with.)"""
+    if n_tokens is not None and n_tokens > n_ctx:
+        raise ValueError(
+            f"A sequence of {n_tokens} tokens exceeds the model's context of {n_ctx} positions; "
+            f"give at most {n_ctx}."
+        )
+
+
 def resolve_model_size(name: str) -> str:
     """Map a size or alias (`"355M"`, `"gpt2-medium"`) to OpenAI's size name, or fail clearly."""
     key = name.strip()

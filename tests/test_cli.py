@@ -222,7 +222,9 @@ def test_bad_requests_fail_before_any_download(env, tmp_path, args, message):
 
 def test_doctor_reports_a_backend_that_cannot_start_and_goes_on(env):
     report = ok(gpt2({**env, "JAX_PLATFORMS": "tpu"}, "doctor"))
-    assert "devices           unavailable (RuntimeError: Unable to initialize backend 'tpu'" in report
+    assert (
+        "devices           unavailable (RuntimeError: Unable to initialize backend 'tpu'" in report
+    )
     assert f"models dir        {env['GPT2_MODELS_DIR']}" in report
 
 

@@ -1,12 +1,13 @@
 """keras_impl.fit (`gpt2 train --keras-fit`): Keras `fit` trains on the shared trainer's batches and
-dropout masks, resumes exactly after SIGTERM, writes checkpoints the shared readers load, and
-follows the shared schedule."""
+dropout masks, resumes exactly after SIGTERM from the shared checkpoints, which the shared readers
+load, and follows the shared schedule."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,9 +15,11 @@ import time
 
 import jax
 import jax.numpy as jnp
+import keras
 import numpy as np
 import pytest
 
+from keras_impl import convert
 from keras_impl.backend import backend
 from keras_impl.fit import KerasFit, SharedSchedule, make_optimizer_for
 from shared import data, weights
@@ -131,6 +134,39 @@ def test_a_keras_fit_run_killed_by_sigterm_resumes_exactly(straight, char_data, 
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside Keras
+def test_a_fit_model_with_dropout_saves_and_loads_back(straight, tmp_path):
+    model = straight[1].model
+    model.save(tmp_path / "fit.keras")
+    loaded = keras.models.load_model(tmp_path / "fit.keras")
+    assert type(loaded) is type(model) and (loaded.rate, loaded.config) == (0.1, model.config)
+    np.testing.assert_array_equal(loaded.key, model.key)
+    tokens = jnp.arange(16)[None, :]
+    np.testing.assert_array_equal(loaded(tokens), model(tokens))
+
+
+def test_fit_and_the_shared_trainer_take_turns_on_one_run(straight, char_data, tmp_path):
+    """One record of the run (the orbax checkpoints): fit continues what the shared trainer
+    continued, with another accumulation, from the model and AdamW moments it saved."""
+    out = tmp_path / "turns"
+    shutil.copytree(straight[0], out)
+    Trainer(_config(char_data, out, init_from="resume", keras_fit=False, max_iters=44)).run()
+    run = KerasFit(
+        _config(char_data, out, init_from="resume", max_iters=48, gradient_accumulation_steps=1)
+    )
+    saved = checkpoints.load_for_inference(out)[0]
+    model = backend.from_canonical(saved, run.model_config)
+    for variable in run.model.trainable_variables:
+        np.testing.assert_array_equal(
+            variable.value, model[convert.variable_path(run.model, variable)]
+        )
+    assert int(run.model.optimizer.iterations) == 44
+    assert run.run()["iter"] == 48
+    records = _records(out)
+    assert sorted(i for i in records if i > 40) == [42, 44, 46, 48]
+    assert records[48]["train_loss"] < records[2]["train_loss"]
+
+
 @pytest.mark.parametrize("accumulation", [1, 3])
 def test_the_keras_schedule_is_the_shared_schedule(accumulation):
     config = TrainingConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=2000,
@@ -161,11 +197,12 @@ def test_adamw_decays_matrices_only_and_clips_and_accumulates(straight):
 @pytest.mark.parametrize(
     ("in_the_finished_run", "overrides", "message"),
     [
-        (True, {}, "already holds a Keras fit run; continue it with --init-from resume"),
+        (True, {}, "already holds a training run's checkpoints; continue it with --init-from"),
         (False, {"max_iters": 41}, "max_iters must be a multiple of 2; got 41"),
-        (True, {"init_from": "resume", "log_interval": 5}, "has epochs of 2 iterations .* not 5"),
+        (True, {"init_from": "resume", "log_interval": 6, "eval_interval": 12, "save_interval": 12,
+                "max_iters": 48}, "is at iter 40, not at the end of a Keras epoch of 6 iterations"),
     ],
-)
+)  # fmt: skip
 def test_runs_that_keras_cannot_continue_exactly_are_refused(
     straight, char_data, tmp_path, in_the_finished_run, overrides, message
 ):

@@ -105,6 +105,19 @@ def test_a_saved_model_loads_back_with_its_weights(model, tmp_path):
         np.testing.assert_array_equal(value, original[path])
 
 
+def test_the_model_copies_the_weights_it_is_given(tree):
+    """Keras' trainer donates variable buffers, so sharing them would delete the caller's tree."""
+    model = GPT2LM.from_canonical(tree, TINY)
+    for variable in model.trainable_variables:
+        value = variable.value
+        assert all(value is not leaf for leaf in jax.tree.leaves(tree))
+    model.compile(
+        optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    model.fit(_tokens(2, 8)[0], _tokens(2, 8, seed=2)[0], epochs=1, verbose=0)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(tree))
+
+
 def test_keras_initialisers_follow_gpt2_statistics():
     config = GPT2Config(n_embd=128, n_head=4, n_layer=4, n_vocab=2000, n_ctx=256)
     tree = jax.device_get(
