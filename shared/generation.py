@@ -209,7 +209,7 @@ class Generator:
                     f"Prompt {i} has {len(prompt)} tokens and {max_new_tokens} new tokens were "
                     f"asked for, {len(prompt) + max_new_tokens} in all, but the model's context is "
                     f"{self.config.n_ctx} tokens; shorten the prompt, lower max_new_tokens, or "
-                    "truncate the prompt to its last tokens."
+                    "let the text slide over the context (truncate=True, `--truncate`)."
                 )
 
     def stream(

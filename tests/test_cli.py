@@ -228,6 +228,33 @@ def test_doctor_reports_a_backend_that_cannot_start_and_goes_on(env):
     assert f"models dir        {env['GPT2_MODELS_DIR']}" in report
 
 
+@pytest.mark.parametrize(
+    ("missing", "args", "message"),
+    [
+        ("haiku", ["generate", "--prompt", "Hi", "--backend", "haiku"],
+         "this needs haiku, which is not installed: pip install 'gpt2-jax[haiku]'."),
+        ("optax", ["train", "--data-dir", "nowhere"],
+         "this needs optax, which is not installed: pip install 'gpt2-jax[train]'."),
+    ],
+)  # fmt: skip
+def test_a_missing_extra_is_named_with_its_install_command(env, missing, args, message):
+    blocked = f"import sys; sys.modules[{missing!r}] = None; from shared.cli import main; "
+    result = subprocess.run(
+        [sys.executable, "-c", blocked + f"sys.exit(main({args!r}))"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr
+
+
+def test_keras_on_another_backend_is_refused_in_one_sentence(env):
+    result = gpt2(
+        {**env, "KERAS_BACKEND": "torch"}, "generate", "--prompt", "Hi", "--backend", "keras"
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "runs Keras 3 on JAX only, but Keras is set to the 'torch' backend" in result.stderr
+
+
 def test_offline_error_says_what_to_download_and_where(env, tmp_path):
     offline = {**env, "GPT2_BASE_URL": "http://127.0.0.1:9/gpt-2", "GPT2_MODELS_DIR": str(tmp_path)}
     result = gpt2(offline, "generate", "--prompt", "Hi", "--model-size", "774M")

@@ -424,6 +424,12 @@ def test_values_out_of_range_fail_with_one_sentence(field, value, message):
         TrainingConfig(**{field: value})
 
 
+def test_min_lr_defaults_to_a_tenth_of_the_learning_rate():
+    assert TrainingConfig().min_lr == pytest.approx(6e-5)
+    assert TrainingConfig(learning_rate=1e-5).min_lr == pytest.approx(1e-6)  # a fine-tune's rate
+    assert TrainingConfig(learning_rate=1e-5, min_lr=0.0).min_lr == 0.0
+
+
 def test_values_at_the_edges_of_their_ranges_are_accepted():
     edges = TrainingConfig(grad_clip=0.0, beta1=0.0, weight_decay=0.0, warmup_iters=0, min_lr=0.0,
                            lr_decay_iters=1, n_layer=1, n_head=1, n_embd=1)  # fmt: skip
@@ -457,6 +463,20 @@ def test_tensorboard_events_are_written_when_asked(char_data, tmp_path):
     Trainer(_config(char_data, tmp_path, max_iters=4, eval_interval=2, tensorboard=True)).run()
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_weights_and_biases_without_a_login_is_one_sentence(char_data, tmp_path):
+    """In a process of its own: wandb keeps its settings (online here) for the whole process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+    home = str(tmp_path / "wandb-home")  # no ~/.netrc key either
+    env |= {"HOME": home, "WANDB_CONFIG_DIR": home, "WANDB_CACHE_DIR": home, "WANDB_SILENT": "true"}
+    config = _config(char_data, tmp_path / "out", max_iters=1, use_wandb=True)
+    result = subprocess.run(
+        _train_command(config, "--use-wandb"), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "W&B could not start (" in result.stderr and "run `wandb login`, or set" in result.stderr
+    assert not (tmp_path / "out" / "checkpoints").exists()  # nothing of the run is left half made
 
 
 def test_weights_and_biases_logs_offline_when_asked(char_data, tmp_path, monkeypatch):

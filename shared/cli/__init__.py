@@ -28,6 +28,13 @@ def version_string() -> str:
     return f"gpt2-jax {metadata.version('gpt2-jax')} (jax {metadata.version('jax')})"
 
 
+EXTRAS = {
+    "tensorflow": "tf", "haiku": "haiku", "keras": "keras", "optax": "train", "orbax": "train",
+    "chex": "train", "tensorboardX": "train", "matplotlib": "train", "wandb": "wandb",
+}  # fmt: skip
+"""An optional package's import name -> the extra of pyproject.toml that installs it."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpt2",
@@ -49,6 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except (GPT2Error, ValueError) as error:
+        print(f"gpt2 {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        package = (error.name or "").split(".")[0]
+        if package not in EXTRAS:
+            raise
+        print(
+            f"gpt2 {args.command}: error: this needs {package}, which is not installed: "
+            f"pip install 'gpt2-jax[{EXTRAS[package]}]'.",
+            file=sys.stderr,
+        )
+        return 2
+    except ImportError as error:  # a refusal worded for users (Keras on another backend)
         print(f"gpt2 {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -36,7 +36,11 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
         description="Convert GPT-2 weights. SRC is an OpenAI TF checkpoint folder, an HF "
         "model.safetensors (file or folder with config.json) or a canonical .safetensors file.",
     )
-    parser.add_argument("src", help="source file or folder (format detected)")
+    parser.add_argument(
+        "src",
+        help="source (format detected): an OpenAI or HF folder or file, a canonical file, the "
+        "--out-dir of `gpt2 train`, or a size name such as 124M (downloaded if need be)",
+    )
     parser.add_argument("dst", help="destination folder (hf) or file (canonical)")
     parser.add_argument("--to", required=True, choices=["hf", "canonical"], help="output format")
     parser.set_defaults(run=_run_convert)

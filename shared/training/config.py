@@ -48,7 +48,7 @@ class TrainingConfig:
     gradient_accumulation_steps: int = 1
     max_iters: int = 5000
     learning_rate: float = 6e-4
-    min_lr: float = 6e-5
+    min_lr: float | None = None  # learning_rate / 10 (Chinchilla's advice, nanoGPT's default)
     warmup_iters: int = 100
     lr_decay_iters: int | None = None
     weight_decay: float = 0.1
@@ -77,6 +77,8 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        if self.min_lr is None:
+            object.__setattr__(self, "min_lr", self.learning_rate / 10)
         for name, (allowed, what) in _RANGES.items():
             value = getattr(self, name)
             if value is not None and not allowed(value):

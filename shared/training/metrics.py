@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from shared.errors import GPT2Error
 from shared.training.config import TrainingConfig
 
 # Dense bf16 peak FLOP/s by device kind, for MFU; devices not listed report no MFU.
@@ -43,11 +44,17 @@ class MetricsLog:
             try:
                 import wandb
             except ImportError:
-                raise ImportError("use_wandb needs wandb: pip install wandb.") from None
-            self._wandb = wandb.init(
-                project=config.project_name, name=config.run_name, dir=config.out_dir,
-                config={**config.to_dict(), "model": model_hparams}, resume="allow",
-            )  # fmt: skip
+                raise GPT2Error("use_wandb needs wandb: pip install 'gpt2-jax[wandb]'.") from None
+            try:
+                self._wandb = wandb.init(
+                    project=config.project_name, name=config.run_name, dir=config.out_dir,
+                    config={**config.to_dict(), "model": model_hparams}, resume="allow",
+                )  # fmt: skip
+            except wandb.errors.Error as error:
+                raise GPT2Error(
+                    f"W&B could not start ({error}); run `wandb login`, or set WANDB_MODE=offline "
+                    "to log locally, or train without --use-wandb (--no-use-wandb on a resume)."
+                ) from None
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:

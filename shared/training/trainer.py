@@ -383,8 +383,8 @@ class Trainer:
         if self.config.eval_only:
             return self.evaluate_only()
         config, state = self.config, self.state
-        store = checkpoints.Checkpoints(config.out_dir, config.keep_last)
         log = MetricsLog(config, self.model_config.to_hparams(), enabled=runtime.is_primary())
+        store = checkpoints.Checkpoints(config.out_dir, config.keep_last)
         tokens_per_step = config.batch_size * config.gradient_accumulation_steps * config.block_size
         peak = PEAK_FLOPS.get(jax.devices()[0].device_kind)
         if peak and self.mesh is not None:
