@@ -26,8 +26,9 @@ def lint(session: nox.Session) -> None:
 @nox.session(name="tests-functional")
 def tests_functional(session: nox.Session) -> None:
     """The shared core (training included) and the functional backend; TensorFlow writes and reads
-    the OpenAI fixtures."""
-    session.install("-e", ".[tf,train,wandb]", "pytest>=8")
+    the OpenAI fixtures. The core's own tests reach every backend (a checkpoint loaded into haiku,
+    the benchmark of every backend, sharding rules per backend), so haiku and Keras come too."""
+    session.install("-e", ".[tf,train,wandb,haiku,keras]", "pytest>=8")
     ignores = [f"--ignore={path}" for path in BACKEND_TESTS.values()]
     session.run("pytest", "tests", *ignores, *session.posargs)
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from conformance.conftest import compared_with_reference
 from shared.config import GPT2Config
 from tests.support.openai_checkpoint import write_openai_checkpoint
 from tests.support.openai_server import OpenAIServer
@@ -47,6 +48,7 @@ def _generate(env, backend):
     return result.stdout
 
 
+@compared_with_reference
 def test_every_backend_generates_the_same_text(env, backend):
     text = _generate(env, backend.name)
     assert text.startswith("The meaning of life is") and len(text) > len("The meaning of life is\n")

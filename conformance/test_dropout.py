@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 
+from conformance.conftest import compared_with_reference
 from conformance.report import max_rel_diff
 from conformance.test_training import TOLERANCE, _loss_and_canonical_grads, _tokens
 from shared.dropout import Dropout
@@ -13,6 +14,7 @@ from shared.loss import language_model_loss
 DROPOUT = Dropout(0.1, jax.random.PRNGKey(11))
 
 
+@compared_with_reference
 def test_loss_and_gradients_with_dropout_match_the_reference(
     backend, reference, config, config_name, canonical, report
 ):

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from conformance.conftest import TINY
+from conformance.conftest import TINY, compared_with_reference
 from conformance.report import max_abs_diff
 from shared.weights import load_tf_checkpoint
 from tests.support.openai_checkpoint import write_openai_checkpoint
@@ -22,6 +22,7 @@ def forward(backend, tree, config, tokens):
     return logits
 
 
+@compared_with_reference
 def test_logits_match_the_reference(backend, reference, config, config_name, canonical, report):
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 24), 0, config.n_vocab)
     diff = max_abs_diff(
@@ -37,6 +38,7 @@ def openai_checkpoint(tmp_path_factory):
     return load_tf_checkpoint(folder)
 
 
+@compared_with_reference
 def test_openai_checkpoint_gives_the_same_logits_in_every_backend(
     backend, reference, openai_checkpoint, report
 ):

@@ -6,7 +6,7 @@ import jax
 import optax
 import pytest
 
-from conformance.conftest import canonical_tree
+from conformance.conftest import canonical_tree, compared_with_reference
 from conformance.report import max_rel_diff
 from shared import params
 from shared.loss import language_model_loss
@@ -31,6 +31,7 @@ def _loss_and_canonical_grads(backend, tree, config, tokens, dropout=None):
     return loss, params.flatten(backend.to_canonical(grads, config))
 
 
+@compared_with_reference
 def test_loss_and_gradients_match_the_reference(
     backend, reference, config, config_name, canonical, report
 ):
@@ -92,6 +93,7 @@ def _without_key_bias(flat: dict, config) -> list:
     return [trimmed[k] for k in sorted(trimmed)]
 
 
+@compared_with_reference
 @pytest.mark.parametrize("config_name", ["tiny", "124M"])
 def test_ten_adamw_steps_match_the_reference(backend, reference, config_name, report):
     from conformance.conftest import CONFIGS, canonical_tree
@@ -120,6 +122,7 @@ def char_data(tmp_path_factory):
     return prepared_characters(tmp_path_factory.mktemp("eval_data"), 20_000)
 
 
+@compared_with_reference
 def test_the_trainers_evaluation_matches_the_reference(backend, reference, char_data, report):
     """`gpt2 train --eval-only` (the trainer's evaluation) of the same weights on every backend."""
     config = TrainingConfig(

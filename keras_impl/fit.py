@@ -194,7 +194,7 @@ class RunControl(keras.callbacks.Callback):
         super().__init__()
         self.config, self.train, self.val = config, train, val
         self.epoch_iters = epoch_iters(config)
-        self.start_step = self.step = start_step
+        self.step = start_step
         self.stop_signal: int | None = None
 
     @property

@@ -111,7 +111,8 @@ class CausalSelfAttention(keras.layers.Layer):
     from shared.kv_cache import attention_mask
 
     x = np.zeros((2, 5, 32), "float32")
-    y, _ = CausalSelfAttention(n_head=4)(x, attention_mask(None, 5))  # [2, 5, 32]
+    y, _ = CausalSelfAttention(n_head=4)(x, attention_mask(None, 5))
+    assert y.shape == (2, 5, 32)
     ```
     """
 
@@ -175,7 +176,9 @@ class MLP(keras.layers.Layer):
     import numpy as np
     from keras_impl import MLP
 
-    y = MLP()(np.ones((2, 5, 32), "float32"))  # [2, 5, 32], hidden width 128
+    mlp = MLP()
+    y = mlp(np.ones((2, 5, 32), "float32"))
+    assert y.shape == (2, 5, 32) and mlp.c_fc.kernel.shape == (32, 128)  # hidden width 4 x 32
     ```
     """
 
@@ -230,7 +233,8 @@ class TransformerBlock(keras.layers.Layer):
     from shared.kv_cache import attention_mask
 
     block = TransformerBlock(n_head=4, residual_std=0.02 / 2)
-    x, _ = block(np.ones((1, 7, 32), "float32"), attention_mask(None, 7))  # [1, 7, 32]
+    x, _ = block(np.ones((1, 7, 32), "float32"), attention_mask(None, 7))
+    assert x.shape == (1, 7, 32)
     ```
     """
 

@@ -48,12 +48,13 @@ class GPT2LM(keras.Model):
     config = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128)
     model = GPT2LM(config)
     tokens = np.random.default_rng(0).integers(0, config.n_vocab, size=(4, 17))
-    logits = model(tokens[:, :-1])  # [4, 16, 512]
+    assert model(tokens[:, :-1]).shape == (4, 16, 512)
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.fit(tokens[:, :-1], tokens[:, 1:], epochs=2, verbose=0)
+    history = model.fit(tokens[:, :-1], tokens[:, 1:], epochs=2, verbose=0)
+    assert history.history["loss"][1] < history.history["loss"][0]
     model.summary()
     ```
     """
@@ -148,7 +149,9 @@ class GPT2LM(keras.Model):
         from shared.params import init_params
 
         config = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128)
-        model = GPT2LM.from_canonical(init_params(config, jax.random.PRNGKey(0)), config)
+        tree = init_params(config, jax.random.PRNGKey(0))
+        model = GPT2LM.from_canonical(tree, config)
+        assert (model.wte.embeddings.numpy() == tree["wte"]).all()
         ```
         """
         from keras_impl import convert

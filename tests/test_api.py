@@ -62,13 +62,16 @@ def test_samples_of_one_prompt_differ_but_reproduce(model):
 
 
 def test_bad_arguments_fail_clearly(model, served):
-    with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
+    with pytest.raises(ValueError, match="num_samples must be an integer >= 1, got 0"):
         model.generate("Hi", 5, num_samples=0)
     with pytest.raises(ValueError, match="A stop string is empty"):
         model.generate("Hi", 5, stop=["\n", ""])
     with pytest.raises(ValueError, match="Prompt 1 is empty"):
         model.generate(["Hi", ""], 5)
-    with pytest.raises(ValueError, match=r"seed must be an integer in \[-2\*\*63, 2\*\*63\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"seed must be an integer in \[-2\*\*63, 2\*\*63\), got 18446744073709551616",
+    ):
         model.generate("Hi", 5, seed=2**64)
     with pytest.raises(ValueError, match="Unknown dtype 'float8'"):
         gpt2.load_model("124M", models_dir=served[1], dtype="float8")

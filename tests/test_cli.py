@@ -120,6 +120,7 @@ def test_seed_spellings_are_accepted(env, model):
 def test_download_of_another_size_converts_it_for_later_runs(env):
     out = ok(gpt2(env, "download", "1558M"))
     assert "1558M" in out
+    assert (Path(env["GPT2_MODELS_DIR"]) / "1558M" / weights.CANONICAL_NAME).is_file()
     doctor = ok(gpt2(env, "doctor"))
     assert "1558M" in doctor and env["GPT2_MODELS_DIR"] in doctor
 
@@ -168,15 +169,19 @@ def test_a_reader_that_goes_away_is_not_an_error(env):
 
 
 def test_version_names_the_package_and_jax(env):
-    assert ok(gpt2(env, "--version")).startswith("gpt2-jax ")
+    version = ok(gpt2(env, "--version"))
+    assert version.startswith("gpt2-jax ") and " (jax " in version
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--top-p", "0"], "top_p must be in (0, 1], got 0.0."),
-        (["--temperature", "-1"], "temperature must be a finite number >= 0"),
-        (["--top-k", "0"], "top_k must be an integer >= 1"),
+        (
+            ["--temperature", "-1"],
+            "temperature must be a finite number >= 0 (0 = greedy), got -1.0.",
+        ),
+        (["--top-k", "0"], "top_k must be an integer >= 1 (or unset), got 0."),
         (["--model-size", "13B"], "Unknown model size '13B'; valid sizes are: 124M"),
         (["--max-new-tokens", "200"], "but the model's context is 128 tokens"),
         (["--backend", "torch"], "Unknown backend 'torch'"),

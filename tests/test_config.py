@@ -45,5 +45,5 @@ def test_hparams_round_trip_and_reject_unknown_keys():
 
 
 def test_heads_must_divide_the_width():
-    with pytest.raises(ValueError, match="divisible by n_head"):
+    with pytest.raises(ValueError, match=r"n_embd \(100\) must be divisible by n_head \(3\)"):
         GPT2Config(n_embd=100, n_head=3)

@@ -136,12 +136,12 @@ def test_each_row_draws_with_its_own_key():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"temperature": -0.1}, "temperature"),
-        ({"temperature": float("nan")}, "temperature"),
-        ({"top_k": 0}, "top_k"),
-        ({"top_k": 2.5}, "top_k"),
-        ({"top_p": 0.0}, "top_p"),
-        ({"top_p": 1.01}, "top_p"),
+        ({"temperature": -0.1}, r"^temperature must be .*, got -0\.1\.$"),
+        ({"temperature": float("nan")}, r"^temperature must be .*, got nan\.$"),
+        ({"top_k": 0}, r"^top_k must be an integer >= 1 \(or unset\), got 0\.$"),
+        ({"top_k": 2.5}, r"^top_k must be .*, got 2\.5\.$"),
+        ({"top_p": 0.0}, r"^top_p must be in \(0, 1\], got 0\.0\.$"),
+        ({"top_p": 1.01}, r"^top_p must be in \(0, 1\], got 1\.01\.$"),
     ],
 )
 def test_bad_settings_fail_with_a_sentence_naming_them(kwargs, message):

@@ -45,6 +45,12 @@ def _config(data_dir, out_dir, /, **overrides):
     return TrainingConfig(**{**values, **overrides})
 
 
+def _logged_iters(out_dir):
+    """Every logged iteration in order, repeats included (`_losses` would merge them)."""
+    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["iter"] for line in lines]
+
+
 def _losses(out_dir):
     lines = (json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines())
     return {r["iter"]: (r["train_loss"], r.get("val_loss")) for r in lines}
@@ -85,10 +91,12 @@ def test_a_run_killed_by_sigterm_resumes_exactly(char_data, tmp_path, overrides)
     assert process.returncode == 0, stderr
     stopped_at = checkpoints.latest_step(tmp_path / "resumed")
     assert 15 <= stopped_at < 40, stderr
+    assert _logged_iters(tmp_path / "resumed") == list(range(1, stopped_at + 1))
     subprocess.run(
         [sys.executable, "-m", "gpt2", "train", "--init-from", "resume", "--out-dir", resumed.out_dir],
         env=env, check=True, capture_output=True, timeout=240,
     )  # fmt: skip
+    assert _logged_iters(tmp_path / "resumed") == list(range(1, 41))  # continued, not repeated
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
     (step_a, a), (step_b, b) = (
         _final_params(tmp_path / "straight"),
@@ -142,7 +150,9 @@ def test_generate_from_a_checkpoint_on_the_backend_asked_for(finished_run):
     own = generate("--prompt", "ROMEO:")
     assert own.returncode == 0, own.stderr
     assert own.stdout.startswith("ROMEO:") and len(own.stdout) > len("ROMEO:\n")
-    assert api.load_checkpoint(finished_run, "haiku").backend.name == "haiku"
+    on_haiku = api.load_checkpoint(finished_run, "haiku")
+    assert on_haiku.backend.name == "haiku"
+    assert own.stdout == "ROMEO:" + on_haiku.generate("ROMEO:", 8, temperature=0)[0] + "\n"
     other = generate("--prompt", "ROMEO:", "--backend", "torch")
     assert other.returncode == 2 and "Unknown backend 'torch'" in other.stderr
     unknown = generate("--prompt", "ROMEO: café")

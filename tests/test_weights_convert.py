@@ -490,7 +490,7 @@ def test_convert_to_hf_onto_a_regular_file_fails_in_one_sentence(tiny_config, tm
 
 
 def test_convert_rejects_unknown_target(openai_checkpoint_dir, tmp_path):
-    with pytest.raises(GPT2Error, match="'hf' or 'canonical'"):
+    with pytest.raises(GPT2Error, match=r"Cannot convert to 'onnx'; choose 'hf' or 'canonical'\."):
         convert(openai_checkpoint_dir, tmp_path / "x", to="onnx")
 
 

@@ -61,6 +61,13 @@ def _records(out_dir) -> dict[int, dict]:
     return {r["iter"]: r for r in map(json.loads, lines)}
 
 
+def _logged_iters(out_dir) -> list[int]:
+    """Every logged iteration in order, repeats included (`_records` would merge them)."""
+    return [
+        json.loads(line)["iter"] for line in (out_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
 def _losses(out_dir) -> dict[int, tuple]:
     return {i: (r["train_loss"], r.get("val_loss")) for i, r in _records(out_dir).items()}
 
@@ -119,11 +126,12 @@ def test_a_keras_fit_run_killed_by_sigterm_resumes_exactly(straight, char_data, 
     assert process.returncode == 0, stderr
     stopped_at = checkpoints.latest_step(out)
     assert 10 <= stopped_at < 40, stderr
-    assert max(_records(out)) == stopped_at
+    assert _logged_iters(out) == list(range(2, stopped_at + 1, 2))
     subprocess.run(
         [sys.executable, "-m", "gpt2", "train", "--init-from", "resume", "--out-dir", str(out)],
         env=env, check=True, capture_output=True, timeout=240,
     )  # fmt: skip
+    assert _logged_iters(out) == list(range(2, 41, 2))  # continued, not repeated
     assert _losses(out) == _losses(straight[0])
     (a, _, meta_a), (b, _, meta_b) = (
         checkpoints.load_for_inference(straight[0]),
