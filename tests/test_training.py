@@ -155,6 +155,10 @@ def test_generate_from_a_checkpoint_on_the_backend_asked_for(finished_run):
     assert own.stdout == "ROMEO:" + on_haiku.generate("ROMEO:", 8, temperature=0)[0] + "\n"
     other = generate("--prompt", "ROMEO:", "--backend", "torch")
     assert other.returncode == 2 and "Unknown backend 'torch'" in other.stderr
+    sized = generate("--prompt", "ROMEO:", "--model-size", "355M")
+    assert (
+        sized.returncode == 2 and "--model-size 355M does not apply to --checkpoint" in sized.stderr
+    )
     unknown = generate("--prompt", "ROMEO: café")
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert "characters outside this model's alphabet ('é')" in unknown.stderr

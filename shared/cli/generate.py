@@ -75,6 +75,11 @@ def _top_k(text: str) -> int | None:
 def run(args: argparse.Namespace) -> int:
     if bool(args.prompt) == args.interactive:
         raise ValueError("Give either --prompt (repeatable) or --interactive, not both or neither.")
+    if args.checkpoint and args.model_size:
+        raise ValueError(
+            f"--model-size {args.model_size} does not apply to --checkpoint {args.checkpoint}, "
+            "whose size is the trained model's; give one of them."
+        )
     options = {
         "temperature": args.temperature,
         "top_k": args.top_k,
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     else:
         model = api.load_model(
-            args.model_size, args.backend or "functional", models_dir=args.models_dir,
+            args.model_size or "124M", args.backend or "functional", models_dir=args.models_dir,
             dtype=args.dtype, mesh=args.mesh,
         )  # fmt: skip
     if args.interactive:

@@ -12,7 +12,7 @@ from shared.errors import writing
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model-size", "--model_size", default="124M",
+        "--model-size", "--model_size", default=None,
         help="124M, 355M, 774M, 1558M (or gpt2, gpt2-medium, gpt2-large, gpt2-xl); default 124M",
     )  # fmt: skip
     parser.add_argument(
