@@ -356,7 +356,7 @@ class KerasFit:
                     f"divides {self.start_step}."
                 )
             self.model_config = GPT2Config.from_hparams(meta["model"])
-            self.best_val = checkpoints.best_val_loss(meta)
+            self.best_val = checkpoints.best_val_loss(config.out_dir, meta)
             self.model = self._model()
             self._compile()
             self._restore(TrainingConfig.from_dict(meta["training"]))

@@ -173,6 +173,40 @@ def test_a_resumed_run_replaces_best_only_with_a_better_model(finished_run, tmp_
     assert checkpoints.read_meta(out, checkpoints.BEST) == best
 
 
+def _steps(out_dir, which=checkpoints.LAST):
+    return sorted(int(p.name) for p in (out_dir / which).iterdir() if p.name.isdigit())
+
+
+def test_a_run_killed_between_its_best_and_its_last_save_resumes(finished_run, tmp_path):
+    """`best/` saves step N before `checkpoints/` does: a kill between the two leaves best/ ahead."""
+    out = _copy(finished_run, tmp_path)
+    assert _steps(out, checkpoints.BEST) == [20] and _steps(out) == [10, 20]
+    best = checkpoints.read_meta(out, checkpoints.BEST)
+    shutil.rmtree(out / checkpoints.LAST / "20")
+    assert Trainer(resume_config(str(out), {})).run()["iter"] == 20
+    assert _steps(out) == [10, 20]
+    assert checkpoints.read_meta(out, checkpoints.BEST) == best  # the replay was no better
+
+
+def test_every_save_interval_is_saved_whatever_the_log_interval(char_data, tmp_path):
+    config = _config(char_data, tmp_path, max_iters=20, log_interval=10, eval_interval=20,
+                     save_interval=5, keep_last=10)  # fmt: skip
+    Trainer(config).run()
+    assert _steps(tmp_path) == [5, 10, 15, 20]
+    assert _logged_iters(tmp_path) == [10, 20]
+
+
+def test_a_damaged_checkpoint_is_named_with_the_step_to_go_back_to(finished_run, tmp_path):
+    out = _copy(finished_run, tmp_path)
+    shutil.rmtree(out / checkpoints.LAST / "20" / "state")
+    with pytest.raises(
+        GPT2Error,
+        match=rf"^Checkpoint {re.escape(str(out.resolve()))}/checkpoints/20 is damaged or "
+        r"incomplete \(.*\); delete that folder to go back to step 10, the newest one before it\.$",
+    ):
+        Trainer(resume_config(str(out), {}))
+
+
 def test_a_longer_resumed_run_stays_at_min_lr_past_the_old_end(finished_run, tmp_path):
     out = _copy(finished_run, tmp_path)
     trained = TrainingConfig.from_dict(checkpoints.read_meta(out)[1]["training"])
@@ -494,13 +528,15 @@ def test_weights_and_biases_without_a_login_is_one_sentence(char_data, tmp_path)
 
 
 def test_weights_and_biases_logs_offline_when_asked(char_data, tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "out"
     Trainer(_config(char_data, out, max_iters=4, eval_interval=2, use_wandb=True)).run()
+    wandb.teardown()  # waits for W&B's service process to write out the run file (once, on a
+    # loaded machine, the file held no history yet when read right after `finish`)
     (run_file,) = offline_runs(out / "wandb")
     history = logged_history(run_file)
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -7,6 +7,7 @@ keyed by (seed, step), so the step is all the PRNG state a resumed run needs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from pathlib import Path
@@ -38,8 +39,12 @@ class Checkpoints:
         )
 
     def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
+        """Save `step`, replacing a checkpoint of that step that a resumed run left behind (a
+        kill between `best/` and `checkpoints/` saving the same step leaves one in `best/`)."""
         manager = self.best if best else self.last
         manager.wait_until_finished()
+        if step in manager.all_steps():
+            manager.delete(step)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         manager.save(step, args=args, force=True)
 
@@ -72,29 +77,45 @@ def read_meta(out_dir: str | Path, which: str = LAST) -> tuple[int, dict]:
             f"No checkpoint in {Path(out_dir) / which}; train first (init_from scratch or a size) "
             "before resuming or sampling."
         )
-    with ocp.CheckpointManager(Path(out_dir).resolve() / which, item_names=("state", "meta")) as m:
-        meta = m.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    return step, meta
+    args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+    return step, _restore(out_dir, which, step, args)["meta"]
 
 
 def restore_state(out_dir: str | Path, step: int, target: Any, which: str = LAST) -> Any:
     """The saved state of `step`, restored into the structure (and shardings) of `target`."""
-    with ocp.CheckpointManager(Path(out_dir).resolve() / which, item_names=("state", "meta")) as m:
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
-        return m.restore(step, args=args)["state"]
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+    return _restore(out_dir, which, step, args)["state"]
 
 
 def restore_params(out_dir: str | Path, step: int, target: Any, which: str = LAST) -> Any:
     """Only the parameters of `step`, restored into the structure (and shardings) of `target`:
     the optimizer state, twice their size, is not read."""
-    with ocp.CheckpointManager(Path(out_dir).resolve() / which, item_names=("state", "meta")) as m:
-        item = {"params": target}
-        restore = ocp.args.PyTreeRestore(
-            item,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-            partial_restore=True,
-        )
-        return m.restore(step, args=ocp.args.Composite(state=restore))["state"]["params"]
+    item = {"params": target}
+    restore = ocp.args.PyTreeRestore(
+        item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
+    )
+    return _restore(out_dir, which, step, ocp.args.Composite(state=restore))["state"]["params"]
+
+
+def _restore(out_dir: str | Path, which: str, step: int, args: ocp.args.Composite) -> Any:
+    """`args` of checkpoint `step`, or one sentence naming a damaged checkpoint and the step
+    before it, instead of orbax's or tensorstore's own errors."""
+    folder = Path(out_dir).resolve() / which
+    with ocp.CheckpointManager(folder, item_names=("state", "meta")) as manager:
+        try:
+            return manager.restore(step, args=args)
+        except Exception as error:  # orbax raises anything from KeyError to tensorstore's own
+            older = [s for s in manager.all_steps() if s < step]
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            fallback = (
+                f"delete that folder to go back to step {max(older)}, the newest one before it"
+                if older
+                else "no older checkpoint is left, so train again"
+            )
+            raise GPT2Error(
+                f"Checkpoint {folder / str(step)} is damaged or incomplete "
+                f"({type(error).__name__}: {reason}); {fallback}."
+            ) from None
 
 
 def load_for_inference(out_dir: str | Path, which: str = LAST) -> tuple[dict, Any, dict]:
@@ -109,11 +130,14 @@ def load_for_inference(out_dir: str | Path, which: str = LAST) -> tuple[dict, An
     return backend.to_canonical(params, config), config, meta
 
 
-def best_val_loss(meta: dict) -> float:
+def best_val_loss(out_dir: str | Path, meta: dict) -> float:
     """The lowest val loss of the run a checkpoint's `meta` belongs to (inf: none yet), so a
-    resumed run replaces `best/` only with a better model."""
-    best = meta.get("best_val_loss")
-    return math.inf if best is None else best
+    resumed run replaces `best/` only with a better model: `best/` may hold a newer step than the
+    checkpoint resumed from (a run killed between its two saves), whose loss counts too."""
+    losses = [meta.get("best_val_loss")]
+    with contextlib.suppress(GPT2Error):  # no best/ yet, or a damaged one the run will replace
+        losses.append(read_meta(out_dir, BEST)[1].get("best_val_loss"))
+    return min((loss for loss in losses if loss is not None), default=math.inf)
 
 
 def check_new_run(out_dir: str | Path) -> None:

@@ -222,7 +222,7 @@ class Trainer:
                 return backend, model_config, TrainState(params, None, step)
             target = self._restore_target(backend, model_config)
             saved = checkpoints.restore_state(config.out_dir, step, target)
-            best_val = checkpoints.best_val_loss(meta)
+            best_val = checkpoints.best_val_loss(config.out_dir, meta)
             state = TrainState(saved["params"], saved["opt_state"], step, best_val)
             return backend, model_config, state
         backend = backend or get_backend(config.backend)
@@ -411,23 +411,23 @@ class Trainer:
                 timed_steps += 1
                 bar.update(1)
                 done = state.step == config.max_iters
-                if (
-                    state.step % config.log_interval
-                    and state.step % config.eval_interval
-                    and not done
-                ):
-                    continue
+                evals = state.step % config.eval_interval == 0 or done
+                logs = evals or state.step % config.log_interval == 0
+                saves = state.step % config.save_interval == 0 or done
+                if not (logs or saves):
+                    continue  # no host sync: the next step is dispatched at once
                 loss = float(loss)
                 self._check_finite("loss", math.isfinite(loss), state.step, last_saved)
-                elapsed, timer = time.perf_counter() - timer, time.perf_counter()
-                tokens_per_s = tokens_per_step * timed_steps / elapsed
-                timed_steps = 0
-                last = {
-                    "train_loss": loss, "lr": float(self.schedule(state.step - 1)),
-                    "grad_norm": float(grad_norm), "tok/s": tokens_per_s,
-                    "mfu": flops * tokens_per_s / peak if peak else None,
-                }  # fmt: skip
-                if state.step % config.eval_interval == 0 or done:
+                if logs:
+                    elapsed, timer = time.perf_counter() - timer, time.perf_counter()
+                    tokens_per_s = tokens_per_step * timed_steps / elapsed
+                    timed_steps = 0
+                    last = {
+                        "train_loss": loss, "lr": float(self.schedule(state.step - 1)),
+                        "grad_norm": float(grad_norm), "tok/s": tokens_per_s,
+                        "mfu": flops * tokens_per_s / peak if peak else None,
+                    }  # fmt: skip
+                if evals:
                     last["val_loss"] = self.evaluate(state.step)
                     if last["val_loss"] < best_val and self._params_finite():
                         best_val = last["val_loss"]
@@ -437,10 +437,11 @@ class Trainer:
                             self._meta(state.step, best_val),
                             best=True,
                         )
-                log.write(state.step, last)
-                if runtime.is_primary():
-                    bar.write(console_line(state.step, last))
-                if state.step % config.save_interval == 0 or done:
+                if logs:
+                    log.write(state.step, last)
+                    if runtime.is_primary():
+                        bar.write(console_line(state.step, last))
+                if saves:
                     self._check_finite("parameters", self._params_finite(), state.step, last_saved)
                     store.save(state.step, self._state_dict(), self._meta(state.step, best_val))
                     last_saved = state.step
