@@ -359,7 +359,7 @@ class KerasFit:
             self.best_val = checkpoints.best_val_loss(config.out_dir, meta)
             self.model = self._model()
             self._compile()
-            self._restore(TrainingConfig.from_dict(meta["training"]))
+            self._restore()
         else:
             checkpoints.check_new_run(config.out_dir)
             tree, self.model_config = self._initial_tree()
@@ -374,26 +374,18 @@ class KerasFit:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
 
-    def _restore(self, trained: TrainingConfig) -> None:
+    def _restore(self) -> None:
         """Put the checkpoint's parameters and AdamW moments into the model and its optimizer,
         whose step count is the micro-batches an uninterrupted run would have taken by now."""
         model, optimizer = self.model, self.model.optimizer
-        optimizer.build(model.trainable_variables)
-        paths = [convert.variable_path(model, v) for v in model.trainable_variables]
-        shapes = {
-            p: np.asarray(v.value) for p, v in zip(paths, model.trainable_variables, strict=True)
-        }
-        target = {"params": shapes, "opt_state": make_optimizer(trained).init(shapes)}
-        saved = checkpoints.restore_state(self.config.out_dir, self.start_step, target)
-        moments = {
-            slot: optax.tree_utils.tree_get(saved["opt_state"], slot) for slot in ("mu", "nu")
-        }
+        optimizer.build(model.trainable_variables)  # its moments exist, for `state` to describe
+        saved = checkpoints.restore_state(self.config.out_dir, self.start_step, self.state())
         for variables, values in (
             (model.trainable_variables, saved["params"]),
-            (optimizer._momentums, moments["mu"]),  # Adam's slots, in trainable_variables order
-            (optimizer._velocities, moments["nu"]),
+            (optimizer._momentums, optax.tree_utils.tree_get(saved["opt_state"], "mu")),
+            (optimizer._velocities, optax.tree_utils.tree_get(saved["opt_state"], "nu")),
         ):
-            for variable, path in zip(variables, paths, strict=True):
+            for variable, path in zip(variables, self._variable_paths(), strict=True):
                 variable.assign(values[path])
         optimizer._iterations.assign(self.start_step * self.config.gradient_accumulation_steps)
 
@@ -457,7 +449,7 @@ class KerasFit:
         AdamW state holding Keras' moments and step count, so every shared reader of checkpoints
         (`load_for_inference`, the shared trainer's resume) accepts it."""
         model, optimizer = self.model, self.model.optimizer
-        paths = [convert.variable_path(model, v) for v in model.trainable_variables]
+        paths = self._variable_paths()
 
         def by_path(variables: list[keras.Variable]) -> dict[str, np.ndarray]:
             """Host copies: fit donates the device buffers to its next step."""
@@ -471,6 +463,10 @@ class KerasFit:
             count=keras.ops.convert_to_numpy(optimizer.iterations).astype(np.int32),
         )
         return {"params": current, "opt_state": opt_state}
+
+    def _variable_paths(self) -> list[str]:
+        """Each trainable variable's path, in order; Adam's slots follow the same order."""
+        return [convert.variable_path(self.model, v) for v in self.model.trainable_variables]
 
     def meta(self, step: int) -> dict[str, Any]:
         return {
