@@ -106,7 +106,7 @@ def _restore(out_dir: str | Path, which: str, step: int, args: ocp.args.Composit
             return manager.restore(step, args=args)
         except Exception as error:  # orbax raises anything from KeyError to tensorstore's own
             older = [s for s in manager.all_steps() if s < step]
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            reason = next(iter(str(error).strip().splitlines()), "")[:200]
             fallback = (
                 f"delete that folder to go back to step {max(older)}, the newest one before it"
                 if older
