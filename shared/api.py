@@ -266,8 +266,9 @@ def load_checkpoint(
     dtype: str = "float32",
     mesh: str | None = None,
 ) -> GPT2:
-    """A model trained with `gpt2 train`, from the newest checkpoint in `out_dir`, with the
-    tokenizer its data was prepared with (GPT-2 BPE or the stored character alphabet)."""
+    """A model trained with `gpt2 train`, from the newest checkpoint in `out_dir` (or the best
+    by val loss, given `out_dir/best`), with the tokenizer its data was prepared with (GPT-2 BPE
+    or the stored character alphabet)."""
     from shared.data import CharTokenizer, downloaded_gpt2_tokenizer
     from shared.training.checkpoints import load_for_inference
 

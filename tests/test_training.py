@@ -171,6 +171,24 @@ def test_a_resumed_run_replaces_best_only_with_a_better_model(finished_run, tmp_
     Trainer(resume_config(str(out), worse)).run()
     assert _records(out)[22]["val_loss"] > best[1]["best_val_loss"]
     assert checkpoints.read_meta(out, checkpoints.BEST) == best
+    # out/best names the best model wherever a checkpoint is read: generate, convert, Python.
+    (last, _, last_meta), (_, _, kept_meta) = (
+        checkpoints.load_for_inference(out),
+        checkpoints.load_for_inference(out / "best"),
+    )
+    assert (last_meta["step"], kept_meta["step"]) == (22, 20)
+    assert gpt2_cli(["convert", str(out / "best"), str(tmp_path / "best.safetensors"),
+                     "--to", "canonical"]) == 0  # fmt: skip
+    converted, _ = weights.load_canonical(tmp_path / "best.safetensors")
+    for saved, loaded, spoilt in zip(*map(jax.tree.leaves, (_final_params(finished_run)[1],
+                                          converted, last)), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(saved, loaded)
+        assert not np.array_equal(saved, spoilt)
+    sample = [
+        api.load_checkpoint(run).generate("ROMEO:", 8, temperature=0)[0]
+        for run in (out / "best", finished_run)
+    ]
+    assert sample[0] == sample[1]
 
 
 def _steps(out_dir, which=checkpoints.LAST):

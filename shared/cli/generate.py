@@ -51,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--checkpoint", default=None, metavar="OUT_DIR",
-        help="sample from a model trained with `gpt2 train` (its out_dir) instead of OpenAI's",
+        help="sample from a model trained with `gpt2 train` instead of OpenAI's: its out_dir "
+        "for the newest checkpoint, OUT_DIR/best for the best by val loss",
     )  # fmt: skip
     parser.add_argument(
         "--mesh", default=None, metavar="data=D,fsdp=F",

@@ -39,7 +39,7 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "src",
         help="source (format detected): an OpenAI or HF folder or file, a canonical file, the "
-        "--out-dir of `gpt2 train`, or a size name such as 124M (downloaded if need be)",
+        "--out-dir of `gpt2 train` (or OUT_DIR/best), or a size name such as 124M (downloaded if need be)",
     )
     parser.add_argument("dst", help="destination folder (hf) or file (canonical)")
     parser.add_argument("--to", required=True, choices=["hf", "canonical"], help="output format")

@@ -18,7 +18,7 @@ from shared.errors import GPT2Error
 
 DATA, FSDP = "data", "fsdp"
 AXES = (DATA, FSDP)
-_ENTRY = re.compile(r"^\s*([a-z_]+)\s*=\s*(\d+)\s*$")
+_ENTRY = re.compile(r"^\s*([a-z_]+)\s*=\s*(\d+)\s*$", re.ASCII)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -118,16 +118,27 @@ def _restore(out_dir: str | Path, which: str, step: int, args: ocp.args.Composit
             ) from None
 
 
-def load_for_inference(out_dir: str | Path, which: str = LAST) -> tuple[dict, Any, dict]:
-    """(canonical tree, GPT2Config, meta) of the newest checkpoint of a training run."""
+def load_for_inference(path: str | Path) -> tuple[dict, Any, dict]:
+    """(canonical tree, GPT2Config, meta) of a training run's newest checkpoint: `path` is its
+    out_dir (or its `checkpoints/` folder), or its `best/` folder for the best by val loss."""
     from shared.backend import get_backend
     from shared.config import GPT2Config
 
+    out_dir, which = run_folder(path)
     step, meta = read_meta(out_dir, which)
     backend, config = get_backend(meta["backend"]), GPT2Config.from_hparams(meta["model"])
     target = jax.eval_shape(functools.partial(backend.init, config), jax.random.PRNGKey(0))
     params = restore_params(out_dir, step, target, which)
     return backend.to_canonical(params, config), config, meta
+
+
+def run_folder(path: str | Path) -> tuple[Path, str]:
+    """(out_dir, LAST or BEST) that `path` names: an out_dir, or one of its two checkpoint
+    folders (a run's out_dir may itself be named `best`, hence the look inside)."""
+    path = Path(path)
+    if path.name in (LAST, BEST) and not (path / LAST).is_dir():
+        return path.parent, path.name
+    return path, LAST
 
 
 def best_val_loss(out_dir: str | Path, meta: dict) -> float:
@@ -148,7 +159,3 @@ def check_new_run(out_dir: str | Path) -> None:
             f"{out_dir} already holds a training run's checkpoints; continue it with --init-from "
             "resume or give another --out-dir."
         )
-
-
-def is_training_run(path: str | Path) -> bool:
-    return (Path(path) / LAST).is_dir()

@@ -84,8 +84,8 @@ def load_pretrained(
 
 
 def detect_format(path: Source) -> str:
-    """`"openai"`, `"hf"`, `"canonical"` or `"run"` (a `gpt2 train` out_dir) for a weights folder
-    or file, else a `GPT2Error`."""
+    """`"openai"`, `"hf"`, `"canonical"` or `"run"` (a `gpt2 train` out_dir, or its `best/`) for
+    a weights folder or file, else a `GPT2Error`."""
     path = Path(path)
     if path.is_dir():
         if (path / "checkpoints").is_dir():
@@ -103,6 +103,8 @@ def detect_format(path: Source) -> str:
             return "openai"
         if (path / HF_NAME).is_file():
             return "canonical" if is_canonical(path / HF_NAME) else "hf"
+        if path.name in ("checkpoints", "best"):  # a run's checkpoint folder: out/best
+            return "run"
     elif path.is_file() and is_canonical(path):
         return "canonical"
     elif path.is_file() and path.suffix == ".safetensors":

@@ -53,7 +53,7 @@ BLOCK_NAMES = {
 BUFFERS = ("attn.bias", "attn.masked_bias")
 """Per-block causal-mask buffers older `transformers` saved; they are not parameters."""
 LM_HEAD = "lm_head.weight"
-_BLOCK = re.compile(r"h\.(\d+)\.(.+)")
+_BLOCK = re.compile(r"h\.(\d+)\.(.+)", re.ASCII)
 _GELU_TANH = ("gelu_new", "gelu_pytorch_tanh")
 
 

@@ -48,7 +48,7 @@ FILES = tuple(sorted(CHECKPOINT_FILES + TOKENIZER_FILES))
 """The seven files OpenAI serves under `{base}/models/{size}/` for every size."""
 
 _CHUNK = 1 << 20
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)", re.ASCII)
 _USER_AGENT = "gpt2-jax"
 
 

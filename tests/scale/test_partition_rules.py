@@ -38,6 +38,7 @@ def test_a_mesh_is_parsed_and_a_left_out_axis_takes_the_remaining_devices(text, 
         ("data=2;fsdp=4", r"Bad mesh 'data=2;fsdp=4': write it as data=D,fsdp=F"),
         ("model=8", r"the axes are data and fsdp"),
         ("data=0,fsdp=8", r"positive integers"),
+        ("data=\uff12,fsdp=4", r"Bad mesh 'data=\uff12,fsdp=4': write it as data=D,fsdp=F"),
         ("fsdp=3", r"does not divide the 8 devices"),
     ],
 )
