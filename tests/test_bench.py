@@ -163,6 +163,28 @@ def _bench_error(capsys, *argv):
     return error
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--new-tokens", "0"], "--new-tokens takes counts of at least 1, got 0."),
+        (["--train-batch", "-2"], "--train-batch takes counts of at least 1, got -2."),
+        (["--batch-sizes", "1,0"], "--batch-sizes takes counts of at least 1, got 0."),
+        (["--batch-sizes", ","], "--batch-sizes needs at least one batch size, such as 1,8."),
+    ],
+)
+def test_bad_counts_are_refused_before_measuring(no_measuring, capsys, argv, message):
+    assert message in _bench_error(capsys, *argv)
+
+
+def test_a_batch_list_that_is_not_integers_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["bench", "--batch-sizes", "1,x"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "error: argument --batch-sizes: expected comma-separated integers such as 1,8, got '1,x'\n"
+    )
+
+
 def test_an_unknown_model_size_is_refused(no_measuring, capsys):
     error = _bench_error(capsys, "--model-size", "7B", "--no-generation", "--no-train")
     assert "Unknown model size '7B'" in error

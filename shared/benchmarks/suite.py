@@ -49,9 +49,19 @@ def default_settings(backends: Sequence[str], **overrides: object) -> BenchSetti
 
 
 def validate(settings: BenchSettings) -> None:
-    """Fail in one sentence before minutes of measuring: an unknown size, a length past the
-    model's context (it would be timed as if it fit), no weights for the `gpt2 generate` timing."""
+    """Fail in one sentence before minutes of measuring: an unknown size, a count below 1, a
+    length past the model's context (it would be timed as if it fit), no weights for the
+    `gpt2 generate` timing."""
     n_ctx = config_for_size(settings.size).n_ctx
+    counts = [("--prompt-len", settings.prompt_len), ("--new-tokens", settings.new_tokens),
+              ("--prefill-len", settings.prefill_len), ("--train-batch", settings.train_batch),
+              ("--train-seq", settings.train_seq)]  # fmt: skip
+    counts += [("--batch-sizes", size) for size in settings.batch_sizes]
+    if not settings.batch_sizes:
+        raise GPT2Error("--batch-sizes needs at least one batch size, such as 1,8.")
+    for option, count in counts:
+        if count < 1:
+            raise GPT2Error(f"{option} takes counts of at least 1, got {count}.")
     lengths = []  # (the options as given, the tokens they put in the context)
     if settings.generation:
         prompt, new = settings.prompt_len, settings.new_tokens

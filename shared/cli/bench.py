@@ -10,32 +10,50 @@ from shared.cli.options import check_writable
 from shared.errors import GPT2Error
 
 
-def _csv(kind: type) -> object:
-    return lambda text: tuple(kind(item) for item in text.split(",") if item)
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(item for item in text.split(",") if item)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 1,8, got {text!r}"
+        ) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench", help="measure generation and training speed", description=__doc__
     )
-    parser.add_argument("--model-size", "--model_size", default="124M")
+    parser.add_argument(
+        "--model-size", "--model_size", default="124M", help="124M, 355M, 774M or 1558M"
+    )
     parser.add_argument(
         "--backend",
         "--backends",
         dest="backends",
-        type=_csv(str),
+        type=_names,
         default=("functional",),
         help="comma-separated backends, e.g. functional,haiku,keras",
     )
-    parser.add_argument("--prompt-len", type=int, default=None)
-    parser.add_argument("--new-tokens", type=int, default=None)
+    parser.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (32)")
+    parser.add_argument("--new-tokens", type=int, default=None, help="tokens decoded (256)")
     parser.add_argument(
-        "--batch-sizes", type=_csv(int), default=None, help="decode batches (CPU 1,8; GPU 1,8,64)"
+        "--batch-sizes", type=_counts, default=None, help="decode batches (CPU 1,8; GPU 1,8,64)"
     )
-    parser.add_argument("--prefill-len", type=int, default=None)
-    parser.add_argument("--train-batch", type=int, default=None)
+    parser.add_argument(
+        "--prefill-len", type=int, default=None, help="prompt tokens of the prefill (1024)"
+    )
+    parser.add_argument(
+        "--train-batch", type=int, default=None, help="training rows (CPU 4, GPU 32)"
+    )
     parser.add_argument("--train-seq", type=int, default=None, help="CPU 256, GPU 1024")
-    parser.add_argument("--train-dtype", choices=["float32", "bfloat16"], default=None)
+    parser.add_argument(
+        "--train-dtype", choices=["float32", "bfloat16"], default=None,
+        help="training precision (CPU float32, GPU bfloat16)",
+    )  # fmt: skip
     parser.add_argument(
         "--models-dir",
         type=Path,
