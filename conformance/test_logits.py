@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from conformance.conftest import TINY, compared_with_reference
+from conformance.conftest import TINY, canonical_tree, compared_with_reference
 from conformance.report import max_abs_diff
 from shared.weights import load_tf_checkpoint
 from tests.support.openai_checkpoint import write_openai_checkpoint
@@ -68,8 +68,29 @@ def test_last_only_gives_the_last_position_of_the_full_logits(
 
 
 def test_a_sequence_past_the_context_is_refused(backend, config, canonical):
-    """JAX clamps an out-of-range position lookup, so without the check the logits would be
-    those of the wrong positions."""
+    """Positions past the context have no embedding: refused rather than computed as NaN."""
     tokens = jnp.zeros((1, config.n_ctx + 1), jnp.int32)
     with pytest.raises(ValueError, match=f"exceeds the model's context of {config.n_ctx} "):
         forward(backend, canonical, config, tokens)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [((5,), r"must be a \[batch, seq\] array, got shape \(5,\)"), ((1, 0), "hold no positions")],
+)
+def test_tokens_of_the_wrong_shape_are_refused(backend, tiny_params, shape, message):
+    with pytest.raises(ValueError, match=message):
+        backend.apply(
+            tiny_params, jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.int32), None, config=TINY
+        )
+
+
+def test_ids_and_positions_outside_the_model_give_nan_in_every_backend(backend, tiny_params):
+    """A hand-written decode loop can pass them (the Generator refuses them): JAX's indexing
+    would clamp them to the last row, and the logits of another token or position would pass
+    for right. The rows that hold them turn NaN; the others are untouched."""
+    tokens = jnp.array([[1, 2, TINY.n_vocab], [1, 2, 3], [1, 2, 3]])
+    positions = jnp.array([[0, 1, 2], [0, 1, TINY.n_ctx], [0, 1, 2]])
+    apply = jax.jit(backend.apply, static_argnames="config")
+    logits, _ = apply(tiny_params, tokens, positions, None, config=TINY)
+    assert jnp.isnan(logits[:2, 2]).all() and jnp.isfinite(logits[2]).all()

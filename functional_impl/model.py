@@ -14,8 +14,9 @@ import jax.numpy as jnp
 
 from shared import kv_cache
 from shared.activations import gelu
-from shared.config import check_sequence
+from shared.config import check_tokens
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
+from shared.embedding import lookup
 from shared.kv_cache import KVCache
 from shared.linear import linear
 from shared.logits import last_position, tied_logits
@@ -106,8 +107,8 @@ def gpt2(
     as an unrolled loop over separate buffers (the faster choice for decoding on CPU). `dropout`
     is for training only (`shared.dropout`); None runs the deterministic forward.
     """
-    check_sequence(tokens.shape[1], wpe.shape[0])
-    x = drop(wte[tokens] + wpe[positions], dropout, EMBEDDINGS)
+    check_tokens(tokens.shape, wpe.shape[0])
+    x = drop(lookup(wte, tokens) + lookup(wpe, positions), dropout, EMBEDDINGS)
     mask = kv_cache.attention_mask(cache, tokens.shape[1])
     index = None if cache is None else cache.index
     layer_caches = (

@@ -17,8 +17,9 @@ import jax.numpy as jnp
 
 from shared import kv_cache
 from shared.activations import gelu
-from shared.config import GPT2Config, check_sequence
+from shared.config import GPT2Config, check_tokens
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
+from shared.embedding import lookup
 from shared.kv_cache import KVCache
 from shared.linear import over_rows
 from shared.logits import last_position, tied_logits
@@ -158,9 +159,10 @@ class GPT2(hk.Module):
         keys/values into `cache.k[i]`, `cache.v[i]` at `cache.index` and attends to all filled slots.
         `dropout` (`shared.dropout`) is for training; None runs the deterministic forward.
         """
+        check_tokens(tokens.shape, self.wpe.vocab_size)
         seq = tokens.shape[1]
-        check_sequence(seq, self.wpe.vocab_size)
-        x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)
+        embedded = lookup(self.wte.embeddings, tokens) + lookup(self.wpe.embeddings, positions)
+        x = drop(embedded, dropout, EMBEDDINGS)
         mask = kv_cache.attention_mask(cache, seq)
         index = None if cache is None else cache.index
         layer_caches = (

@@ -65,8 +65,8 @@ def variable_path(model: keras.Model, variable: keras.Variable) -> str:
 
 
 def model_params(model: keras.Model) -> KerasParams:
-    """The model's current trainable weights as `{variable path: array}`."""
-    return {variable_path(model, v): v.value for v in model.trainable_variables}
+    """The model's current weights, frozen ones included, as `{variable path: array}`."""
+    return {variable_path(model, v): v.value for v in model.weights}
 
 
 def from_canonical(tree: Params, config: GPT2Config) -> KerasParams:
@@ -83,5 +83,5 @@ def load_into(model: keras.Model, tree: Params) -> None:
     """Assign copies of canonical weights to a built `GPT2LM` (its config must match the tree's
     shapes): Keras' trainer donates variable buffers, which would delete the caller's arrays."""
     values = from_canonical(tree, model.config)
-    for variable in model.trainable_variables:
+    for variable in model.weights:  # frozen layers' too
         variable.assign(jnp.array(values[variable_path(model, variable)], copy=True))

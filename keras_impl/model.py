@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_impl.layers import GPT2_INIT_STD, LayerNorm, TransformerBlock
 from shared import kv_cache
-from shared.config import GPT2Config, check_sequence
+from shared.config import GPT2Config, check_tokens
 from shared.dropout import EMBEDDINGS, Dropout, drop
 from shared.kv_cache import KVCache
 from shared.logits import last_position, tied_logits
@@ -101,8 +101,8 @@ class GPT2LM(keras.Model):
         `positions` default to 0..seq-1 for every row. `dropout` (`shared.dropout.Dropout`: a rate
         and a key) applies GPT-2's training dropout; None runs the deterministic forward.
         """
+        check_tokens(tokens.shape, self.config.n_ctx)
         seq = tokens.shape[1]
-        check_sequence(seq, self.config.n_ctx)
         if positions is None:
             positions = ops.arange(seq)[None, :]
         x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)

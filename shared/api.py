@@ -19,7 +19,8 @@ import numpy as np
 from shared import weights
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config
-from shared.generation import Generator, check_prompts, row_keys
+from shared.generation import Generator, check_prompts, check_seed, row_keys
+from shared.numeric import is_integer
 from shared.params import Params, cast
 from shared.sampling import SamplingParams
 from shared.stopping import StopStringCutter, tokens_containing
@@ -40,12 +41,15 @@ def check_request(
     What depends on the model (a prompt longer than its context) is checked when it runs.
     """
     check_prompts(prompts, max_new_tokens)
-    if not isinstance(num_samples, int) or num_samples < 1:
+    if not is_integer(num_samples) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
     if "" in stop:
         raise ValueError("A stop string is empty; give text to stop before, or no --stop.")
-    if seed is not None and not (isinstance(seed, int) and -(2**63) <= seed < 2**63):
-        raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}.")
+    bad = next((s for s in stop if not isinstance(s, str)), None)
+    if bad is not None:
+        raise ValueError(f"Stop strings are text to stop before, got {bad!r}.")
+    if seed is not None:
+        check_seed(seed)
 
 
 def segments(prompt_length: int, max_new_tokens: int, n_ctx: int, slide: bool) -> tuple[int, ...]:
@@ -134,14 +138,15 @@ class GPT2:
         """
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        stop = [stop] if isinstance(stop, str) else list(stop)
+        stop = [stop] if isinstance(stop, str) else list(stop or ())
         check_request(prompts, max_new_tokens, num_samples, stop, seed)
+        max_new_tokens, num_samples = int(max_new_tokens), int(num_samples)
         encoded = self.encode_prompts(prompts, max_new_tokens, truncate)
         rows = [ids for ids in encoded for _ in range(num_samples)]
         stops = (*stop, ENDOFTEXT)
         decoders = [self.tokenizer.stream_decoder() for _ in rows]
         cutters = [StopStringCutter(stops) for _ in rows]
-        seed = int.from_bytes(os.urandom(4), "little") >> 1 if seed is None else seed
+        seed = int.from_bytes(os.urandom(4), "little") >> 1 if seed is None else int(seed)
         tokens = self._ids_stream(
             rows, max_new_tokens, sampling, self._stop_tokens(stops), seed, chunk, truncate
         )
@@ -297,12 +302,15 @@ def from_canonical(
     tree: Params,
     config: GPT2Config,
     tokenizer: Tokenizer,
-    backend: Backend,
+    backend: Backend | str,
     dtype: str = "float32",
     *,
     mesh: str | None = None,
 ) -> GPT2:
-    """A GPT2 from a canonical tree (e.g. one you trained or converted yourself)."""
+    """A GPT2 from a canonical tree (e.g. one you trained or converted yourself); `backend` is a
+    Backend or its name."""
+    _check_options(dtype, mesh)
+    backend = get_backend(backend) if isinstance(backend, str) else backend
     params = backend.from_canonical(cast(tree, DTYPES[dtype]), config)
     return GPT2(tokenizer, config, backend, params, mesh=mesh)
 

@@ -85,11 +85,16 @@ SIZE_ALIASES: dict[str, str] = {
 }
 
 
-def check_sequence(n_tokens: int | None, n_ctx: int) -> None:
-    """Refuse more positions than the model has, which every backend's forward calls: JAX would
-    clamp the position-embedding lookup and return logits for the wrong positions, silently.
-    (`None`: a symbolic length, as Keras builds with.)"""
-    if n_tokens is not None and n_tokens > n_ctx:
+def check_tokens(shape: tuple, n_ctx: int) -> None:
+    """Refuse token arrays that every backend's forward calls on and would get wrong: not
+    [batch, seq], no positions, or more positions than the model has (their embedding lookups
+    would give NaN). A length that is not an int (symbolic, as Keras builds with) passes."""
+    if len(shape) != 2:
+        raise ValueError(f"Tokens must be a [batch, seq] array, got shape {tuple(shape)}.")
+    n_tokens = shape[1]
+    if isinstance(n_tokens, int) and n_tokens < 1:
+        raise ValueError(f"Tokens of shape {tuple(shape)} hold no positions; give at least one.")
+    if isinstance(n_tokens, int) and n_tokens > n_ctx:
         raise ValueError(
             f"A sequence of {n_tokens} tokens exceeds the model's context of {n_ctx} positions; "
             f"give at most {n_ctx}."

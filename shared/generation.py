@@ -24,6 +24,7 @@ from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.distributed import placement
 from shared.kv_cache import KVCache
+from shared.numeric import is_integer
 from shared.sampling import SamplingParams, sample
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -150,11 +151,17 @@ def _decode(
 def check_prompts(prompts: Sequence[Sized], max_new_tokens: int) -> None:
     """Fail with one sentence if max_new_tokens is below 1 or a prompt (text or token ids) is
     empty: what no model could serve, so callers check it before loading one."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if not is_integer(max_new_tokens) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
     for i, prompt in enumerate(prompts):
-        if not prompt:
+        if len(prompt) == 0:  # not `not prompt`: numpy arrays of ids have no truth value
             raise ValueError(f"Prompt {i} is empty; give at least one token of text.")
+
+
+def check_seed(seed: int) -> None:
+    """PRNG keys are made from the seed's signed 64 bits."""
+    if not (is_integer(seed) and -(2**63) <= seed < 2**63):
+        raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}.")
 
 
 def _param_dtype(params: Any) -> jnp.dtype:
@@ -195,14 +202,14 @@ class Generator:
         backends' embedding lookups would disagree on it) or prompt + new tokens exceed the
         context."""
         check_prompts(prompts, max_new_tokens)
-        if not prompts:
+        if len(prompts) == 0:
             raise ValueError("Give at least one prompt.")
         for i, prompt in enumerate(prompts):
-            bad = next((t for t in prompt if not 0 <= t < self.config.n_vocab), None)
+            bad = next((t for t in prompt if not self._in_vocabulary(t)), None)
             if bad is not None:
                 raise ValueError(
-                    f"Prompt {i} holds the token id {bad}, outside the model's vocabulary of "
-                    f"{self.config.n_vocab} ids (0 to {self.config.n_vocab - 1})."
+                    f"Prompt {i} holds {bad!r}, which is not a token id of the model's vocabulary "
+                    f"of {self.config.n_vocab} ids (integers 0 to {self.config.n_vocab - 1})."
                 )
             if len(prompt) + max_new_tokens > self.config.n_ctx:
                 raise ValueError(
@@ -211,6 +218,33 @@ class Generator:
                     f"{self.config.n_ctx} tokens; shorten the prompt, lower max_new_tokens, or "
                     "let the text slide over the context (truncate=True, `--truncate`)."
                 )
+
+    def _in_vocabulary(self, token: object) -> bool:
+        return is_integer(token) and 0 <= token < self.config.n_vocab
+
+    def _check_options(
+        self,
+        stop_tokens: list[int],
+        keys: jax.Array | None,
+        n_rows: int,
+        seed: int,
+        chunk: int | None,
+    ) -> None:
+        bad = [t for t in stop_tokens if not self._in_vocabulary(t)]
+        if bad:
+            raise ValueError(
+                f"stop_tokens holds {bad[0]!r}, which is not a token id of the model's vocabulary "
+                f"of {self.config.n_vocab} ids (integers 0 to {self.config.n_vocab - 1})."
+            )
+        if keys is not None and len(keys) != n_rows:
+            raise ValueError(
+                f"keys holds {len(keys)} PRNG keys for {n_rows} prompts; give one each."
+            )
+        check_seed(seed)
+        if chunk is not None and not (is_integer(chunk) and chunk >= 1):
+            raise ValueError(
+                f"chunk must be an integer >= 1 (or None: all tokens at once), got {chunk!r}."
+            )
 
     def stream(
         self,
@@ -226,17 +260,22 @@ class Generator:
         """Yield (new ids per row, done per row) after the first token and every `chunk` steps.
 
         New ids of a row include its stop token when it stops. `keys` ([batch] PRNG keys) overrides
-        the per-row keys derived from `seed`.
+        the per-row keys derived from `seed`. `chunk` None: one yield after the first token, one
+        at the end.
         """
         self.check_lengths(prompts, max_new_tokens)
-        batch, bucket = len(prompts), prompt_bucket(max(len(p) for p in prompts))
+        stop_tokens = list(stop_tokens)
+        self._check_options(stop_tokens, keys, len(prompts), seed, chunk)
+        max_new_tokens, seed = int(max_new_tokens), int(seed)
+        longest = max(len(p) for p in prompts)
+        batch, bucket = len(prompts), min(prompt_bucket(longest), self.config.n_ctx)
         padded = np.zeros((batch, bucket), np.int32)
         mask = np.zeros((batch, bucket), bool)
         for row, prompt in enumerate(prompts):
             padded[row, bucket - len(prompt) :] = prompt
             mask[row, bucket - len(prompt) :] = True
         stop_mask = np.zeros(self.config.n_vocab, bool)
-        stop_mask[list(stop_tokens)] = True
+        stop_mask[stop_tokens] = True
         # Host values throughout: jit takes them as they are, while building device arrays here
         # would compile a small program each (a noticeable part of a CLI start).
         controls = _Controls(*sampling.as_arrays(), stop_mask, np.int32(max_new_tokens))

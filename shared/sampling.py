@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared.numeric import is_integer, is_real
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
@@ -29,18 +31,20 @@ class SamplingParams:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)) or (
+        if not (is_real(self.temperature) and math.isfinite(self.temperature)) or (
             self.temperature < 0
         ):
             raise ValueError(
                 f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}."
             )
-        if self.top_k is not None and (
-            not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1
-        ):
+        if self.top_k is not None and (not is_integer(self.top_k) or self.top_k < 1):
             raise ValueError(f"top_k must be an integer >= 1 (or unset), got {self.top_k!r}.")
-        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+        if not (is_real(self.top_p) and 0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+        # Numpy scalars become Python numbers, so equal settings compare and hash alike.
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "top_k", None if self.top_k is None else int(self.top_k))
+        object.__setattr__(self, "top_p", float(self.top_p))
 
     def as_arrays(self) -> tuple[np.float32, np.int32, np.float32]:
         """(temperature, top_k with 0 meaning off, top_p) as host scalars, traced once passed to a

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
+import numpy as np
 import pytest
 
 from functional_impl.backend import backend
@@ -47,8 +50,15 @@ def test_the_context_can_be_filled_exactly(generator):
         ([[1]], 0, "max_new_tokens"),
         ([], 5, "at least one prompt"),
         ([[1], []], 5, "Prompt 1 is empty"),
-        ([[1, 256]], 5, r"token id 256, outside the model's vocabulary of 256 ids \(0 to 255\)"),
-        ([[-1]], 5, "token id -1, outside"),
+        (
+            [[1, 256]],
+            5,
+            r"Prompt 0 holds 256, which is not a token id of the model's vocabulary "
+            r"of 256 ids \(integers 0 to 255\)",
+        ),
+        ([[-1]], 5, "holds -1, which is not a token id"),
+        ([[1.0]], 5, "holds 1.0, which is not a token id"),
+        ([[1]], True, "max_new_tokens must be an integer >= 1, got True"),
     ],
 )
 def test_bad_requests_fail_with_a_sentence(generator, prompts, max_new, message):
@@ -62,3 +72,37 @@ def test_loop_exits_when_every_row_has_stopped(generator):
     chunks = list(generator.stream([[1, 2], [3, 4]], 30, stop_tokens=stops, chunk=30))
     assert len(chunks) == 1  # both rows stopped on their first token: no decode call at all
     assert all(chunks[0][1])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"stop_tokens": [-97]}, r"stop_tokens holds -97, which is not a token id .* 0 to 255\)"),
+        ({"stop_tokens": [256]}, "stop_tokens holds 256, which is not a token id"),
+        ({"seed": None}, r"seed must be an integer in \[-2\*\*63, 2\*\*63\), got None"),
+        ({"seed": 2**64}, "seed must be an integer"),
+        (
+            {"keys": generation.row_keys(0, 3)},
+            "keys holds 3 PRNG keys for 2 prompts; give one each",
+        ),
+        ({"chunk": 0}, r"chunk must be an integer >= 1 \(or None: all tokens at once\), got 0"),
+        ({"chunk": -1}, "chunk must be an integer >= 1"),
+    ],
+)
+def test_bad_stream_options_fail_with_a_sentence(generator, options, message):
+    with pytest.raises(ValueError, match=message):
+        next(generator.stream([[1, 2], [3]], 5, **options))
+
+
+def test_numpy_prompts_and_counts_are_token_ids_and_counts(generator):
+    expected = generator.generate([[1, 2, 3], [4, 5, 6]], 5)
+    assert generator.generate(np.array([[1, 2, 3], [4, 5, 6]]), np.int64(5)) == expected
+    assert generator.generate([np.array([1, 2, 3]), (4, 5, 6)], 5, seed=np.int32(0)) == expected
+
+
+def test_a_context_that_is_not_a_power_of_two_can_be_filled():
+    """Prompts are padded to a power-of-two bucket, which must stop at the context."""
+    config = dataclasses.replace(CONFIG, n_ctx=48)
+    short = Generator(backend, backend.init(config, jax.random.PRNGKey(0)), config)
+    [completion] = short.generate([list(range(40))], 8)
+    assert len(completion.tokens) == 8

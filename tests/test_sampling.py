@@ -142,8 +142,16 @@ def test_each_row_draws_with_its_own_key():
         ({"top_k": 2.5}, r"^top_k must be .*, got 2\.5\.$"),
         ({"top_p": 0.0}, r"^top_p must be in \(0, 1\], got 0\.0\.$"),
         ({"top_p": 1.01}, r"^top_p must be in \(0, 1\], got 1\.01\.$"),
+        ({"temperature": True}, r"^temperature must be .*, got True\.$"),
+        ({"top_k": np.bool_(True)}, r"^top_k must be .*, got np\.True_\.$"),
     ],
 )
 def test_bad_settings_fail_with_a_sentence_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplingParams(**kwargs)
+
+
+def test_numpy_scalars_are_settings_like_python_numbers():
+    given = SamplingParams(np.float32(0.5), np.int64(40), np.float64(0.9))
+    assert given == SamplingParams(0.5, 40, 0.9)
+    assert (type(given.temperature), type(given.top_k), type(given.top_p)) == (float, int, float)
