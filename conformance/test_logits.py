@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from conformance.conftest import TINY, canonical_tree, compared_with_reference
+from conformance.conftest import TINY, compared_with_reference
 from conformance.report import max_abs_diff
 from shared.weights import load_tf_checkpoint
 from tests.support.openai_checkpoint import write_openai_checkpoint

@@ -133,8 +133,9 @@ class GPT2:
     ) -> Iterator[list[str]]:
         """Yield, for every row, the text produced since the last yield (every `chunk` tokens).
 
-        `truncate` lets prompt + new tokens exceed the context: the model always sees the last
-        tokens that fit (the prompt's end, then a window sliding along the text).
+        `truncate` lets prompt + new tokens exceed the context: the model sees the prompt's end,
+        then a window sliding along the text that leaves room for the segment's new tokens, at
+        least half a context of them (`segments`).
         """
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)

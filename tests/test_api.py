@@ -6,6 +6,7 @@ import pytest
 
 import gpt2
 from shared.tokenizer import ENDOFTEXT
+from tests.support.greedy import greedy_tokens
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +43,30 @@ def test_readme_example_with_a_stop_string(model):
         assert text == unstopped.split(".")[0]
 
 
-def test_stream_deltas_add_up_to_generate(model):
+def test_stream_deltas_add_up_to_generate(model, monkeypatch):
+    """`stream` yields each token's text as it comes: when a piece arrives, the token source has
+    computed only the tokens that piece needs, and the pieces add up to `generate`'s text."""
+    steps = []  # tokens per row the generator had computed at each of its yields
+    plain = model.generator.stream
+
+    def counted(*args, **kwargs):
+        for new, done in plain(*args, **kwargs):
+            steps.append(max(len(ids) for ids in new))
+            yield new, done
+
     kwargs = {"temperature": 1.0, "top_k": 50, "seed": 4}
-    pieces = list(model.stream(["Hello", "Goodbye"], 15, **kwargs))
+    monkeypatch.setattr(model.generator, "stream", counted)
+    stream = model.stream(["Hello", "Goodbye"], 15, **kwargs)
+    pieces = [next(stream)]
+    assert steps == [1]  # the first piece came before a second token was computed
+    for piece in stream:
+        pieces.append(piece)
+        assert len(steps) == len(pieces)  # one token computed per piece, none ahead
+    monkeypatch.undo()
+    assert len(pieces) == 15 and any(pieces[0])
+    assert sum(1 for piece in pieces if any(piece)) > 10  # text came with most tokens
     joined = ["".join(p[row] for p in pieces) for row in range(2)]
     assert joined == model.generate(["Hello", "Goodbye"], 15, **kwargs)
-    assert len(pieces) > 2
 
 
 def test_generated_text_never_contains_endoftext(model):
@@ -84,6 +103,7 @@ def test_bfloat16_weights_generate(served, monkeypatch):
     assert len(model.tokenizer.encode(model.generate("Hi", 5, temperature=0.0)[0])) >= 1
 
 
+@pytest.mark.slow
 def test_a_truncated_row_does_not_depend_on_the_prompts_batched_with_it(model):
     short, long = "Hi there", "word " * 150  # the long prompt slides, the short one fits
     for kwargs in ({"temperature": 0.0}, {"temperature": 1.0, "top_k": None, "seed": 3}):
@@ -91,6 +111,30 @@ def test_a_truncated_row_does_not_depend_on_the_prompts_batched_with_it(model):
         assert batched[0] == model.generate(short, 80, truncate=True, **kwargs)[0]
     greedy = model.generate([short, long], 80, truncate=True, temperature=0.0)
     assert greedy[1] == model.generate(long, 80, truncate=True, temperature=0.0)[0]
+
+
+def test_truncate_continues_from_the_end_of_the_text_as_it_slides(model):
+    """`truncate`: the model sees the prompt's end, then a window sliding along the text.
+
+    160 tokens of prompt, 80 new ones, a context of 128: the first segment sees the prompt's last
+    64 tokens and writes 64, filling the context; the next sees the text's last 112 tokens and
+    writes the remaining 16 (`shared.api.segments`).
+    """
+    prompt = " ".join(str(n) for n in range(100, 260))  # one token per number
+    ids = model.tokenizer.encode(prompt)
+    assert len(ids) == 160 and model.config.n_ctx == 128
+    first = greedy_tokens(model, ids[-64:], 64)
+    second = greedy_tokens(model, (ids + first)[-112:], 16)
+    assert len(first + second) == 80  # no <|endoftext|>: the window really slides
+    text = model.generate(prompt, 80, truncate=True, temperature=0.0)[0]
+    assert text == model.tokenizer.decode(first + second)
+    # Only the end counts: the same end after another beginning continues the same way ...
+    other_start = " ".join(["the"] * 40 + prompt.split()[40:])
+    assert model.generate(other_start, 80, truncate=True, temperature=0.0)[0] == text
+    # ... while the prompt's beginning, or a changed end, would continue differently.
+    assert greedy_tokens(model, ids[:64], 64) != first
+    other_end = prompt.rsplit(" ", 3)[0] + " 7 8 9"
+    assert model.generate(other_end, 80, truncate=True, temperature=0.0)[0] != text
 
 
 def test_stop_may_be_one_string(model):

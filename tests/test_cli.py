@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 import gpt2 as gpt2_package
 from shared import api, weights
+from tests.support.greedy import greedy_tokens
 from tests.support.openai_server import OpenAIServer
 
 SIZES = ("124M", "355M", "1558M")
@@ -58,14 +60,71 @@ def model(env):
     return api.load_model("124M", models_dir=env["GPT2_MODELS_DIR"], progress=False)
 
 
+# `gpt2 generate` whose token source waits at each chunk it has yielded: it says so on stderr and
+# reads a line of stdin before computing the next, so the test sees stdout between chunks.
+GATED_GENERATE = """
+import sys
+from shared import generation
+from shared.cli import main
+
+plain = generation.Generator.stream
+
+def gated(self, *args, **kwargs):
+    for count, item in enumerate(plain(self, *args, **kwargs), start=1):
+        yield item
+        sys.stderr.write(f"@gate {count}\\n")
+        sys.stderr.flush()
+        sys.stdin.readline()
+
+generation.Generator.stream = gated
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_generate_streams_the_same_text_as_the_python_api(env, model):
+    """Text is on stdout chunk by chunk: what the first token made is there before the second is
+    computed, and it grows over many chunks into exactly the Python API's text."""
     prompt = "The future of artificial intelligence is"
-    out = ok(gpt2(env, "generate", "--prompt", prompt, "--max-new-tokens", "50", "--seed", "1"))
+    args = ["generate", "--prompt", prompt, "--max-new-tokens", "50", "--seed", "1"]
+    buffered = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}  # as a user runs it
+    process = subprocess.Popen(
+        [sys.executable, "-c", GATED_GENERATE, *args], env=buffered, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.set_blocking(process.stdout.fileno(), False)
+    watchdog = threading.Timer(300, process.kill)  # a hung child ends the test, not the run
+    watchdog.start()
+    shown, seen, stderr = [], b"", []
+    try:
+        for line in process.stderr:  # the child writes, flushes, then says it is at the gate
+            stderr.append(line)
+            if not line.startswith(b"@gate "):
+                continue
+            while (piece := process.stdout.read()) is not None and piece:
+                seen += piece
+            assert process.poll() is None  # still in the middle of generating
+            shown.append(seen.decode())
+            process.stdin.write(b"\n")
+            process.stdin.flush()
+        process.wait(timeout=300)
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, b"".join(stderr).decode()
+    os.set_blocking(process.stdout.fileno(), True)
+    out = (seen + process.stdout.read()).decode()
     expected = model.generate(prompt, 50, temperature=1.0, top_k=40, seed=1)[0]
     assert out == prompt + expected + "\n"
     assert len(model.tokenizer.encode(expected)) >= 40  # tokens may merge when re-encoded
+    assert shown[0].startswith(prompt) and len(shown[0]) > len(prompt)  # before token 2 exists
+    assert len(shown) == 49  # a wait after each token's chunk but the last, which ends it
+    assert all(out.startswith(text) for text in shown)
+    assert len(set(shown)) > 25  # the text grew at many of the 50 chunks, not once at the end
 
 
+@pytest.mark.slow
 def test_sampling_options_and_seed_make_runs_reproducible(env):
     args = ["generate", "--prompt", "Once upon a time", "--model-size", "355M",
             "--temperature", "1.2", "--top-p", "0.9", "--seed", "7", "--max-new-tokens", "20"]  # fmt: skip
@@ -194,12 +253,21 @@ def test_bad_input_fails_with_one_sentence(env, model, args, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_truncate_keeps_the_end_of_a_long_prompt(env, model):
-    prompt = "word " * 150
-    result = gpt2(env, "generate", "--prompt", prompt, "--max-new-tokens", "4")
-    assert result.returncode == 2
-    out = ok(gpt2(env, "generate", "--prompt", prompt, "--max-new-tokens", "4", "--truncate"))
-    assert out.startswith(prompt)
+    """A 160-token prompt, 80 new tokens, a context of 128: the prompt's last 64 tokens are
+    continued by 64, then the text's last 112 by 16 more (see the API's test of `truncate`)."""
+    prompt = " ".join(str(n) for n in range(100, 260))
+    ids = model.tokenizer.encode(prompt)
+    assert len(ids) == 160
+    args = ["generate", "--prompt", prompt, "--max-new-tokens", "80", "--temperature", "0"]
+    assert gpt2(env, *args).returncode == 2
+    out = ok(gpt2(env, *args, "--truncate"))
+    first = greedy_tokens(model, ids[-64:], 64)
+    second = greedy_tokens(model, (ids + first)[-112:], 16)
+    assert len(first + second) == 80
+    assert out == prompt + model.tokenizer.decode(first + second) + "\n"
+    assert greedy_tokens(model, ids[:64], 64) != first  # the beginning would not do
 
 
 @pytest.mark.parametrize(

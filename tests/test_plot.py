@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from shared.cli import main
-from shared.training.plot import read_metrics
+from shared.training.plot import draw_runs, read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -35,14 +35,58 @@ def test_a_run_is_drawn_to_loss_png_in_its_folder(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(run / "loss.png")
 
 
+def _logged(run):
+    """The records written to a run's metrics.jsonl, read here without `read_metrics`."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _lines(axes):
+    """{label: (x, y, color)} of the lines drawn on `axes`."""
+    return {
+        line.get_label(): (list(line.get_xdata()), list(line.get_ydata()), line.get_color())
+        for line in axes.get_lines()
+    }
+
+
 def test_several_runs_overlay_into_the_given_output(tmp_path):
+    """Each run's train loss, val loss and lr, as logged in its metrics.jsonl, are one line each,
+    labelled by folder name, one color per run."""
     runs = [
         _write_metrics(tmp_path / name, n_iters=n) for name, n in [("haiku", 10), ("keras", 20)]
     ]
+    (runs[1] / "metrics.jsonl").write_text(  # the runs must not look alike
+        "".join(
+            json.dumps(r | {"train_loss": 2 * r["train_loss"], "lr": r["lr"] / 4}) + "\n"
+            for r in _logged(runs[1])
+        )
+    )
     output = tmp_path / "plots" / "compare.png"
     assert main(["plot", *map(str, runs), "--output", str(output)]) == 0
     assert output.read_bytes().startswith(PNG_MAGIC)
     assert not (runs[0] / "loss.png").exists()
+
+    figure = draw_runs(runs)  # what was saved
+    loss_axes, lr_axes = figure.axes
+    assert (loss_axes.get_title(), lr_axes.get_title()) == ("loss", "learning rate")
+    expected_loss, expected_lr = {}, {}
+    for run in runs:
+        records = _logged(run)
+        val = [r for r in records if "val_loss" in r]
+        expected_loss[f"{run.name} train"] = (
+            [r["iter"] for r in records],
+            [r["train_loss"] for r in records],
+        )
+        expected_loss[f"{run.name} val"] = ([r["iter"] for r in val], [r["val_loss"] for r in val])
+        expected_lr[run.name] = ([r["iter"] for r in records], [r["lr"] for r in records])
+    loss_lines, lr_lines = _lines(loss_axes), _lines(lr_axes)
+    assert {k: v[:2] for k, v in loss_lines.items()} == expected_loss
+    assert {k: v[:2] for k, v in lr_lines.items()} == expected_lr
+    assert len(loss_axes.get_lines()) == 4 and len(lr_axes.get_lines()) == 2
+    for name in ("haiku", "keras"):  # a run's three lines share its color, the runs' differ
+        assert loss_lines[f"{name} train"][2] == loss_lines[f"{name} val"][2] == lr_lines[name][2]
+    assert lr_lines["haiku"][2] != lr_lines["keras"][2]
+    legends = [[t.get_text() for t in axes.get_legend().get_texts()] for axes in figure.axes]
+    assert legends == [["haiku train", "haiku val", "keras train", "keras val"], ["haiku", "keras"]]
 
 
 def test_a_resumed_runs_repeated_iterations_keep_the_last_record(tmp_path):

@@ -70,6 +70,7 @@ def _train_command(config: TrainingConfig, *extra):
     return [sys.executable, "-m", "gpt2", "train", *flags, *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"dropout": 0.1, "gradient_accumulation_steps": 2}],
@@ -107,6 +108,7 @@ def test_a_run_killed_by_sigterm_resumes_exactly(char_data, tmp_path, overrides)
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_a_run_with_dropout_learns_and_is_not_the_run_without(char_data, tmp_path):
     Trainer(_config(char_data, tmp_path / "dropout", dropout=0.1, max_iters=30)).run()
     Trainer(_config(char_data, tmp_path / "plain", max_iters=1, eval_iters=1)).run()
@@ -115,6 +117,7 @@ def test_a_run_with_dropout_learns_and_is_not_the_run_without(char_data, tmp_pat
     assert losses[1][0] != _losses(tmp_path / "plain")[1][0]
 
 
+@pytest.mark.slow
 def test_best_checkpoint_follows_the_validation_loss(char_data, tmp_path):
     result = Trainer(_config(char_data, tmp_path, max_iters=40)).run()
     _, meta = checkpoints.read_meta(tmp_path, checkpoints.BEST)
@@ -141,6 +144,7 @@ def _records(out_dir):
     return {record["iter"]: record for record in map(json.loads, lines)}
 
 
+@pytest.mark.slow
 def test_generate_from_a_checkpoint_on_the_backend_asked_for(finished_run):
     def generate(*args):
         command = [sys.executable, "-m", "gpt2", "generate", "--checkpoint", str(finished_run),
@@ -164,6 +168,7 @@ def test_generate_from_a_checkpoint_on_the_backend_asked_for(finished_run):
     assert "characters outside this model's alphabet ('é')" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_a_resumed_run_replaces_best_only_with_a_better_model(finished_run, tmp_path):
     out = _copy(finished_run, tmp_path)
     best = checkpoints.read_meta(out, checkpoints.BEST)
@@ -195,6 +200,7 @@ def _steps(out_dir, which=checkpoints.LAST):
     return sorted(int(p.name) for p in (out_dir / which).iterdir() if p.name.isdigit())
 
 
+@pytest.mark.slow
 def test_a_run_killed_between_its_best_and_its_last_save_resumes(finished_run, tmp_path):
     """`best/` saves step N before `checkpoints/` does: a kill between the two leaves best/ ahead."""
     out = _copy(finished_run, tmp_path)
@@ -206,6 +212,7 @@ def test_a_run_killed_between_its_best_and_its_last_save_resumes(finished_run, t
     assert checkpoints.read_meta(out, checkpoints.BEST) == best  # the replay was no better
 
 
+@pytest.mark.slow
 def test_every_save_interval_is_saved_whatever_the_log_interval(char_data, tmp_path):
     config = _config(char_data, tmp_path, max_iters=20, log_interval=10, eval_interval=20,
                      save_interval=5, keep_last=10)  # fmt: skip
@@ -225,6 +232,7 @@ def test_a_damaged_checkpoint_is_named_with_the_step_to_go_back_to(finished_run,
         Trainer(resume_config(str(out), {}))
 
 
+@pytest.mark.slow
 def test_a_longer_resumed_run_stays_at_min_lr_past_the_old_end(finished_run, tmp_path):
     out = _copy(finished_run, tmp_path)
     trained = TrainingConfig.from_dict(checkpoints.read_meta(out)[1]["training"])
@@ -354,6 +362,7 @@ def _uniform_loss(data_dir):
     return math.log(json.loads((data_dir / "meta.json").read_text())["vocab_size"])
 
 
+@pytest.mark.slow
 def test_eval_only_of_a_checkpoint_gives_its_logged_losses_and_writes_nothing(char_data, tmp_path):
     Trainer(_config(char_data, tmp_path, max_iters=20)).run()
     logged_val = _losses(tmp_path)[20][1]
@@ -380,6 +389,7 @@ def test_eval_only_from_scratch_on_the_command_line(char_data, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow
 def test_fine_tuning_openai_weights_then_export_to_hf(openai_server, tmp_path, monkeypatch):
     monkeypatch.setenv("GPT2_BASE_URL", openai_server.base_url)
     monkeypatch.setenv("GPT2_MODELS_DIR", str(tmp_path / "models"))
@@ -525,12 +535,14 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(char_data, tmp
     assert step >= 1
 
 
+@pytest.mark.slow
 def test_tensorboard_events_are_written_when_asked(char_data, tmp_path):
     Trainer(_config(char_data, tmp_path, max_iters=4, eval_interval=2, tensorboard=True)).run()
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_weights_and_biases_without_a_login_is_one_sentence(char_data, tmp_path):
     """In a process of its own: wandb keeps its settings (online here) for the whole process."""
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
@@ -545,6 +557,7 @@ def test_weights_and_biases_without_a_login_is_one_sentence(char_data, tmp_path)
     assert not (tmp_path / "out" / "checkpoints").exists()  # nothing of the run is left half made
 
 
+@pytest.mark.slow
 def test_weights_and_biases_logs_offline_when_asked(char_data, tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):

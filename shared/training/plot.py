@@ -10,8 +10,12 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.errors import GPT2Error, writing
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -68,6 +72,18 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None) 
         run_dirs: `--out-dir` folders of `gpt2 train` runs, overlaid in one figure.
         output: the PNG to write; default `loss.png` in the first run's folder.
     """
+    figure = draw_runs(run_dirs)
+    path = Path(output) if output is not None else Path(run_dirs[0]) / "loss.png"
+    with writing(f"the plot to {path}", "give a file path in a writable folder"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The path as given: without a suffix matplotlib would write `path.png` instead.
+        figure.savefig(path, dpi=120, format=None if path.suffix else "png")
+    return path
+
+
+def draw_runs(run_dirs: Sequence[str | Path]) -> Figure:
+    """The figure `plot_runs` saves: loss and learning-rate axes, three lines per run in its own
+    color (train loss, val loss, lr), labelled by folder name; to show in a notebook or restyle."""
     if not run_dirs:
         raise GPT2Error("Give at least one run folder to plot.")
     runs = [read_metrics(d) for d in run_dirs]  # every error before matplotlib is imported
@@ -93,9 +109,4 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path | None = None) 
     for axes in (loss_axes, lr_axes):
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
-    path = Path(output) if output is not None else Path(run_dirs[0]) / "loss.png"
-    with writing(f"the plot to {path}", "give a file path in a writable folder"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The path as given: without a suffix matplotlib would write `path.png` instead.
-        figure.savefig(path, dpi=120, format=None if path.suffix else "png")
-    return path
+    return figure

@@ -88,6 +88,7 @@ def test_fit_lowers_the_loss_and_logs_every_interval(straight):
     assert meta["best_val_loss"] == min(r["val_loss"] for r in records.values() if "val_loss" in r)
 
 
+@pytest.mark.slow
 def test_the_first_iteration_sees_the_shared_trainers_batches_and_dropout_masks(
     char_data, tmp_path
 ):
@@ -111,6 +112,7 @@ def test_the_checkpoint_loads_for_inference_with_the_trained_models_logits(strai
     np.testing.assert_allclose(logits, run.model(tokens), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_keras_fit_run_killed_by_sigterm_resumes_exactly(straight, char_data, tmp_path):
     out = tmp_path / "resumed"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -153,6 +155,7 @@ def test_a_fit_model_with_dropout_saves_and_loads_back(straight, tmp_path):
     np.testing.assert_array_equal(loaded(tokens), model(tokens))
 
 
+@pytest.mark.slow
 def test_fit_and_the_shared_trainer_take_turns_on_one_run(straight, char_data, tmp_path):
     """One record of the run (the orbax checkpoints): fit continues what the shared trainer
     continued, with another accumulation, from the model and AdamW moments it saved."""

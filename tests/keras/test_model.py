@@ -204,7 +204,6 @@ def test_fit_lowers_the_loss_on_one_batch():
     assert losses[-1] < losses[0] - 0.1
 
 
-@pytest.mark.slow
 def test_importing_under_another_keras_backend_fails_with_one_clear_sentence():
     result = subprocess.run(
         [sys.executable, "-c", "import keras_impl"],
@@ -219,7 +218,6 @@ def test_importing_under_another_keras_backend_fails_with_one_clear_sentence():
     )
 
 
-@pytest.mark.slow
 def test_importing_after_keras_started_on_another_backend_fails_clearly():
     code = "import os, keras; os.environ['KERAS_BACKEND'] = 'jax'; import keras_impl"
     result = subprocess.run(
