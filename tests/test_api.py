@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import gpt2
@@ -94,6 +95,30 @@ def test_bad_arguments_fail_clearly(model, served):
         model.generate("Hi", 5, seed=2**64)
     with pytest.raises(ValueError, match="Unknown dtype 'float8'"):
         gpt2.load_model("124M", models_dir=served[1], dtype="float8")
+    with pytest.raises(ValueError, match="Stop strings are text to stop before, got 3"):
+        model.generate("Hi", 5, stop=["\n", 3])
+
+
+def test_numpy_counts_and_seeds_are_accepted(model):
+    expected = model.generate("Hi", 5, temperature=1.0, seed=3, num_samples=2)
+    assert (
+        model.generate(
+            "Hi", np.int64(5), temperature=np.float32(1.0), seed=np.int64(3), num_samples=np.int8(2)
+        )
+        == expected
+    )
+    assert model.generate("Hi", 5, temperature=0.0, stop=None) == model.generate(
+        "Hi", 5, temperature=0.0
+    )
+
+
+def test_from_canonical_takes_a_backend_name_and_checks_the_dtype(model):
+    tree = model.backend.to_canonical(model.params, model.config)
+    on_haiku = gpt2.from_canonical(tree, model.config, model.tokenizer, "haiku")
+    assert on_haiku.backend.name == "haiku"
+    assert on_haiku.generate("Hi", 5, temperature=0.0) == model.generate("Hi", 5, temperature=0.0)
+    with pytest.raises(ValueError, match="Unknown dtype 'float16'; allowed: float32, bfloat16"):
+        gpt2.from_canonical(tree, model.config, model.tokenizer, "haiku", dtype="float16")
 
 
 def test_bfloat16_weights_generate(served, monkeypatch):

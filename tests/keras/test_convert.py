@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import keras
 import numpy as np
 import pytest
 
@@ -86,3 +87,25 @@ def test_an_invalid_canonical_tree_is_rejected_with_its_path(tree):
     broken = {**tree, "ln_f": {**tree["ln_f"], "g": tree["ln_f"]["g"][:2]}}
     with pytest.raises(ValueError, match="'ln_f/g' has shape"):
         backend.from_canonical(broken, CONFIG)
+
+
+def test_frozen_layers_are_loaded_and_read_like_the_others(tree):
+    """Keras keeps frozen weights out of `trainable_variables`; they are weights all the same."""
+    model = GPT2LM(CONFIG)
+    model.blocks[0].trainable = False
+    convert.load_into(model, tree)
+    np.testing.assert_array_equal(
+        model.blocks[0].attn.c_attn.kernel, tree["blocks"]["attn"]["c_attn"]["w"][0]
+    )
+    read = convert.to_canonical(convert.model_params(model), CONFIG)
+    for saved, loaded in zip(jax.tree.leaves(tree), jax.tree.leaves(read), strict=True):
+        np.testing.assert_array_equal(saved, loaded)
+
+
+def test_the_model_builds_in_the_functional_api_on_a_variable_length_input(tree):
+    tokens = keras.Input((None,), dtype="int32")
+    model = GPT2LM(CONFIG)
+    wrapped = keras.Model(tokens, model(tokens))
+    convert.load_into(model, tree)
+    ids = np.arange(10, dtype=np.int32)[None]
+    np.testing.assert_allclose(wrapped.predict(ids, verbose=0), model(ids), rtol=0, atol=1e-5)
