@@ -11,6 +11,7 @@ import pytest
 
 from shared.cli import main
 from shared.training.plot import draw_runs, read_metrics
+from tests.support import metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -35,11 +36,6 @@ def test_a_run_is_drawn_to_loss_png_in_its_folder(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(run / "loss.png")
 
 
-def _logged(run):
-    """The records written to a run's metrics.jsonl, read here without `read_metrics`."""
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 def _lines(axes):
     """{label: (x, y, color)} of the lines drawn on `axes`."""
     return {
@@ -57,7 +53,7 @@ def test_several_runs_overlay_into_the_given_output(tmp_path):
     (runs[1] / "metrics.jsonl").write_text(  # the runs must not look alike
         "".join(
             json.dumps(r | {"train_loss": 2 * r["train_loss"], "lr": r["lr"] / 4}) + "\n"
-            for r in _logged(runs[1])
+            for r in metrics.logged(runs[1])
         )
     )
     output = tmp_path / "plots" / "compare.png"
@@ -70,7 +66,7 @@ def test_several_runs_overlay_into_the_given_output(tmp_path):
     assert (loss_axes.get_title(), lr_axes.get_title()) == ("loss", "learning rate")
     expected_loss, expected_lr = {}, {}
     for run in runs:
-        records = _logged(run)
+        records = metrics.logged(run)
         val = [r for r in records if "val_loss" in r]
         expected_loss[f"{run.name} train"] = (
             [r["iter"] for r in records],

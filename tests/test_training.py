@@ -26,6 +26,7 @@ from shared.training import checkpoints
 from shared.training.config import TrainingConfig, given_values
 from shared.training.optimizer import learning_rate_schedule
 from shared.training.trainer import Trainer, changed_settings, resume_config
+from tests.support import metrics
 from tests.support.corpus import prepared_characters
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 from tests.support.wandb_offline import logged_history, offline_runs
@@ -43,17 +44,6 @@ def _config(data_dir, out_dir, /, **overrides):
               "learning_rate": 3e-3, "min_lr": 3e-4, "warmup_iters": 5, "eval_interval": 20,
               "eval_iters": 2, "log_interval": 1, "save_interval": 10, **TINY_MODEL}  # fmt: skip
     return TrainingConfig(**{**values, **overrides})
-
-
-def _logged_iters(out_dir):
-    """Every logged iteration in order, repeats included (`_losses` would merge them)."""
-    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)["iter"] for line in lines]
-
-
-def _losses(out_dir):
-    lines = (json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines())
-    return {r["iter"]: (r["train_loss"], r.get("val_loss")) for r in lines}
 
 
 def _final_params(out_dir):
@@ -82,9 +72,9 @@ def test_a_run_killed_by_sigterm_resumes_exactly(char_data, tmp_path, overrides)
     resumed = straight.replace(out_dir=str(tmp_path / "resumed"))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     process = subprocess.Popen(_train_command(resumed), env=env, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "resumed" / "metrics.jsonl"
+    metrics_file = tmp_path / "resumed" / "metrics.jsonl"
     deadline = time.monotonic() + 240
-    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 15):
+    while not (metrics_file.is_file() and len(metrics_file.read_text().splitlines()) >= 15):
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
@@ -92,13 +82,15 @@ def test_a_run_killed_by_sigterm_resumes_exactly(char_data, tmp_path, overrides)
     assert process.returncode == 0, stderr
     stopped_at = checkpoints.latest_step(tmp_path / "resumed")
     assert 15 <= stopped_at < 40, stderr
-    assert _logged_iters(tmp_path / "resumed") == list(range(1, stopped_at + 1))
+    assert metrics.logged_iters(tmp_path / "resumed") == list(range(1, stopped_at + 1))
     subprocess.run(
         [sys.executable, "-m", "gpt2", "train", "--init-from", "resume", "--out-dir", resumed.out_dir],
         env=env, check=True, capture_output=True, timeout=240,
     )  # fmt: skip
-    assert _logged_iters(tmp_path / "resumed") == list(range(1, 41))  # continued, not repeated
-    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
+    assert metrics.logged_iters(tmp_path / "resumed") == list(
+        range(1, 41)
+    )  # continued, not repeated
+    assert metrics.losses(tmp_path / "resumed") == metrics.losses(tmp_path / "straight")
     (step_a, a), (step_b, b) = (
         _final_params(tmp_path / "straight"),
         _final_params(tmp_path / "resumed"),
@@ -112,16 +104,16 @@ def test_a_run_killed_by_sigterm_resumes_exactly(char_data, tmp_path, overrides)
 def test_a_run_with_dropout_learns_and_is_not_the_run_without(char_data, tmp_path):
     Trainer(_config(char_data, tmp_path / "dropout", dropout=0.1, max_iters=30)).run()
     Trainer(_config(char_data, tmp_path / "plain", max_iters=1, eval_iters=1)).run()
-    losses = _losses(tmp_path / "dropout")
+    losses = metrics.losses(tmp_path / "dropout")
     assert losses[30][0] < losses[1][0] - 0.5
-    assert losses[1][0] != _losses(tmp_path / "plain")[1][0]
+    assert losses[1][0] != metrics.losses(tmp_path / "plain")[1][0]
 
 
 @pytest.mark.slow
 def test_best_checkpoint_follows_the_validation_loss(char_data, tmp_path):
     result = Trainer(_config(char_data, tmp_path, max_iters=40)).run()
     _, meta = checkpoints.read_meta(tmp_path, checkpoints.BEST)
-    losses = _losses(tmp_path)
+    losses = metrics.losses(tmp_path)
     assert meta["best_val_loss"] == min(v for _, v in losses.values() if v is not None)
     assert result["iter"] == 40
 
@@ -137,11 +129,6 @@ def finished_run(char_data, tmp_path_factory):
 
 def _copy(run, tmp_path):
     return shutil.copytree(run, tmp_path / "out")
-
-
-def _records(out_dir):
-    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
-    return {record["iter"]: record for record in map(json.loads, lines)}
 
 
 @pytest.mark.slow
@@ -174,7 +161,7 @@ def test_a_resumed_run_replaces_best_only_with_a_better_model(finished_run, tmp_
     best = checkpoints.read_meta(out, checkpoints.BEST)
     worse = {"max_iters": 22, "learning_rate": 1.0, "min_lr": 1.0}  # two steps at lr 1 spoil it
     Trainer(resume_config(str(out), worse)).run()
-    assert _records(out)[22]["val_loss"] > best[1]["best_val_loss"]
+    assert metrics.records(out)[22]["val_loss"] > best[1]["best_val_loss"]
     assert checkpoints.read_meta(out, checkpoints.BEST) == best
     # out/best names the best model wherever a checkpoint is read: generate, convert, Python.
     (last, _, last_meta), (_, _, kept_meta) = (
@@ -218,7 +205,7 @@ def test_every_save_interval_is_saved_whatever_the_log_interval(char_data, tmp_p
                      save_interval=5, keep_last=10)  # fmt: skip
     Trainer(config).run()
     assert _steps(tmp_path) == [5, 10, 15, 20]
-    assert _logged_iters(tmp_path) == [10, 20]
+    assert metrics.logged_iters(tmp_path) == [10, 20]
 
 
 def test_a_damaged_checkpoint_is_named_with_the_step_to_go_back_to(finished_run, tmp_path):
@@ -242,7 +229,7 @@ def test_a_longer_resumed_run_stays_at_min_lr_past_the_old_end(finished_run, tmp
     as_trained, resumed = learning_rate_schedule(trained), learning_rate_schedule(same)
     assert [float(resumed(i)) for i in range(21)] == [float(as_trained(i)) for i in range(21)]
     Trainer(longer).run()
-    lrs = {i: record["lr"] for i, record in _records(out).items()}
+    lrs = {i: record["lr"] for i, record in metrics.records(out).items()}
     assert lrs[20] > trained.min_lr  # the lr of iteration 20 is that of step 19
     assert all(lrs[i] == pytest.approx(trained.min_lr) for i in range(21, 31))
     again = resume_config(str(out), {"max_iters": 40, "lr_decay_iters": 40})
@@ -365,7 +352,7 @@ def _uniform_loss(data_dir):
 @pytest.mark.slow
 def test_eval_only_of_a_checkpoint_gives_its_logged_losses_and_writes_nothing(char_data, tmp_path):
     Trainer(_config(char_data, tmp_path, max_iters=20)).run()
-    logged_val = _losses(tmp_path)[20][1]
+    logged_val = metrics.losses(tmp_path)[20][1]
     before = _files(tmp_path)
     result = Trainer(resume_config(str(tmp_path), {"eval_only": True})).run()
     on_a_mesh = Trainer(resume_config(str(tmp_path), {"eval_only": True, "mesh": "data=1,fsdp=1"}))
@@ -570,7 +557,7 @@ def test_weights_and_biases_logs_offline_when_asked(char_data, tmp_path, monkeyp
     # loaded machine, the file held no history yet when read right after `finish`)
     (run_file,) = offline_runs(out / "wandb")
     history = logged_history(run_file)
-    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = metrics.logged(out)
     assert [h["_step"] for h in history] == [r["iter"] for r in logged] == [1, 2, 3, 4]
     assert all("val_loss" in logged[i] for i in (1, 3))
     for h, record in zip(history, logged, strict=True):

@@ -5,7 +5,6 @@ load, and follows the shared schedule."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -28,6 +27,7 @@ from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.optimizer import learning_rate_schedule
 from shared.training.trainer import Trainer
+from tests.support import metrics
 from tests.support.corpus import prepared_characters
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 
@@ -56,22 +56,6 @@ def straight(char_data, tmp_path_factory):
     return out, run
 
 
-def _records(out_dir) -> dict[int, dict]:
-    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
-    return {r["iter"]: r for r in map(json.loads, lines)}
-
-
-def _logged_iters(out_dir) -> list[int]:
-    """Every logged iteration in order, repeats included (`_records` would merge them)."""
-    return [
-        json.loads(line)["iter"] for line in (out_dir / "metrics.jsonl").read_text().splitlines()
-    ]
-
-
-def _losses(out_dir) -> dict[int, tuple]:
-    return {i: (r["train_loss"], r.get("val_loss")) for i, r in _records(out_dir).items()}
-
-
 def _train_command(config: TrainingConfig, *extra: str) -> list[str]:
     flags = [f"--{k}={v}" for k, v in config.to_dict().items() if v is not None and not isinstance(v, bool)]  # fmt: skip
     return [sys.executable, "-m", "gpt2", "train", *flags, "--keras-fit", *extra]
@@ -79,7 +63,7 @@ def _train_command(config: TrainingConfig, *extra: str) -> list[str]:
 
 def test_fit_lowers_the_loss_and_logs_every_interval(straight):
     out, _ = straight
-    records = _records(out)
+    records = metrics.records(out)
     assert sorted(records) == list(range(2, 41, 2))
     assert [i for i, r in records.items() if "val_loss" in r] == [10, 20, 30, 40]
     assert records[40]["train_loss"] < records[2]["train_loss"] - 0.5
@@ -120,7 +104,7 @@ def test_a_keras_fit_run_killed_by_sigterm_resumes_exactly(straight, char_data, 
         _train_command(_config(char_data, out)), env=env, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 240
-    while not ((out / "metrics.jsonl").is_file() and max(_records(out), default=0) >= 10):
+    while not ((out / "metrics.jsonl").is_file() and max(metrics.records(out), default=0) >= 10):
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
@@ -128,13 +112,13 @@ def test_a_keras_fit_run_killed_by_sigterm_resumes_exactly(straight, char_data, 
     assert process.returncode == 0, stderr
     stopped_at = checkpoints.latest_step(out)
     assert 10 <= stopped_at < 40, stderr
-    assert _logged_iters(out) == list(range(2, stopped_at + 1, 2))
+    assert metrics.logged_iters(out) == list(range(2, stopped_at + 1, 2))
     subprocess.run(
         [sys.executable, "-m", "gpt2", "train", "--init-from", "resume", "--out-dir", str(out)],
         env=env, check=True, capture_output=True, timeout=240,
     )  # fmt: skip
-    assert _logged_iters(out) == list(range(2, 41, 2))  # continued, not repeated
-    assert _losses(out) == _losses(straight[0])
+    assert metrics.logged_iters(out) == list(range(2, 41, 2))  # continued, not repeated
+    assert metrics.losses(out) == metrics.losses(straight[0])
     (a, _, meta_a), (b, _, meta_b) = (
         checkpoints.load_for_inference(straight[0]),
         checkpoints.load_for_inference(out),
@@ -173,7 +157,7 @@ def test_fit_and_the_shared_trainer_take_turns_on_one_run(straight, char_data, t
         )
     assert int(run.model.optimizer.iterations) == 44
     assert run.run()["iter"] == 48
-    records = _records(out)
+    records = metrics.records(out)
     assert sorted(i for i in records if i > 40) == [42, 44, 46, 48]
     assert records[48]["train_loss"] < records[2]["train_loss"]
 
@@ -233,7 +217,7 @@ def test_eval_only_of_a_fit_run_evaluates_it_with_the_shared_trainer(straight, c
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("iter 40: train_loss=")
     val_loss = float(result.stdout.split("val_loss=")[1].split()[0])
-    assert abs(val_loss - _losses(straight[0])[40][1]) < 2e-4  # printed to 4 decimals
+    assert abs(val_loss - metrics.losses(straight[0])[40][1]) < 2e-4  # printed to 4 decimals
 
 
 @pytest.mark.skipif(

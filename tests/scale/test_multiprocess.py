@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import subprocess
@@ -14,6 +13,7 @@ from shared.distributed import runtime
 from shared.errors import GPT2Error
 from shared.training.config import TrainingConfig
 from shared.training.trainer import Trainer
+from tests.support import metrics
 from tests.support.paths import REPO_ROOT
 
 RUN = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 8,
@@ -25,11 +25,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _losses(out_dir) -> dict:
-    lines = (json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines())
-    return {record["iter"]: record["train_loss"] for record in lines}
 
 
 @pytest.mark.slow
@@ -63,7 +58,7 @@ def test_two_processes_train_five_steps_to_the_loss_of_one(char_data, tmp_path, 
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    one, two = metrics.train_losses(tmp_path / "one"), metrics.train_losses(tmp_path / "two")
     assert sorted(two) == [1, 2, 3, 4, 5]
     assert max(abs(two[i] / one[i] - 1) for i in one) <= 1e-5
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import shutil
 
 import numpy as np
@@ -16,6 +15,7 @@ from shared import params
 from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.trainer import Trainer
+from tests.support import metrics
 
 TOLERANCE = 1e-5
 TINY = {"n_layer": 1, "n_head": 2, "block_size": 16, "batch_size": 8,
@@ -137,11 +137,6 @@ RESUMED_RUNS = ["2x4->1x1", "2x4->8x1", "1->2x4"]
 continued on 2x4. Each result is then read back onto this process' single device."""
 
 
-def _losses(out_dir) -> dict:
-    lines = (json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines())
-    return {record["iter"]: record["train_loss"] for record in lines}
-
-
 def _final_params(out_dir) -> tuple[int, dict]:
     tree, _, meta = checkpoints.load_for_inference(out_dir)
     return meta["step"], {k: np.asarray(v) for k, v in params.flatten(tree).items()}
@@ -169,6 +164,9 @@ def test_a_checkpoint_continues_on_another_mesh_as_if_uninterrupted(run, resumed
     step, resumed = _final_params(resumed_runs / run)
     assert step == straight_step == 4
     assert max_rel_diff(resumed, straight, RESUME["n_embd"]) <= TOLERANCE
-    expected, got = _losses(resumed_runs / "straight"), _losses(resumed_runs / run)
+    expected, got = (
+        metrics.train_losses(resumed_runs / "straight"),
+        metrics.train_losses(resumed_runs / run),
+    )
     assert sorted(got) == [1, 2, 3, 4]
     assert max(abs(got[i] / expected[i] - 1) for i in got) <= TOLERANCE
