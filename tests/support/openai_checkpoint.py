@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.config import GPT2Config
-
-BPE_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gpt2-bpe"
-"""OpenAI's `encoder.json` and `vocab.bpe`, in the read-only data folder beside the repo."""
+from tests.support.paths import BPE_DIR
 
 
 def openai_variable_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
