@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.errors import GPT2Error, writing
+from shared.numeric import is_real
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -54,7 +55,7 @@ def _series(records: list[dict], name: str) -> tuple[list[int], list[float]]:
 
 
 def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return is_real(value) and math.isfinite(value)
 
 
 def _labels(run_dirs: Sequence[str | Path]) -> list[str]:
