@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -334,3 +335,26 @@ def test_offline_error_says_what_to_download_and_where(env, tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "model.ckpt.index" in result.stderr and str(tmp_path) in result.stderr
+
+
+def _subcommand_parsers() -> dict:
+    from shared.cli import build_parser
+
+    (commands,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices
+
+
+@pytest.mark.parametrize("command", sorted(_subcommand_parsers()))
+def test_every_option_of_every_command_says_what_it_does(command):
+    parser = _subcommand_parsers()[command]
+    silent = [a.option_strings or a.dest for a in parser._actions if not (a.help or "").strip()]
+    assert silent == []
+
+
+def test_train_help_gives_each_settings_default():
+    help_text = " ".join(_subcommand_parsers()["train"].format_help().split())
+    assert (
+        "--max-iters INT, --max_iters INT optimizer steps to train to (default: 5000)" in help_text
+    )
+    assert "(default: learning_rate / 10)" in help_text
+    assert "(default: None)" not in help_text and "(default: )" not in help_text

@@ -12,6 +12,7 @@ import platform
 import sys
 from pathlib import Path
 
+from shared.cli import options
 from shared.versions import installed_version
 
 PACKAGES = (
@@ -23,7 +24,7 @@ WIDTH = max(map(len, PACKAGES)) + 2
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("doctor", help="print versions, devices and cache folders")
-    parser.add_argument("--models-dir", "--models_dir", default=None)
+    options.add_models_dir(parser)
     parser.add_argument(
         "--mesh", default=None, metavar="data=D,fsdp=F",
         help="also print the per-device memory of training --model-size on this mesh",

@@ -10,6 +10,13 @@ from pathlib import Path
 from shared.errors import writing
 
 
+def add_models_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-dir", "--models_dir", default=None,
+        help="where checkpoints are cached (default: $GPT2_MODELS_DIR or the user cache folder)",
+    )  # fmt: skip
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-size", "--model_size", default=None,
@@ -20,10 +27,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="functional, haiku or keras; default functional, or with --checkpoint the backend "
         "it was trained on",
     )  # fmt: skip
-    parser.add_argument(
-        "--models-dir", "--models_dir", default=None,
-        help="where checkpoints are cached (default: $GPT2_MODELS_DIR or the user cache folder)",
-    )  # fmt: skip
+    add_models_dir(parser)
     parser.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="weight dtype"
     )

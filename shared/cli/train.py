@@ -1,5 +1,5 @@
 """`gpt2 train`: train from scratch, fine-tune a GPT-2 size, resume exactly where a run stopped, or
-only evaluate a model (`--eval-only`)."""
+only evaluate a model (`--eval-only`). A resume takes every setting not given from its run."""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from types import SimpleNamespace
 
+from shared.cli import options
+
 
 def _add_download(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,7 @@ def _add_download(subparsers: argparse._SubParsersAction) -> None:
         "local format, so later runs start without TensorFlow.",
     )
     parser.add_argument("sizes", nargs="+", metavar="SIZE", help="124M, 355M, 774M or 1558M")
-    parser.add_argument("--models-dir", "--models_dir", default=None)
+    options.add_models_dir(parser)
     parser.set_defaults(run=_run_download)
 
 

@@ -24,6 +24,11 @@ RUNTIME_FIELDS = ("mesh", "coordinator", "num_processes", "process_id")
 a checkpoint resumes on another mesh, another host count or one device."""
 
 
+def _flag(default: Any, help: str) -> Any:
+    """A field with its command-line help beside it (`add_arguments` reads it)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """A training run. Defaults follow nanoGPT's GPT-2 recipe scaled to one machine.
@@ -32,48 +37,62 @@ class TrainingConfig:
     from OpenAI's weights, or "resume" (continue the checkpoint in out_dir exactly).
     """
 
-    data_dir: str = ""
-    out_dir: str = "out"
-    init_from: str = "scratch"
-    backend: str = "functional"
+    data_dir: str = _flag("", "folder written by `gpt2 prepare`; a resume defaults to its run's")
+    out_dir: str = _flag("out", "the run's folder: checkpoints/, best/, metrics.jsonl")
+    init_from: str = _flag(
+        "scratch", "scratch, resume (continue out_dir's run exactly) or a GPT-2 size to fine-tune"
+    )
+    backend: str = _flag("functional", "functional, haiku or keras")
     # model (scratch); n_* override model_size's shape, block_size caps the context
-    model_size: str = "124M"
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_embd: int | None = None
-    block_size: int = 1024
-    dropout: float = 0.0
+    model_size: str = _flag("124M", "shape of a new model: 124M, 355M, 774M or 1558M")
+    n_layer: int | None = _flag(None, "transformer blocks, instead of model_size's")
+    n_head: int | None = _flag(None, "attention heads, instead of model_size's")
+    n_embd: int | None = _flag(None, "width, instead of model_size's")
+    block_size: int = _flag(1024, "tokens per training sequence, and the model's context")
+    dropout: float = _flag(0.0, "dropout rate in [0, 1), where GPT-2 applies it")
     # optimisation
-    batch_size: int = 12
-    gradient_accumulation_steps: int = 1
-    max_iters: int = 5000
-    learning_rate: float = 6e-4
-    min_lr: float | None = None  # learning_rate / 10 (Chinchilla's advice, nanoGPT's default)
-    warmup_iters: int = 100
-    lr_decay_iters: int | None = None
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    compute_dtype: str = "float32"
-    seed: int = 1337
+    batch_size: int = _flag(12, "sequences per micro-batch, over all devices")
+    gradient_accumulation_steps: int = _flag(1, "micro-batches whose mean gradient makes one step")
+    max_iters: int = _flag(5000, "optimizer steps to train to")
+    learning_rate: float = _flag(6e-4, "peak learning rate, after warmup")
+    min_lr: float | None = _flag(
+        None, "learning rate at the end of the cosine decay (default: learning_rate / 10)"
+    )  # Chinchilla's advice, nanoGPT's default
+    warmup_iters: int = _flag(100, "steps of linear warmup from 0")
+    lr_decay_iters: int | None = _flag(
+        None, "step where the cosine decay reaches min_lr (default: max_iters)"
+    )
+    weight_decay: float = _flag(0.1, "AdamW weight decay (not on biases or LayerNorm)")
+    beta1: float = _flag(0.9, "AdamW beta1")
+    beta2: float = _flag(0.95, "AdamW beta2")
+    grad_clip: float = _flag(1.0, "clip gradients to this global norm; 0 turns it off")
+    compute_dtype: str = _flag(
+        "float32", "float32 or bfloat16 (bf16 compute over fp32 master weights)"
+    )
+    seed: int = _flag(1337, "seed of the initial weights, the batches and dropout")
     # evaluation, logging, checkpoints
-    eval_only: bool = False  # the starting model's train and val loss; nothing trained or saved
-    eval_interval: int = 250
-    eval_iters: int = 20
-    log_interval: int = 10
-    save_interval: int = 250
-    keep_last: int = 3
-    tensorboard: bool = False
-    use_wandb: bool = False
-    project_name: str = "gpt2-jax"
-    run_name: str | None = None
-    keras_fit: bool = False
+    eval_only: bool = _flag(
+        False, "print the starting model's train and val loss; train and save nothing"
+    )
+    eval_interval: int = _flag(250, "steps between val evaluations (and best/ updates)")
+    eval_iters: int = _flag(20, "batches per evaluation of each split")
+    log_interval: int = _flag(10, "steps between console and metrics lines")
+    save_interval: int = _flag(250, "steps between checkpoints")
+    keep_last: int = _flag(3, "checkpoints kept in out_dir/checkpoints")
+    tensorboard: bool = _flag(False, "also write TensorBoard event files to out_dir")
+    use_wandb: bool = _flag(False, "also log to Weights & Biases (the wandb extra)")
+    project_name: str = _flag("gpt2-jax", "the Weights & Biases project")
+    run_name: str | None = _flag(None, "the Weights & Biases run name")
+    keras_fit: bool = _flag(False, "train with Keras `model.fit` (backend keras only)")
     # where it runs (RUNTIME_FIELDS): devices and processes; a resumed run does not inherit them
-    mesh: str | None = None
-    coordinator: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
+    mesh: str | None = _flag(
+        None, "data=D,fsdp=F: rows over data, parameters over fsdp (default: data=all devices)"
+    )
+    coordinator: str | None = _flag(
+        None, "host:port of process 0, for a run over several processes"
+    )
+    num_processes: int | None = _flag(None, "processes in a multi-process run")
+    process_id: int | None = _flag(None, "this process's index in a multi-process run")
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -219,14 +238,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kind, _ = _field_type(field)
         flags = {f"--{field.name.replace('_', '-')}", f"--{field.name}"}
         names = sorted(flags, key=lambda f: "_" in f)
+        help = field.metadata["help"]
+        if field.default not in (None, "") and "default" not in help:
+            help = f"{help} (default: {field.default})"
         if kind is bool:
             parser.add_argument(
-                *names, dest=field.name, action=argparse.BooleanOptionalAction, default=None
-            )
+                *names, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                help=help,
+            )  # fmt: skip
         else:
             parser.add_argument(
-                *names, dest=field.name, type=kind, default=None, metavar=kind.__name__.upper()
-            )
+                *names, dest=field.name, type=kind, default=None, metavar=kind.__name__.upper(),
+                help=help,
+            )  # fmt: skip
 
 
 def given_values(args: argparse.Namespace, file: str | None = None) -> dict[str, Any]:
