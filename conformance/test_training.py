@@ -6,9 +6,10 @@ import jax
 import optax
 import pytest
 
-from conformance.conftest import canonical_tree, compared_with_reference
+from conformance.conftest import TINY, canonical_tree, compared_with_reference
 from conformance.report import max_rel_diff
 from shared import params
+from shared.dropout import Dropout
 from shared.loss import language_model_loss
 from shared.training.config import TrainingConfig
 from shared.training.trainer import Trainer
@@ -21,13 +22,17 @@ def _tokens(config, batch=2, length=33):
     return jax.random.randint(jax.random.PRNGKey(4), (batch, length), 0, config.n_vocab)
 
 
+def _gradient_program(backend, config, tokens, remat=False):
+    return jax.jit(
+        lambda p, d: jax.value_and_grad(language_model_loss, argnums=1)(
+            backend, p, tokens, config=config, dropout=d, remat=remat
+        )
+    )
+
+
 def _loss_and_canonical_grads(backend, tree, config, tokens, dropout=None):
     backend_params = backend.from_canonical(tree, config)
-    loss, grads = jax.jit(
-        lambda p, d: jax.value_and_grad(language_model_loss, argnums=1)(
-            backend, p, tokens, config=config, dropout=d
-        )
-    )(backend_params, dropout)
+    loss, grads = _gradient_program(backend, config, tokens)(backend_params, dropout)
     return loss, params.flatten(backend.to_canonical(grads, config))
 
 
@@ -49,6 +54,30 @@ def test_loss_and_gradients_match_the_reference(
     report.check(
         "gradients vs functional (relative, per tensor)", backend.name, config_name, diff, TOLERANCE
     )
+
+
+def test_remat_recomputes_each_block_and_keeps_loss_and_gradients(backend, report):
+    """`--remat`, with dropout on: the backward pass redraws the same masks it recomputes."""
+    config, dropout = TINY, Dropout(0.1, jax.random.PRNGKey(5))
+    tokens, backend_params = _tokens(config), backend.from_canonical(canonical_tree(config), config)
+    programs = {
+        remat: _gradient_program(backend, config, tokens, remat)
+        .lower(backend_params, dropout)
+        .compile()
+        for remat in (False, True)
+    }
+    (loss, grads), (remat_loss, remat_grads) = (
+        programs[remat](backend_params, dropout) for remat in (False, True)
+    )
+    assert float(remat_loss) == float(loss)
+    diff = max_rel_diff(jax.tree.leaves(remat_grads), jax.tree.leaves(grads))
+    report.check(
+        "gradients with remat vs without (relative)", backend.name, "tiny", diff, TOLERANCE
+    )
+    products = {remat: program.as_text().count(" dot(") for remat, program in programs.items()}
+    # Each block's forward products run again: the QKV, attention and output projections, the
+    # MLP's two; XLA may reuse a block's last product, but no fewer than four per layer.
+    assert products[True] - products[False] >= 4 * config.n_layer
 
 
 KEY_BIAS_NOTE = (

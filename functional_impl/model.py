@@ -99,13 +99,15 @@ def gpt2(
     cache: KVCache | None = None,
     dropout: Dropout | None = None,
     last_only: bool = False,
+    remat: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (output tied to `wte`), or
     [batch, 1, n_vocab] of the last position with `last_only`.
 
     `blocks` is either the canonical stacked tree, run with `lax.scan`, or one dict per layer, run
     as an unrolled loop over separate buffers (the faster choice for decoding on CPU). `dropout`
-    is for training only (`shared.dropout`); None runs the deterministic forward.
+    is for training only (`shared.dropout`); None runs the deterministic forward. `remat` keeps
+    only each block's input for the backward pass, which recomputes the rest (`jax.checkpoint`).
     """
     check_tokens(tokens.shape, wpe.shape[0])
     x = drop(lookup(wte, tokens) + lookup(wpe, positions), dropout, EMBEDDINGS)
@@ -121,6 +123,8 @@ def gpt2(
             dropout=None if dropout is None else dropout.block(i),
         )  # fmt: skip
 
+    if remat:
+        layer = jax.checkpoint(layer, static_argnums=() if isinstance(blocks, Mapping) else (3,))
     if isinstance(blocks, Mapping):
         stacked = None if cache is None else (jnp.stack(cache.k), jnp.stack(cache.v))
         layers = jnp.arange(_n_layers(blocks))

@@ -53,9 +53,10 @@ class HaikuBackend:
         config: GPT2Config,
         dropout: Dropout | None = None,
         last_only: bool = False,
+        remat: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         return _transformed(config).apply(
-            params, tokens, positions, cache, dropout, last_only=last_only
+            params, tokens, positions, cache, dropout, last_only=last_only, remat=remat
         )
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

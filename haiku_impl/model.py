@@ -9,6 +9,7 @@ Shapes: x is [batch, seq, n_embd].
 
 from __future__ import annotations
 
+import functools
 import math
 
 import haiku as hk
@@ -151,13 +152,15 @@ class GPT2(hk.Module):
         cache: KVCache | None,
         dropout: Dropout | None = None,
         last_only: bool = False,
+        remat: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """tokens, positions [batch, seq] int32 -> (logits [batch, seq, n_vocab], cache); with
         `last_only`, logits [batch, 1, n_vocab] of the last position.
 
         With `cache=None` this is the causal training forward; with a cache, layer i writes its new
         keys/values into `cache.k[i]`, `cache.v[i]` at `cache.index` and attends to all filled slots.
-        `dropout` (`shared.dropout`) is for training; None runs the deterministic forward.
+        `dropout` (`shared.dropout`) is for training; None runs the deterministic forward. `remat`
+        keeps only each block's input for the backward pass, which recomputes the rest (`hk.remat`).
         """
         check_tokens(tokens.shape, self.wpe.vocab_size)
         seq = tokens.shape[1]
@@ -171,7 +174,8 @@ class GPT2(hk.Module):
         new_caches = []
         for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches, strict=True)):
             block_dropout = None if dropout is None else dropout.block(i)
-            x, layer_cache = block(x, mask, layer_cache, index, block_dropout)
+            run = functools.partial(block, mask=mask, index=index, dropout=block_dropout)
+            x, layer_cache = (hk.remat(run) if remat else run)(x, layer_cache=layer_cache)
             new_caches.append(layer_cache)
         logits = tied_logits(self.ln_f(last_position(x, last_only)), self.wte.embeddings)
         if cache is not None:
@@ -188,9 +192,10 @@ def forward(
     *,
     config: GPT2Config,
     last_only: bool = False,
+    remat: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """The function `hk.transform` wraps: build the model for `config` and run it."""
-    return GPT2(config)(tokens, positions, cache, dropout, last_only)
+    return GPT2(config)(tokens, positions, cache, dropout, last_only, remat)
 
 
 def transformed(config: GPT2Config) -> hk.Transformed:

@@ -18,8 +18,9 @@ from shared.params import Params
 
 
 @functools.cache
-def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...]]:
-    """One built model per (config, dtype), and its weight paths in `trainable_variables` order.
+def _model(config: GPT2Config, dtype: str, remat: bool) -> tuple[GPT2LM, tuple[str, ...]]:
+    """One built model per (config, dtype, remat), and its weight paths in `trainable_variables`
+    order.
 
     The model is only the function: `apply` passes the weights in, so its own variables are never
     read. It is therefore built under `jax.eval_shape`, where its variables get shapes but no
@@ -27,7 +28,7 @@ def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...]]:
     6 GB copy at 1558M. The dtype is the parameters' own, so `stateless_call` casts nothing.
     """
     built: list[GPT2LM] = []
-    jax.eval_shape(lambda: built.append(GPT2LM(config, dtype=dtype)))
+    jax.eval_shape(lambda: built.append(GPT2LM(config, remat=remat, dtype=dtype)))
     model = built[0]
     return model, tuple(convert.variable_path(model, v) for v in model.trainable_variables)
 
@@ -65,9 +66,10 @@ class KerasBackend:
         config: GPT2Config,
         dropout: Dropout | None = None,
         last_only: bool = False,
+        remat: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
-        model, paths = _model(config, dtype)
+        model, paths = _model(config, dtype, remat)
         values = [keras_params[path] for path in paths]
         outputs, _ = model.stateless_call(
             values, [], tokens, positions=positions, cache=cache, dropout=dropout,

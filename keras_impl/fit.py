@@ -393,8 +393,10 @@ class KerasFit:
         config, policy = self.config, POLICIES[self.config.compute_dtype]
         if config.dropout > 0:
             key = stream_key(config.seed, 3)
-            return DropoutLM(self.model_config, config.dropout, key, dtype=policy)
-        return GPT2LM(self.model_config, dtype=policy)
+            return DropoutLM(
+                self.model_config, config.dropout, key, remat=config.remat, dtype=policy
+            )
+        return GPT2LM(self.model_config, remat=config.remat, dtype=policy)
 
     def _initial_tree(self) -> tuple[dict, GPT2Config]:
         """The canonical weights to start from, as the shared trainer starts: its initialisation

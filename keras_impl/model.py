@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -35,6 +36,8 @@ class GPT2LM(keras.Model):
 
     Args:
         config: the network's shape (`shared.config.GPT2Config`).
+        remat: in training, keep only each block's input for the backward pass, which recomputes
+            the block (`keras.remat`): one block's activation memory instead of all of them.
         **kwargs: passed to `keras.Model` (`name`, `dtype`, e.g. `dtype="bfloat16"`).
 
     Example:
@@ -59,9 +62,9 @@ class GPT2LM(keras.Model):
     ```
     """
 
-    def __init__(self, config: GPT2Config, **kwargs: Any) -> None:
+    def __init__(self, config: GPT2Config, remat: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.config = config
+        self.config, self.remat = config, remat
         policy = self.dtype_policy
         normal = keras.initializers.RandomNormal(stddev=GPT2_INIT_STD)
         self.wte = keras.layers.Embedding(
@@ -112,7 +115,9 @@ class GPT2LM(keras.Model):
         for i, block in enumerate(self.blocks):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
             block_dropout = None if dropout is None else dropout.block(i)
-            x, layer_cache = block(x, attention_mask, layer_cache, index, dropout=block_dropout)
+            run = functools.partial(block, attention_mask=attention_mask, index=index,
+                                    dropout=block_dropout)  # fmt: skip
+            x, layer_cache = (keras.remat(run) if self.remat else run)(x, layer_cache=layer_cache)
             if cache is not None:
                 new_k.append(layer_cache[0])
                 new_v.append(layer_cache[1])
@@ -123,7 +128,7 @@ class GPT2LM(keras.Model):
         return logits, kv_cache.advance(cache, new_k, new_v, seq)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **dataclasses.asdict(self.config)}
+        return {**super().get_config(), **dataclasses.asdict(self.config), "remat": self.remat}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> GPT2LM:

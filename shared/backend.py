@@ -43,6 +43,7 @@ class Backend(Protocol):
         config: GPT2Config,
         dropout: Dropout | None = None,
         last_only: bool = False,
+        remat: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """Pure, jittable forward pass: tokens/positions [batch, seq] -> logits [batch, seq, n_vocab].
 
@@ -51,6 +52,8 @@ class Backend(Protocol):
         a key) turns on GPT-2's training dropout through `shared.dropout.drop`, so every backend
         draws the same masks for the same key; None (inference, evaluation) applies none.
         `last_only` returns only the last position's logits, [batch, 1, n_vocab] (a prefill).
+        `remat` (training) keeps only each block's input for the backward pass, which recomputes
+        the block: activation memory of one block instead of all, for about one more forward pass.
         """
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

@@ -34,12 +34,15 @@ def language_model_loss(
     *,
     config: GPT2Config,
     dropout: Dropout | None = None,
+    remat: bool = False,
 ) -> jax.Array:
     """Loss of predicting tokens[:, 1:] from tokens[:, :-1] with the training forward pass.
 
-    `dropout` (training only) is passed to the backend; None evaluates without dropout.
+    `dropout` and `remat` (training only) are passed to the backend; without them it evaluates.
     """
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
-    logits, _ = backend.apply(params, inputs, positions, None, config=config, dropout=dropout)
+    logits, _ = backend.apply(
+        params, inputs, positions, None, config=config, dropout=dropout, remat=remat
+    )
     return next_token_loss(logits, targets)

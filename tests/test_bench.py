@@ -39,6 +39,7 @@ def test_every_backend_gets_every_generation_and_training_measure(report):
             ("ratios", "decode batch 2 / batch 1 (greedy)"),
             ("prefill", "prefill, 16-token prompt"),
             ("training", "train step, batch 2 x seq 16, float32"),
+            ("training", "train step temporary memory (XLA's buffer plan)"),
         ]:
             assert _positive(report.value(group, name, backend)), (group, name, backend)
         assert _positive(report.value("training", "model FLOPs utilisation", backend))
@@ -129,15 +130,23 @@ def test_without_batch_1_the_ratios_on_it_are_skipped(monkeypatch, tiny_config):
 
 
 def test_the_train_ratio_is_reported_whatever_the_backend_order(monkeypatch, tiny_config):
-    speed = {"haiku": 50.0, "functional": 100.0}
+    speed, remat = {"haiku": 50.0, "functional": 100.0}, []
+
+    def measured(name, *_, **options):
+        remat.append(options["remat"])
+        return {"tokens_per_s": speed[name], "compile_s": 1.0, "flops_per_token": 1.0,
+                "temp_bytes": 2e9}  # fmt: skip
+
     monkeypatch.setattr(machine, "peak_flops", lambda _: (1e12, "test"))
-    monkeypatch.setattr(
-        training, "train_step_throughput",
-        lambda name, *_: {"tokens_per_s": speed[name], "compile_s": 1.0, "flops_per_token": 1.0},
-    )  # fmt: skip
+    monkeypatch.setattr(training, "train_step_throughput", measured)
     report = results.Report("t", {})
-    suite._training(report, suite.BenchSettings(size=tiny_config, backends=("haiku", "functional")))
+    settings = suite.BenchSettings(
+        size=tiny_config, backends=("haiku", "functional"), train_remat=True
+    )
+    suite._training(report, settings)
     assert report.value("ratios", "train step time vs functional", "haiku") == 2
+    assert report.value("training", "train step, batch 4 x seq 256, float32, remat", "haiku") == 50
+    assert remat == [True, True]
 
 
 @pytest.mark.parametrize(

@@ -335,6 +335,32 @@ def test_init_from_resume_in_a_config_file_resumes_like_the_flag(finished_run, c
     )
 
 
+def test_remat_trains_the_run_it_would_train_without(char_data, tmp_path):
+    config = _command_line_config(
+        "--data-dir", str(char_data), "--out-dir", str(tmp_path / "remat"), "--remat",
+        "--backend", "haiku", "--dropout", "0.1", "--gradient-accumulation-steps", "2",
+        *(f"--{k.replace('_', '-')}={v}" for k, v in TINY_MODEL.items()),
+    )  # fmt: skip
+    short = {"max_iters": 4, "eval_interval": 4, "eval_iters": 1, "log_interval": 1}
+    trainers = [
+        Trainer(config.replace(**short)),
+        Trainer(config.replace(remat=False, out_dir=str(tmp_path / "plain"), **short)),
+    ]
+    products = []
+    for trainer in trainers:
+        state = trainer.state
+        lowered = trainer._train_step.lower(
+            state.params, state.opt_state, trainer.device_batches(0), state.step
+        )
+        products.append(lowered.compile().as_text().count(" dot("))
+        trainer.run()
+    assert config.remat and products[0] > products[1]  # the blocks run again in the backward pass
+    remat, plain = metrics.losses(tmp_path / "remat"), metrics.losses(tmp_path / "plain")
+    assert sorted(remat) == sorted(plain) == [1, 2, 3, 4]
+    for step in plain:
+        assert remat[step][0] == pytest.approx(plain[step][0], rel=1e-5)
+
+
 def test_a_missing_config_file_is_an_error_also_when_resuming(tmp_path, capsys):
     missing = tmp_path / "missing.toml"
     assert gpt2_cli(["train", "--init-from", "resume", "--config", str(missing)]) == 2

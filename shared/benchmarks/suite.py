@@ -35,6 +35,7 @@ class BenchSettings:
     train_batch: int = 4
     train_seq: int = 256
     train_dtype: str = "float32"
+    train_remat: bool = False
     models_dir: Path | None = None  # cached weights to time a whole `gpt2 generate` process
 
 
@@ -236,18 +237,21 @@ def _training(report: Report, settings: BenchSettings) -> None:
     peak, source = machine.peak_flops(settings.train_dtype)
     label = (
         f"train step, batch {settings.train_batch} x seq {settings.train_seq}, "
-        f"{settings.train_dtype}"
+        f"{settings.train_dtype}{', remat' if settings.train_remat else ''}"
     )
     for name in settings.backends:
         measured = training.train_step_throughput(
-            name, settings.size, settings.train_batch, settings.train_seq, settings.train_dtype
-        )
+            name, settings.size, settings.train_batch, settings.train_seq, settings.train_dtype,
+            remat=settings.train_remat,
+        )  # fmt: skip
         tokens_per_s = measured["tokens_per_s"]
         report.add(
             Result("training", label, tokens_per_s, "tokens/s", name,
-                   f"first step {measured['compile_s']:.1f} s"),
+                   f"compile {measured['compile_s']:.1f} s"),
             Result("training", "model FLOPs utilisation", measured["flops_per_token"]
                    * tokens_per_s / peak, "fraction", name, f"peak {_flop_rate(peak)}, {source}"),
+            Result("training", "train step temporary memory (XLA's buffer plan)",
+                   _gigabytes(measured["temp_bytes"]), "GB", name),
         )  # fmt: skip
         jax.clear_caches()
     reference = report.value("training", label, "functional")  # after every backend ran

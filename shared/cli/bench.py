@@ -55,6 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="training precision (CPU float32, GPU bfloat16)",
     )  # fmt: skip
     parser.add_argument(
+        "--train-remat", action="store_true", help="train with --remat (activation checkpointing)"
+    )
+    parser.add_argument(
         "--models-dir",
         type=Path,
         default=None,
@@ -88,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         train_batch=args.train_batch,
         train_seq=args.train_seq,
         train_dtype=args.train_dtype,
+        train_remat=args.train_remat or None,
         models_dir=args.models_dir,
         generation=not args.no_generation,
         recompute_baseline=not args.no_baseline,

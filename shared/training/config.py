@@ -70,6 +70,9 @@ class TrainingConfig:
         "float32", "float32 or bfloat16 (bf16 compute over fp32 master weights)"
     )
     seed: int = _flag(1337, "seed of the initial weights, the batches and dropout")
+    remat: bool = _flag(
+        False, "recompute each block in the backward pass instead of keeping its activations"
+    )
     # evaluation, logging, checkpoints
     eval_only: bool = _flag(
         False, "print the starting model's train and val loss; train and save nothing"

@@ -28,6 +28,7 @@ def make_train_step(
     dropout_rate: float = 0.0,
     dropout_stream: jax.Array | None = None,
     gather: Callable[[Any], Any] | None = None,
+    remat: bool = False,
 ) -> Any:
     """`step(params, opt_state, batches, step) -> (params, opt_state, loss, grad_norm)`.
 
@@ -36,7 +37,8 @@ def make_train_step(
     donated, so the update happens in place. Micro-batch i drops out with the key
     fold_in(dropout_stream, step * accumulation + i), like its batch, so a resumed run draws the
     same masks. `gather` turns the (possibly sharded) parameters into the full ones the forward
-    pass needs.
+    pass needs. `remat` recomputes each block in the backward pass instead of keeping its
+    activations (`Backend.apply`).
     """
     dtype = DTYPES[compute_dtype]
     dropout_stream = jax.random.PRNGKey(0) if dropout_stream is None else dropout_stream
@@ -47,7 +49,9 @@ def make_train_step(
             params = cast(params, dtype)
         params = gather(params)
         dropout = Dropout(dropout_rate, dropout_key) if dropout_rate > 0 else None
-        return language_model_loss(backend, params, batch, config=model_config, dropout=dropout)
+        return language_model_loss(
+            backend, params, batch, config=model_config, dropout=dropout, remat=remat
+        )
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def train_step(params: Any, opt_state: Any, batches: jax.Array, step: jax.Array) -> tuple:

@@ -331,6 +331,7 @@ class Trainer:
             dropout_rate=self.config.dropout,
             dropout_stream=self._key(3),
             gather=self._gather,
+            remat=self.config.remat,
         )
 
     # -- the loop ------------------------------------------------------------------------------

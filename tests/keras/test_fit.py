@@ -84,6 +84,17 @@ def test_the_first_iteration_sees_the_shared_trainers_batches_and_dropout_masks(
     assert keras_fit["val_loss"] == pytest.approx(shared["val_loss"], abs=1e-5)
 
 
+def test_fit_with_remat_trains_the_run_it_would_train_without(straight, char_data, tmp_path):
+    """The first four iterations (all in warmup, so the shorter run's schedule is the same)."""
+    short = {"max_iters": 4, "eval_interval": 2, "save_interval": 2}
+    run = KerasFit(_config(char_data, tmp_path, remat=True, **short))
+    run.run()
+    assert run.model.remat
+    records, plain = metrics.records(tmp_path), metrics.records(straight[0])
+    for step in (2, 4):
+        assert records[step]["train_loss"] == pytest.approx(plain[step]["train_loss"], rel=1e-5)
+
+
 def test_the_checkpoint_loads_for_inference_with_the_trained_models_logits(straight):
     out, run = straight
     tree, model_config, meta = checkpoints.load_for_inference(out)
