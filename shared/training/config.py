@@ -82,7 +82,7 @@ class TrainingConfig:
     log_interval: int = _flag(10, "steps between console and metrics lines")
     save_interval: int = _flag(250, "steps between checkpoints")
     keep_last: int = _flag(3, "checkpoints kept in out_dir/checkpoints")
-    tensorboard: bool = _flag(False, "also write TensorBoard event files to out_dir")
+    tensorboard: bool = _flag(False, "also write TensorBoard event files to out_dir/tensorboard")
     use_wandb: bool = _flag(False, "also log to Weights & Biases (the wandb extra)")
     project_name: str = _flag("gpt2-jax", "the Weights & Biases project")
     run_name: str | None = _flag(None, "the Weights & Biases run name")
