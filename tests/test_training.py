@@ -335,6 +335,7 @@ def test_init_from_resume_in_a_config_file_resumes_like_the_flag(finished_run, c
     )
 
 
+@pytest.mark.slow
 def test_remat_trains_the_run_it_would_train_without(char_data, tmp_path):
     config = _command_line_config(
         "--data-dir", str(char_data), "--out-dir", str(tmp_path / "remat"), "--remat",

@@ -84,6 +84,7 @@ def test_the_first_iteration_sees_the_shared_trainers_batches_and_dropout_masks(
     assert keras_fit["val_loss"] == pytest.approx(shared["val_loss"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_fit_with_remat_trains_the_run_it_would_train_without(straight, char_data, tmp_path):
     """The first four iterations (all in warmup, so the shorter run's schedule is the same)."""
     short = {"max_iters": 4, "eval_interval": 2, "save_interval": 2}
