@@ -205,12 +205,7 @@ class Generator:
         if len(prompts) == 0:
             raise ValueError("Give at least one prompt.")
         for i, prompt in enumerate(prompts):
-            bad = next((t for t in prompt if not self._in_vocabulary(t)), None)
-            if bad is not None:
-                raise ValueError(
-                    f"Prompt {i} holds {bad!r}, which is not a token id of the model's vocabulary "
-                    f"of {self.config.n_vocab} ids (integers 0 to {self.config.n_vocab - 1})."
-                )
+            self._check_ids(prompt, f"Prompt {i}")
             if len(prompt) + max_new_tokens > self.config.n_ctx:
                 raise ValueError(
                     f"Prompt {i} has {len(prompt)} tokens and {max_new_tokens} new tokens were "
@@ -219,8 +214,15 @@ class Generator:
                     "let the text slide over the context (truncate=True, `--truncate`)."
                 )
 
-    def _in_vocabulary(self, token: object) -> bool:
-        return is_integer(token) and 0 <= token < self.config.n_vocab
+    def _check_ids(self, ids: Sequence[object], owner: str) -> None:
+        """Name the first of `ids` that is not an integer of the model's vocabulary."""
+        n_vocab = self.config.n_vocab
+        bad = next((t for t in ids if not (is_integer(t) and 0 <= t < n_vocab)), None)
+        if bad is not None:
+            raise ValueError(
+                f"{owner} holds {bad!r}, which is not a token id of the model's vocabulary of "
+                f"{n_vocab} ids (integers 0 to {n_vocab - 1})."
+            )
 
     def _check_options(
         self,
@@ -230,12 +232,7 @@ class Generator:
         seed: int,
         chunk: int | None,
     ) -> None:
-        bad = [t for t in stop_tokens if not self._in_vocabulary(t)]
-        if bad:
-            raise ValueError(
-                f"stop_tokens holds {bad[0]!r}, which is not a token id of the model's vocabulary "
-                f"of {self.config.n_vocab} ids (integers 0 to {self.config.n_vocab - 1})."
-            )
+        self._check_ids(stop_tokens, "stop_tokens")
         if keys is not None and len(keys) != n_rows:
             raise ValueError(
                 f"keys holds {len(keys)} PRNG keys for {n_rows} prompts; give one each."
