@@ -4,6 +4,7 @@ from shared.api import GPT2, from_canonical, load_checkpoint, load_model, main
 from shared.config import MODEL_SIZES, GPT2Config
 from shared.generation import Completion, Generator
 from shared.sampling import SamplingParams
+from shared.scoring import TextScore
 from shared.tokenizer import Tokenizer
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "GPT2Config",
     "Generator",
     "SamplingParams",
+    "TextScore",
     "Tokenizer",
     "from_canonical",
     "load_checkpoint",

@@ -23,6 +23,7 @@ from shared.generation import Generator, check_prompts, check_seed, row_keys
 from shared.numeric import is_integer
 from shared.params import Params, cast
 from shared.sampling import SamplingParams
+from shared.scoring import Scorer, TextScore
 from shared.stopping import StopStringCutter, tokens_containing
 from shared.tokenizer import ENDOFTEXT, Tokenizer
 
@@ -226,6 +227,34 @@ class GPT2:
                     history[row] += ids
                     stopped[row] |= done[row] and bool(ids) and ids[-1] in stop_tokens
                 yield new, [s or (d and last) for s, d in zip(stopped, done, strict=True)]
+
+    def score(
+        self,
+        text: str,
+        *,
+        stride: int | None = None,
+        batch_size: int = 1,
+        progress: bool = False,
+    ) -> TextScore:
+        """How likely the model finds `text`: each token's log-probability given the text before
+        it, read in context-long windows `stride` tokens apart (default half the context; see
+        `shared.scoring`), with the mean NLL, perplexity and bits per byte they give.
+
+        The first token is predicted from `<|endoftext|>`, GPT-2's document boundary, so every
+        token counts; a character-level model has no such token and scores from the second.
+        """
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"Give a non-empty text to score, got {text!r}.")
+        stride = self.config.n_ctx // 2 if stride is None else stride
+        boundary = getattr(self.tokenizer, "eot_id", None)
+        ids = [*([boundary] if boundary is not None else []), *self.tokenizer.encode(text)]
+        log_probs = self.scorer.log_probs(ids, stride, batch_size=batch_size, progress=progress)
+        scored = np.asarray(ids[1:])
+        return TextScore(scored, log_probs, len(self.tokenizer.decode_bytes(scored)), stride)
+
+    @functools.cached_property
+    def scorer(self) -> Scorer:
+        return Scorer(self.backend, self.params, self.config)
 
     def encode_prompts(
         self, prompts: Sequence[str], max_new_tokens: int, truncate: bool = False

@@ -66,7 +66,7 @@ def _hidden(path: Path, folder: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(folder).parts)
 
 
-def _read_chunks(path: Path) -> Iterator[str]:
+def read_chunks(path: Path) -> Iterator[str]:
     """The UTF-8 text of `path` in chunks; invalid bytes are named by their offset in the file."""
     decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
     with path.open("rb") as handle:
@@ -126,7 +126,7 @@ class Corpus:
         sizes, alphabet = [], set()
         for path in files:
             size = 0
-            for chunk in _read_chunks(path):
+            for chunk in read_chunks(path):
                 size += len(chunk)
                 alphabet.update(chunk)
             sizes.append(size)
@@ -155,7 +155,7 @@ class Corpus:
         for path, size in zip(self.files, self.chars_per_file, strict=True):
             lo, hi = max(start - offset, 0), size if stop is None else min(stop - offset, size)
             if lo < hi:
-                yield _slice_chunks(_read_chunks(path), lo, hi)
+                yield _slice_chunks(read_chunks(path), lo, hi)
             offset += size
 
 

@@ -164,6 +164,17 @@ def check_seed(seed: int) -> None:
         raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}.")
 
 
+def check_token_ids(ids: Iterable[object], owner: str, n_vocab: int) -> None:
+    """Name the first of `ids` that is not an integer of a vocabulary of `n_vocab` ids (the
+    backends' embedding lookups would disagree on it)."""
+    bad = next((t for t in ids if not (is_integer(t) and 0 <= t < n_vocab)), None)
+    if bad is not None:
+        raise ValueError(
+            f"{owner} holds {bad!r}, which is not a token id of the model's vocabulary of "
+            f"{n_vocab} ids (integers 0 to {n_vocab - 1})."
+        )
+
+
 def _param_dtype(params: Any) -> jnp.dtype:
     leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
     return leaves[0].dtype
@@ -205,7 +216,7 @@ class Generator:
         if len(prompts) == 0:
             raise ValueError("Give at least one prompt.")
         for i, prompt in enumerate(prompts):
-            self._check_ids(prompt, f"Prompt {i}")
+            check_token_ids(prompt, f"Prompt {i}", self.config.n_vocab)
             if len(prompt) + max_new_tokens > self.config.n_ctx:
                 raise ValueError(
                     f"Prompt {i} has {len(prompt)} tokens and {max_new_tokens} new tokens were "
@@ -213,16 +224,6 @@ class Generator:
                     f"{self.config.n_ctx} tokens; shorten the prompt, lower max_new_tokens, or "
                     "let the text slide over the context (truncate=True, `--truncate`)."
                 )
-
-    def _check_ids(self, ids: Sequence[object], owner: str) -> None:
-        """Name the first of `ids` that is not an integer of the model's vocabulary."""
-        n_vocab = self.config.n_vocab
-        bad = next((t for t in ids if not (is_integer(t) and 0 <= t < n_vocab)), None)
-        if bad is not None:
-            raise ValueError(
-                f"{owner} holds {bad!r}, which is not a token id of the model's vocabulary of "
-                f"{n_vocab} ids (integers 0 to {n_vocab - 1})."
-            )
 
     def _check_options(
         self,
@@ -232,7 +233,7 @@ class Generator:
         seed: int,
         chunk: int | None,
     ) -> None:
-        self._check_ids(stop_tokens, "stop_tokens")
+        check_token_ids(stop_tokens, "stop_tokens", self.config.n_vocab)
         if keys is not None and len(keys) != n_rows:
             raise ValueError(
                 f"keys holds {len(keys)} PRNG keys for {n_rows} prompts; give one each."

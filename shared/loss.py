@@ -12,6 +12,13 @@ from shared.config import GPT2Config
 from shared.dropout import Dropout
 
 
+def target_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Log-probability [batch, seq] of each of `targets` under `logits` [batch, seq, vocab], in
+    fp32 whatever the logits' dtype."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+
+
 def next_token_loss(
     logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None
 ) -> jax.Array:
@@ -19,8 +26,7 @@ def next_token_loss(
 
     `mask` [batch, seq] excludes positions (e.g. padding) from the mean.
     """
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    nll = -target_log_probs(logits, targets)
     if mask is None:
         return jnp.mean(nll)
     mask = mask.astype(jnp.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import gpt2 as gpt2_package
 from shared import api, weights
 from tests.support.greedy import greedy_tokens
 from tests.support.openai_server import OpenAIServer
+from tests.support.paths import TINY_SHAKESPEARE
 
 SIZES = ("124M", "355M", "1558M")
 
@@ -292,6 +294,55 @@ def test_bad_requests_fail_before_any_download(env, tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr and "Could not reach" not in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_score_prints_the_python_apis_figures(env, model, tmp_path):
+    text = TINY_SHAKESPEARE.read_text()[:1500]
+    (tmp_path / "text.txt").write_text(text)
+    args = ["score", "--file", str(tmp_path / "text.txt"), "--stride", "48", "--json"]
+    figures = json.loads(ok(gpt2(env, *args)))
+    expected = model.score(text, stride=48)
+    assert figures["tokens"] == expected.n_tokens > 2 * model.config.n_ctx
+    assert (figures["bytes"], figures["context"], figures["stride"]) == (len(text), 128, 48)
+    for name in ("nll", "perplexity", "bits_per_byte"):
+        assert figures[name] == pytest.approx(getattr(expected, name), rel=1e-5), name
+    short = model.score("Hello there.")
+    assert ok(gpt2(env, "score", "--text", "Hello there.")).splitlines() == [
+        f"{short.n_tokens} tokens (12 bytes) in windows of up to 128 tokens, 64 apart",
+        f"mean NLL       {short.nll:.4f} nats/token",
+        f"perplexity     {short.perplexity:.3f}",
+        f"bits per byte  {short.bits_per_byte:.4f}",
+    ]
+    wide = gpt2(env, "score", "--text", "Hello there.", "--stride", "129")
+    assert wide.returncode == 2
+    assert "stride must be an integer from 1 to the context, 128, got 129." in wide.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--text", ""], "--text is empty."),
+        (["--text", "Hi", "--stride", "0"], "--stride must be at least 1, got 0."),
+        (["--text", "Hi", "--batch-size", "0"], "--batch-size must be at least 1, got 0."),
+        (["--file", "no-such-file.txt"], "--file no-such-file.txt is not a file"),
+        (
+            ["--file", "{latin1}"],
+            "latin1.txt is not UTF-8 text (unexpected end of data at byte 3).",
+        ),
+        (["--file", "{empty}"], "empty.txt is empty."),
+        (["--text", "Hi", "--checkpoint", "out", "--model-size", "355M"], "does not apply to"),
+    ],
+)
+def test_bad_score_requests_fail_before_any_download(env, tmp_path, args, message):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "empty.txt").write_text("")
+    args = [a.format(latin1=tmp_path / "latin1.txt", empty=tmp_path / "empty.txt") for a in args]
+    models = tmp_path / "models"
+    offline = {**env, "GPT2_BASE_URL": "http://127.0.0.1:9/gpt-2", "GPT2_MODELS_DIR": str(models)}
+    result = gpt2(offline, "score", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not models.exists()
 
 
 def test_doctor_reports_a_backend_that_cannot_start_and_goes_on(env):

@@ -156,6 +156,23 @@ def test_generate_from_a_checkpoint_on_the_backend_asked_for(finished_run):
 
 
 @pytest.mark.slow
+def test_score_a_checkpoint_on_held_out_text(finished_run):
+    """`gpt2 score --checkpoint`: the character model's figures, as the Python API computes
+    them, on text from its validation split, which it finds likelier than uniform guessing."""
+    text = TINY_SHAKESPEARE.read_text()[-2000:]  # the end of the corpus: its validation split
+    model = api.load_checkpoint(finished_run)
+
+    command = [sys.executable, "-m", "gpt2", "score", "--checkpoint", str(finished_run),
+               "--text", text, "--json"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    held_out = json.loads(result.stdout)
+    assert held_out["tokens"] == len(text) - 1 and held_out["context"] == model.config.n_ctx
+    assert held_out["nll"] == pytest.approx(model.score(text).nll, rel=1e-5)
+    assert held_out["nll"] < math.log(model.config.n_vocab) - 0.3
+
+
+@pytest.mark.slow
 def test_a_resumed_run_replaces_best_only_with_a_better_model(finished_run, tmp_path):
     out = _copy(finished_run, tmp_path)
     best = checkpoints.read_meta(out, checkpoints.BEST)

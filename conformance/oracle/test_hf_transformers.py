@@ -19,6 +19,7 @@ from conformance.report import max_abs_diff
 from conformance.test_logits import LOGITS_TOLERANCE, forward
 from shared.cli import main as gpt2_cli
 from shared.generation import Generator
+from shared.scoring import Scorer
 from shared.weights import load_hf, save_canonical
 
 GREEDY_TOKENS = 30
@@ -76,6 +77,19 @@ def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, report):
     report.check(
         f"oracle: {GREEDY_TOKENS} greedy ids vs HF generate", backend.name, name, differing, 0
     )
+
+
+def test_text_scores_match_hf_transformers_loss(backend, hf_checkpoint, report):
+    """A context-long text scores as HF's own shifted loss (`labels=`) says it should."""
+    name, model, tree = hf_checkpoint
+    config = CONFIGS[name]
+    ids = np.random.default_rng(3).integers(0, config.n_vocab, (1, config.n_ctx))
+    scorer = Scorer(backend, backend.from_canonical(tree, config), config)
+    nll = -float(np.mean(scorer.log_probs(ids[0].tolist(), config.n_ctx), dtype=np.float64))
+    with torch.no_grad():
+        hf_nll = float(model(torch.from_numpy(ids), labels=torch.from_numpy(ids)).loss)
+    report.check("oracle: text score (mean NLL) vs HF loss (relative)", backend.name, name,
+                 abs(nll / hf_nll - 1), 1e-5)  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

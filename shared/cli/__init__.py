@@ -8,11 +8,22 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from shared.cli import bench, conformance, doctor, generate, plot, prepare, train, weights_commands
+from shared.cli import (
+    bench,
+    conformance,
+    doctor,
+    generate,
+    plot,
+    prepare,
+    score,
+    train,
+    weights_commands,
+)
 from shared.errors import GPT2Error
 
 COMMANDS = (
     generate,
+    score,
     prepare,
     train,
     plot,

@@ -6,7 +6,13 @@ import argparse
 import itertools
 import sys
 
-from shared.cli.options import add_model_options, unescape
+from shared.cli.options import (
+    add_checkpoint,
+    add_model_options,
+    check_model_source,
+    load_model,
+    unescape,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,11 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-stream", action="store_true", help="print whole samples instead of streaming"
     )
-    parser.add_argument(
-        "--checkpoint", default=None, metavar="OUT_DIR",
-        help="sample from a model trained with `gpt2 train` instead of OpenAI's: its out_dir "
-        "for the newest checkpoint, OUT_DIR/best for the best by val loss",
-    )  # fmt: skip
+    add_checkpoint(parser, "sample from")
     parser.add_argument(
         "--mesh", default=None, metavar="data=D,fsdp=F",
         help="generate on several devices: rows split over data, parameters over fsdp",
@@ -76,11 +78,7 @@ def _top_k(text: str) -> int | None:
 def run(args: argparse.Namespace) -> int:
     if bool(args.prompt) == args.interactive:
         raise ValueError("Give either --prompt (repeatable) or --interactive, not both or neither.")
-    if args.checkpoint and args.model_size:
-        raise ValueError(
-            f"--model-size {args.model_size} does not apply to --checkpoint {args.checkpoint}, "
-            "whose size is the trained model's; give one of them."
-        )
+    check_model_source(args)
     options = {
         "temperature": args.temperature,
         "top_k": args.top_k,
@@ -90,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "truncate": args.truncate,
     }
     # Check the request before the (possibly long) download and load.
-    from shared import api, compilation_cache
+    from shared import api
     from shared.sampling import SamplingParams
 
     SamplingParams(args.temperature, options["top_k"], args.top_p)
@@ -98,17 +96,7 @@ def run(args: argparse.Namespace) -> int:
         args.prompt, args.max_new_tokens, args.num_samples, options["stop"], args.seed
     )
 
-    compilation_cache.enable()
-    if args.checkpoint:
-        model = api.load_checkpoint(
-            args.checkpoint, args.backend, models_dir=args.models_dir, dtype=args.dtype,
-            mesh=args.mesh,
-        )  # fmt: skip
-    else:
-        model = api.load_model(
-            args.model_size or "124M", args.backend or "functional", models_dir=args.models_dir,
-            dtype=args.dtype, mesh=args.mesh,
-        )  # fmt: skip
+    model = load_model(args, mesh=args.mesh)
     if args.interactive:
         return _interactive(model, args, options)
     _print_samples(model, args.prompt, args, options, seed=args.seed)

@@ -6,8 +6,12 @@ import argparse
 import errno
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.errors import writing
+
+if TYPE_CHECKING:
+    from shared.api import GPT2
 
 
 def add_models_dir(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +35,39 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="weight dtype"
     )
+
+
+def add_checkpoint(parser: argparse.ArgumentParser, use: str) -> None:
+    parser.add_argument(
+        "--checkpoint", default=None, metavar="OUT_DIR",
+        help=f"{use} a model trained with `gpt2 train` instead of OpenAI's: its out_dir for the "
+        "newest checkpoint, OUT_DIR/best for the best by val loss",
+    )  # fmt: skip
+
+
+def check_model_source(args: argparse.Namespace) -> None:
+    """Refuse --model-size with --checkpoint, whose size is the trained model's."""
+    if args.checkpoint and args.model_size:
+        raise ValueError(
+            f"--model-size {args.model_size} does not apply to --checkpoint {args.checkpoint}, "
+            "whose size is the trained model's; give one of them."
+        )
+
+
+def load_model(args: argparse.Namespace, mesh: str | None = None) -> GPT2:
+    """The model the options of `add_checkpoint` and `add_model_options` name, with both caches
+    of compiled programs on."""
+    from shared import api, compilation_cache
+
+    compilation_cache.enable()
+    if args.checkpoint:
+        return api.load_checkpoint(
+            args.checkpoint, args.backend, models_dir=args.models_dir, dtype=args.dtype, mesh=mesh
+        )
+    return api.load_model(
+        args.model_size or "124M", args.backend or "functional", models_dir=args.models_dir,
+        dtype=args.dtype, mesh=mesh,
+    )  # fmt: skip
 
 
 def unescape(text: str) -> str:
