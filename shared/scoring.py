@@ -51,7 +51,8 @@ class TextScore:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nll)
+        """exp(nll); infinite past float64's range (a broken model, not a real text's figure)."""
+        return math.exp(self.nll) if self.nll < math.log(sys.float_info.max) else math.inf
 
     @property
     def bits_per_byte(self) -> float:

@@ -310,7 +310,7 @@ def test_score_prints_the_python_apis_figures(env, model, tmp_path):
     assert ok(gpt2(env, "score", "--text", "Hello there.")).splitlines() == [
         f"{short.n_tokens} tokens (12 bytes) in windows of up to 128 tokens, 64 apart",
         f"mean NLL       {short.nll:.4f} nats/token",
-        f"perplexity     {short.perplexity:.3f}",
+        f"perplexity     {short.perplexity:.6g}",
         f"bits per byte  {short.bits_per_byte:.4f}",
     ]
     wide = gpt2(env, "score", "--text", "Hello there.", "--stride", "129")

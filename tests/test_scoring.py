@@ -16,7 +16,7 @@ from shared.config import GPT2Config
 from shared.data import CharTokenizer
 from shared.loss import language_model_loss
 from shared.params import init_params
-from shared.scoring import plan_windows
+from shared.scoring import TextScore, plan_windows
 from shared.tokenizer import Tokenizer
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 
@@ -88,6 +88,14 @@ def test_more_context_and_batching_change_only_what_they_should(model):
         disjoint.log_probs[first_window], overlapping.log_probs[first_window], atol=2e-6
     )
     assert not np.allclose(disjoint.log_probs, overlapping.log_probs, atol=1e-4)
+
+
+def test_a_perplexity_past_floats_range_is_infinite():
+    ids, log_probs = np.arange(4), np.full(4, -800.0, np.float32)
+    assert TextScore(ids, log_probs, n_bytes=4, stride=16).perplexity == math.inf
+    assert TextScore(ids, log_probs / 100, n_bytes=4, stride=16).perplexity == pytest.approx(
+        math.exp(8.0)
+    )
 
 
 def test_a_character_model_scores_from_its_second_character():

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         f"{model.config.n_ctx} tokens, {score.stride} apart"
     )
     print(f"mean NLL       {score.nll:.4f} nats/token")
-    print(f"perplexity     {score.perplexity:.3f}")
+    print(f"perplexity     {score.perplexity:.6g}")
     print(f"bits per byte  {score.bits_per_byte:.4f}")
     return 0
 
