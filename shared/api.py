@@ -232,6 +232,7 @@ class GPT2:
         self,
         text: str,
         *,
+        context: str = "",
         stride: int | None = None,
         batch_size: int = 1,
         progress: bool = False,
@@ -242,15 +243,25 @@ class GPT2:
 
         The first token is predicted from `<|endoftext|>`, GPT-2's document boundary, so every
         token counts; a character-level model has no such token and scores from the second.
+        `context` comes before `text` and conditions its score without being scored: log p(text |
+        context), for ranking answers or cloze tests. The two are tokenized apart, so a space
+        between them belongs at the start of `text` (" Paris", not "Paris").
         """
         if not isinstance(text, str) or not text:
             raise ValueError(f"Give a non-empty text to score, got {text!r}.")
+        if not isinstance(context, str):
+            raise ValueError(f"context must be text (or empty), got {context!r}.")
         stride = self.config.n_ctx // 2 if stride is None else stride
         boundary = getattr(self.tokenizer, "eot_id", None)
-        ids = [*([boundary] if boundary is not None else []), *self.tokenizer.encode(text)]
+        text_ids = self.tokenizer.encode(text)
+        ids = [*([boundary] if boundary is not None else []), *self.tokenizer.encode(context)]
+        ids += text_ids
         log_probs = self.scorer.log_probs(ids, stride, batch_size=batch_size, progress=progress)
-        scored = np.asarray(ids[1:])
-        return TextScore(scored, log_probs, len(self.tokenizer.decode_bytes(scored)), stride)
+        scored = min(len(text_ids), len(log_probs))  # all but a first token without context
+        token_ids = np.asarray(ids[len(ids) - scored :])
+        return TextScore(
+            token_ids, log_probs[-scored:], len(self.tokenizer.decode_bytes(token_ids)), stride
+        )
 
     @functools.cached_property
     def scorer(self) -> Scorer:

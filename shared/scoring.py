@@ -45,6 +45,11 @@ class TextScore:
         return len(self.token_ids)
 
     @property
+    def log_prob(self) -> float:
+        """The natural-log probability of all the scored tokens together."""
+        return float(np.sum(self.log_probs, dtype=np.float64))
+
+    @property
     def nll(self) -> float:
         """Mean negative log-likelihood per token, in nats (the training loss)."""
         return float(-np.mean(self.log_probs, dtype=np.float64))

@@ -304,11 +304,17 @@ def test_score_prints_the_python_apis_figures(env, model, tmp_path):
     expected = model.score(text, stride=48)
     assert figures["tokens"] == expected.n_tokens > 2 * model.config.n_ctx
     assert (figures["bytes"], figures["context"], figures["stride"]) == (len(text), 128, 48)
-    for name in ("nll", "perplexity", "bits_per_byte"):
+    for name in ("log_prob", "nll", "perplexity", "bits_per_byte"):
         assert figures[name] == pytest.approx(getattr(expected, name), rel=1e-5), name
+    answer = ["score", "--text", " Paris.", "--context", "The capital of France is", "--json"]
+    conditioned = model.score(" Paris.", context="The capital of France is")
+    assert json.loads(ok(gpt2(env, *answer)))["log_prob"] == pytest.approx(
+        conditioned.log_prob, rel=1e-5
+    )
     short = model.score("Hello there.")
     assert ok(gpt2(env, "score", "--text", "Hello there.")).splitlines() == [
         f"{short.n_tokens} tokens (12 bytes) in windows of up to 128 tokens, 64 apart",
+        f"log-prob       {short.log_prob:.4f} nats",
         f"mean NLL       {short.nll:.4f} nats/token",
         f"perplexity     {short.perplexity:.6g}",
         f"bits per byte  {short.bits_per_byte:.4f}",

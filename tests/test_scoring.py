@@ -79,6 +79,22 @@ def test_each_token_of_a_long_text_is_scored_from_its_windows_context(model, str
             assert score.log_probs[i] == pytest.approx(expected, abs=2e-5)
 
 
+def test_a_context_conditions_the_text_without_being_scored(model):
+    context, answer = "The capital of France is", " Paris, of course."
+    whole = model.score(context + answer)
+    tokenizer = model.tokenizer
+    assert tokenizer.encode(context) + tokenizer.encode(answer) == tokenizer.encode(
+        context + answer
+    )
+    conditioned = model.score(answer, context=context)
+    n = len(tokenizer.encode(answer))
+    assert conditioned.token_ids.tolist() == tokenizer.encode(answer)
+    np.testing.assert_allclose(conditioned.log_probs, whole.log_probs[-n:], atol=2e-6)
+    assert conditioned.log_prob == pytest.approx(float(np.sum(whole.log_probs[-n:])), rel=1e-6)
+    assert conditioned.n_bytes == len(answer.encode())
+    assert conditioned.log_prob != pytest.approx(model.score(answer).log_prob, rel=1e-3)
+
+
 def test_more_context_and_batching_change_only_what_they_should(model):
     disjoint, overlapping = model.score(TEXT, stride=32), model.score(TEXT, stride=8)
     batched = model.score(TEXT, stride=8, batch_size=5)
@@ -108,6 +124,7 @@ def test_a_character_model_scores_from_its_second_character():
         "he quick brown fox jumps over the lazy dog"
     )
     assert np.all(np.isfinite(score.log_probs)) and np.all(score.log_probs < 0)
+    assert model.score("fox", context="the quick brown ").n_tokens == 3
 
 
 def test_bfloat16_weights_score_near_float32(model):
@@ -131,6 +148,7 @@ def test_bfloat16_weights_score_near_float32(model):
         ),
         ({"text": "Hi", "stride": 2.5}, "stride must be an integer from 1 to the context"),
         ({"text": "Hi", "batch_size": 0}, "batch_size must be an integer >= 1, got 0."),
+        ({"text": "Hi", "context": None}, "context must be text (or empty), got None."),
     ],
 )
 def test_bad_requests_are_one_sentence(model, kwargs, message):

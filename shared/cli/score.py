@@ -7,7 +7,13 @@ import argparse
 import json
 from pathlib import Path
 
-from shared.cli.options import add_checkpoint, add_model_options, check_model_source, load_model
+from shared.cli.options import (
+    add_checkpoint,
+    add_model_options,
+    check_model_source,
+    load_model,
+    unescape,
+)
 from shared.errors import GPT2Error
 
 
@@ -18,6 +24,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     text = parser.add_mutually_exclusive_group(required=True)
     text.add_argument("--file", type=Path, help="UTF-8 text file to score")
     text.add_argument("--text", help="text to score")
+    parser.add_argument(
+        "--context", default="",
+        help="text that comes before the scored text and conditions it without being scored "
+        r"(log p(text | context)); \n and \t are understood",
+    )  # fmt: skip
     parser.add_argument(
         "--stride", type=int, default=None,
         help="tokens between the starts of consecutive windows, 1 to the context (default: half "
@@ -43,12 +54,16 @@ def run(args: argparse.Namespace) -> int:
     if not text:
         raise ValueError(f"{'--file ' + str(args.file) if args.file else '--text'} is empty.")
     model = load_model(args)
-    score = model.score(text, stride=args.stride, batch_size=args.batch_size, progress=True)
+    score = model.score(
+        text, context=unescape(args.context), stride=args.stride, batch_size=args.batch_size,
+        progress=True,
+    )  # fmt: skip
     figures = {
         "tokens": score.n_tokens,
         "bytes": score.n_bytes,
         "context": model.config.n_ctx,
         "stride": score.stride,
+        "log_prob": score.log_prob,
         "nll": score.nll,
         "perplexity": score.perplexity,
         "bits_per_byte": score.bits_per_byte,
@@ -60,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         f"{score.n_tokens:,} tokens ({score.n_bytes:,} bytes) in windows of up to "
         f"{model.config.n_ctx} tokens, {score.stride} apart"
     )
+    print(f"log-prob       {score.log_prob:.4f} nats")
     print(f"mean NLL       {score.nll:.4f} nats/token")
     print(f"perplexity     {score.perplexity:.6g}")
     print(f"bits per byte  {score.bits_per_byte:.4f}")
