@@ -61,7 +61,7 @@ class TextScore:
 
     @property
     def bits_per_byte(self) -> float:
-        return float(-np.sum(self.log_probs, dtype=np.float64) / math.log(2) / self.n_bytes)
+        return -self.log_prob / math.log(2) / self.n_bytes
 
 
 def plan_windows(n_targets: int, length: int, stride: int) -> list[tuple[int, int, int]]:
