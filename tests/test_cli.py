@@ -303,7 +303,7 @@ def test_score_prints_the_python_apis_figures(env, model, tmp_path):
     figures = json.loads(ok(gpt2(env, *args)))
     expected = model.score(text, stride=48)
     assert figures["tokens"] == expected.n_tokens > 2 * model.config.n_ctx
-    assert (figures["bytes"], figures["context"], figures["stride"]) == (len(text), 128, 48)
+    assert (figures["bytes"], figures["n_ctx"], figures["stride"]) == (len(text), 128, 48)
     for name in ("log_prob", "nll", "perplexity", "bits_per_byte"):
         assert figures[name] == pytest.approx(getattr(expected, name), rel=1e-5), name
     answer = ["score", "--text", " Paris.", "--context", "The capital of France is", "--json"]

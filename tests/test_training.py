@@ -167,7 +167,7 @@ def test_score_a_checkpoint_on_held_out_text(finished_run):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     held_out = json.loads(result.stdout)
-    assert held_out["tokens"] == len(text) - 1 and held_out["context"] == model.config.n_ctx
+    assert held_out["tokens"] == len(text) - 1 and held_out["n_ctx"] == model.config.n_ctx
     assert held_out["nll"] == pytest.approx(model.score(text).nll, rel=1e-5)
     assert held_out["nll"] < math.log(model.config.n_vocab) - 0.3
 

@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--batch-size", "--batch_size", type=int, default=1, dest="batch_size",
-        help="windows per compiled call (default: 1; more can help on a GPU)",
+        help="windows per compiled call (default: 1)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     add_checkpoint(parser, "score with")
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     figures = {
         "tokens": score.n_tokens,
         "bytes": score.n_bytes,
-        "context": model.config.n_ctx,
+        "n_ctx": model.config.n_ctx,
         "stride": score.stride,
         "log_prob": score.log_prob,
         "nll": score.nll,
