@@ -7,13 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from shared.cli.options import (
-    add_checkpoint,
-    add_model_options,
-    check_model_source,
-    load_model,
-    unescape,
-)
+from shared.cli.options import add_checkpoint, add_model_options, check_model_source, load_model
 from shared.errors import GPT2Error
 
 
@@ -27,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--context", default="",
         help="text that comes before the scored text and conditions it without being scored "
-        r"(log p(text | context)); \n and \t are understood",
+        "(log p(text | context))",
     )  # fmt: skip
     parser.add_argument(
         "--stride", type=int, default=None,
@@ -55,9 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{'--file ' + str(args.file) if args.file else '--text'} is empty.")
     model = load_model(args)
     score = model.score(
-        text, context=unescape(args.context), stride=args.stride, batch_size=args.batch_size,
-        progress=True,
-    )  # fmt: skip
+        text, context=args.context, stride=args.stride, batch_size=args.batch_size, progress=True
+    )
     figures = {
         "tokens": score.n_tokens,
         "bytes": score.n_bytes,
