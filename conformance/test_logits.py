@@ -14,12 +14,13 @@ from tests.support.openai_checkpoint import write_openai_checkpoint
 LOGITS_TOLERANCE = 1e-4
 
 
-def forward(backend, tree, config, tokens):
+def forward(backend, tree, config, tokens, hidden_states=False):
     """Full (cache-less) forward of `tokens` [batch, seq] with canonical weights `tree`."""
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    apply = jax.jit(backend.apply, static_argnames="config")
-    logits, _ = apply(backend.from_canonical(tree, config), tokens, positions, None, config=config)
-    return logits
+    apply = jax.jit(backend.apply, static_argnames=("config", "hidden_states"))
+    params = backend.from_canonical(tree, config)
+    output, _ = apply(params, tokens, positions, None, config=config, hidden_states=hidden_states)
+    return output
 
 
 @compared_with_reference
@@ -29,6 +30,17 @@ def test_logits_match_the_reference(backend, reference, config, config_name, can
         forward(backend, canonical, config, tokens), forward(reference, canonical, config, tokens)
     )
     report.check("logits vs functional", backend.name, config_name, diff, LOGITS_TOLERANCE)
+
+
+@compared_with_reference
+def test_hidden_states_match_the_reference(backend, reference, config, config_name, canonical,
+                                           report):  # fmt: skip
+    """The residual stream at every depth, so a disagreement is placed in its layer."""
+    tokens = jax.random.randint(jax.random.PRNGKey(4), (2, 24), 0, config.n_vocab)
+    got, expected = (forward(b, canonical, config, tokens, True) for b in (backend, reference))
+    assert got.shape == (config.n_layer + 1, 2, 24, config.n_embd)
+    report.check("hidden states, every layer, vs functional", backend.name, config_name,
+                 max_abs_diff(got, expected), LOGITS_TOLERANCE)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, dr
 from shared.embedding import lookup
 from shared.kv_cache import KVCache
 from shared.linear import linear
-from shared.logits import last_position, tied_logits
+from shared.logits import model_output
 
 
 def layer_norm(x: jax.Array, g: jax.Array, b: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -100,9 +100,11 @@ def gpt2(
     dropout: Dropout | None = None,
     last_only: bool = False,
     remat: bool = False,
+    hidden_states: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (output tied to `wte`), or
-    [batch, 1, n_vocab] of the last position with `last_only`.
+    [batch, 1, n_vocab] of the last position with `last_only`, or with `hidden_states` the
+    residual stream [n_layer + 1, batch, seq, n_embd] (`shared.logits.model_output`).
 
     `blocks` is either the canonical stacked tree, run with `lax.scan`, or one dict per layer, run
     as an unrolled loop over separate buffers (the faster choice for decoding on CPU). `dropout`
@@ -126,20 +128,29 @@ def gpt2(
     if remat:
         layer = jax.checkpoint(layer, static_argnums=() if isinstance(blocks, Mapping) else (3,))
     if isinstance(blocks, Mapping):
+
+        def scanned(x: jax.Array, xs: tuple) -> tuple:
+            y, layer_cache = layer(x, *xs)
+            return y, (layer_cache, x if hidden_states else None)
+
         stacked = None if cache is None else (jnp.stack(cache.k), jnp.stack(cache.v))
         layers = jnp.arange(_n_layers(blocks))
-        x, new_caches = jax.lax.scan(lambda x, xs: layer(x, *xs), x, (blocks, stacked, layers))
+        x, (new_caches, block_inputs) = jax.lax.scan(scanned, x, (blocks, stacked, layers))
         new_caches = None if cache is None else list(zip(*new_caches, strict=True))
     else:
-        new_caches = []
+        new_caches, block_inputs = [], []
         for i, (block, layer_cache) in enumerate(zip(blocks, layer_caches, strict=True)):
+            block_inputs.append(x)
             x, layer_cache = layer(x, block, layer_cache, i)
             new_caches.append(layer_cache)
-    logits = tied_logits(layer_norm(last_position(x, last_only), **ln_f, eps=eps), wte)
+    output = model_output(
+        block_inputs, x, lambda h: layer_norm(h, **ln_f, eps=eps), wte,
+        last_only=last_only, hidden_states=hidden_states,
+    )  # fmt: skip
     if cache is not None:
         k, v = zip(*new_caches, strict=True)
         cache = kv_cache.advance(cache, k, v, tokens.shape[1])
-    return logits, cache
+    return output, cache
 
 
 def _n_layers(blocks: dict | Sequence[dict]) -> int:

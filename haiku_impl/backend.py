@@ -54,10 +54,12 @@ class HaikuBackend:
         dropout: Dropout | None = None,
         last_only: bool = False,
         remat: bool = False,
+        hidden_states: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         return _transformed(config).apply(
-            params, tokens, positions, cache, dropout, last_only=last_only, remat=remat
-        )
+            params, tokens, positions, cache, dropout, last_only=last_only, remat=remat,
+            hidden_states=hidden_states,
+        )  # fmt: skip
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
         return kv_cache.init_cache(config, batch, max_len, dtype)

@@ -23,7 +23,7 @@ from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, dr
 from shared.embedding import lookup
 from shared.kv_cache import KVCache
 from shared.linear import over_rows
-from shared.logits import last_position, tied_logits
+from shared.logits import model_output
 
 MODEL_NAME = "gpt2"
 """The top module's name: the first scope of every haiku parameter name."""
@@ -153,9 +153,11 @@ class GPT2(hk.Module):
         dropout: Dropout | None = None,
         last_only: bool = False,
         remat: bool = False,
+        hidden_states: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """tokens, positions [batch, seq] int32 -> (logits [batch, seq, n_vocab], cache); with
-        `last_only`, logits [batch, 1, n_vocab] of the last position.
+        `last_only`, logits [batch, 1, n_vocab] of the last position; with `hidden_states`, the
+        residual stream [n_layer + 1, batch, seq, n_embd] (`shared.logits.model_output`).
 
         With `cache=None` this is the causal training forward; with a cache, layer i writes its new
         keys/values into `cache.k[i]`, `cache.v[i]` at `cache.index` and attends to all filled slots.
@@ -171,17 +173,21 @@ class GPT2(hk.Module):
         layer_caches = (
             [None] * len(self.blocks) if cache is None else zip(cache.k, cache.v, strict=True)
         )
-        new_caches = []
+        new_caches, block_inputs = [], []
         for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches, strict=True)):
             block_dropout = None if dropout is None else dropout.block(i)
             run = functools.partial(block, mask=mask, index=index, dropout=block_dropout)
+            block_inputs.append(x)
             x, layer_cache = (hk.remat(run) if remat else run)(x, layer_cache=layer_cache)
             new_caches.append(layer_cache)
-        logits = tied_logits(self.ln_f(last_position(x, last_only)), self.wte.embeddings)
+        output = model_output(
+            block_inputs, x, self.ln_f, self.wte.embeddings,
+            last_only=last_only, hidden_states=hidden_states,
+        )  # fmt: skip
         if cache is not None:
             k, v = zip(*new_caches, strict=True)
             cache = kv_cache.advance(cache, k, v, seq)
-        return logits, cache
+        return output, cache
 
 
 def forward(
@@ -193,9 +199,10 @@ def forward(
     config: GPT2Config,
     last_only: bool = False,
     remat: bool = False,
+    hidden_states: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """The function `hk.transform` wraps: build the model for `config` and run it."""
-    return GPT2(config)(tokens, positions, cache, dropout, last_only, remat)
+    return GPT2(config)(tokens, positions, cache, dropout, last_only, remat, hidden_states)
 
 
 def transformed(config: GPT2Config) -> hk.Transformed:

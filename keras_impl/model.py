@@ -16,7 +16,7 @@ from shared import kv_cache
 from shared.config import GPT2Config, check_tokens
 from shared.dropout import EMBEDDINGS, Dropout, drop
 from shared.kv_cache import KVCache
-from shared.logits import last_position, tied_logits
+from shared.logits import model_output
 from shared.params import Params
 
 
@@ -97,9 +97,11 @@ class GPT2LM(keras.Model):
         cache: KVCache | None = None,
         dropout: Dropout | None = None,
         last_only: bool = False,
+        hidden_states: bool = False,
     ) -> jax.Array | tuple[jax.Array, KVCache]:
         """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (and the new cache); with
-        `last_only`, logits [batch, 1, n_vocab] of the last position.
+        `last_only`, logits [batch, 1, n_vocab] of the last position; with `hidden_states`, the
+        residual stream [n_layer + 1, batch, seq, n_embd] (`shared.logits.model_output`).
 
         `positions` default to 0..seq-1 for every row. `dropout` (`shared.dropout.Dropout`: a rate
         and a key) applies GPT-2's training dropout; None runs the deterministic forward.
@@ -111,21 +113,24 @@ class GPT2LM(keras.Model):
         x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)
         attention_mask = kv_cache.attention_mask(cache, seq)
         index = None if cache is None else cache.index
-        new_k, new_v = [], []
+        new_k, new_v, block_inputs = [], [], []
         for i, block in enumerate(self.blocks):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
             block_dropout = None if dropout is None else dropout.block(i)
             run = functools.partial(block, attention_mask=attention_mask, index=index,
                                     dropout=block_dropout)  # fmt: skip
+            block_inputs.append(x)
             x, layer_cache = (keras.remat(run) if self.remat else run)(x, layer_cache=layer_cache)
             if cache is not None:
                 new_k.append(layer_cache[0])
                 new_v.append(layer_cache[1])
         embeddings = ops.cast(self.wte.embeddings, self.compute_dtype)
-        logits = tied_logits(self.ln_f(last_position(x, last_only)), embeddings)
+        output = model_output(
+            block_inputs, x, self.ln_f, embeddings, last_only=last_only, hidden_states=hidden_states
+        )
         if cache is None:
-            return logits
-        return logits, kv_cache.advance(cache, new_k, new_v, seq)
+            return output
+        return output, kv_cache.advance(cache, new_k, new_v, seq)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **dataclasses.asdict(self.config), "remat": self.remat}

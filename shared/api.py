@@ -20,6 +20,7 @@ from shared import weights
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config
 from shared.generation import Generator, check_prompts, check_seed, row_keys
+from shared.hidden_states import residual_stream
 from shared.numeric import is_integer
 from shared.params import Params, cast
 from shared.sampling import SamplingParams
@@ -262,6 +263,18 @@ class GPT2:
         return TextScore(
             token_ids, log_probs[-scored:], len(self.tokenizer.decode_bytes(token_ids)), stride
         )
+
+    def hidden_states(self, text: str) -> np.ndarray:
+        """The residual stream over `text`'s tokens, float32 [n_layer + 1, n_tokens, n_embd], as
+        Hugging Face's `output_hidden_states`: entry 0 is the token plus position embeddings,
+        entry i the input to block i, the last the final LayerNorm's output (the logits are its
+        product with `wte`). For probes and interpretability. The tokens are
+        `tokenizer.encode(text)`, nothing prepended; at most the context's worth.
+        """
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"Give a non-empty text to read the hidden states of, got {text!r}.")
+        ids = self.tokenizer.encode(text)
+        return residual_stream(self.backend, self.params, self.config, ids)
 
     @functools.cached_property
     def scorer(self) -> Scorer:

@@ -44,6 +44,7 @@ class Backend(Protocol):
         dropout: Dropout | None = None,
         last_only: bool = False,
         remat: bool = False,
+        hidden_states: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """Pure, jittable forward pass: tokens/positions [batch, seq] -> logits [batch, seq, n_vocab].
 
@@ -54,6 +55,9 @@ class Backend(Protocol):
         `last_only` returns only the last position's logits, [batch, 1, n_vocab] (a prefill).
         `remat` (training) keeps only each block's input for the backward pass, which recomputes
         the block: activation memory of one block instead of all, for about one more forward pass.
+        `hidden_states` returns, in place of the logits, the residual stream [n_layer + 1, batch,
+        seq, n_embd] as Hugging Face's `output_hidden_states`: each block's input (entry 0 the
+        embeddings), then the final LayerNorm's output (`shared.logits.model_output`).
         """
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -28,3 +30,29 @@ def last_position(hidden: jax.Array, last_only: bool) -> jax.Array:
     tokens was about a quarter of a 1024-token prefill.
     """
     return hidden[:, -1:] if last_only else hidden
+
+
+def model_output(
+    block_inputs: Sequence[jax.Array] | jax.Array,
+    x: jax.Array,
+    ln_f: Callable[[jax.Array], jax.Array],
+    wte: jax.Array,
+    *,
+    last_only: bool,
+    hidden_states: bool,
+) -> jax.Array:
+    """What a forward pass returns from its last block's output `x`: the tied logits, or with
+    `hidden_states` the residual stream as Hugging Face's `output_hidden_states` gives it.
+
+    The stream is [n_layer + 1, batch, seq, n_embd]: each block's input (entry 0 the embeddings),
+    then the final LayerNorm's output, of which the logits are the projection. `block_inputs` is a
+    list of the blocks' inputs, or one array of them stacked (a `lax.scan`'s outputs).
+    """
+    if not hidden_states:
+        return tied_logits(ln_f(last_position(x, last_only)), wte)
+    if last_only:
+        raise ValueError(
+            "hidden_states returns every position; it cannot be combined with last_only."
+        )
+    stacked = block_inputs if isinstance(block_inputs, jax.Array) else jnp.stack(block_inputs)
+    return jnp.concatenate([stacked, ln_f(x)[None].astype(stacked.dtype)])

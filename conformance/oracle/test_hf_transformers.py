@@ -59,6 +59,19 @@ def test_logits_match_hf_transformers(backend, hf_checkpoint, report):
     report.check("oracle: logits vs HF transformers", backend.name, name, diff, LOGITS_TOLERANCE)
 
 
+def test_hidden_states_match_hf_output_hidden_states(backend, hf_checkpoint, report):
+    """Every depth of the residual stream, HF's `output_hidden_states` entry by entry."""
+    name, model, tree = hf_checkpoint
+    tokens = np.random.default_rng(4).integers(0, CONFIGS[name].n_vocab, (2, 24))
+    ours = forward(backend, tree, CONFIGS[name], jnp.asarray(tokens), hidden_states=True)
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(tokens), output_hidden_states=True).hidden_states
+    assert len(theirs) == CONFIGS[name].n_layer + 1
+    diff = max_abs_diff(ours, np.stack([h.numpy() for h in theirs]))
+    report.check("oracle: hidden states vs HF output_hidden_states", backend.name, name, diff,
+                 LOGITS_TOLERANCE)  # fmt: skip
+
+
 def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, report):
     name, model, tree = hf_checkpoint
     config = CONFIGS[name]
