@@ -25,6 +25,7 @@ SAMPLERS = {
     "top-k": SamplingParams(1.0, top_k=20),
     "top-p": SamplingParams(0.8, top_p=0.9),
     "top-k+top-p": SamplingParams(1.1, top_k=50, top_p=0.95),
+    "top-p+repetition-penalty": SamplingParams(0.9, top_p=0.9, repetition_penalty=1.3),
 }
 
 
@@ -84,7 +85,7 @@ def test_generation_gives_the_reference_token_ids(backend, reference, tiny_param
     report.check(f"generated ids vs functional ({sampler})", backend.name, "tiny", differing, 0)
 
 
-@pytest.mark.parametrize("sampler", ["greedy", "top-k", "top-p"])
+@pytest.mark.parametrize("sampler", ["greedy", "top-k", "top-p", "top-p+repetition-penalty"])
 def test_left_padded_batch_rows_equal_prompts_generated_alone(backend, tiny_params, sampler):
     generator = Generator(backend, tiny_params, TINY)
     keys = row_keys(7, len(PROMPTS))
@@ -105,6 +106,29 @@ def test_greedy_generation_follows_the_full_forward_argmax(backend, tiny_params)
         )
         sequence.append(int(jnp.argmax(logits[0, -1])))
     assert completion.tokens == sequence[len(PROMPTS[1]) :]
+
+
+def test_a_repetition_penalty_follows_the_penalized_full_forward_argmax(backend, tiny_params):
+    """Greedy with Hugging Face's repetition penalty: each token the argmax of a full forward's
+    last logits, those of the prompt's and the output's tokens weighed down (CTRL's rule)."""
+    penalty, steps = 1.3, 8
+    generator = Generator(backend, tiny_params, TINY)
+    completions = generator.generate(
+        PROMPTS, steps, SamplingParams(0.0, repetition_penalty=penalty)
+    )
+    for prompt, completion in zip(PROMPTS, completions, strict=True):
+        sequence = list(prompt)
+        for _ in range(steps):
+            tokens = jnp.asarray([sequence])
+            logits, _ = backend.apply(
+                tiny_params, tokens, jnp.arange(len(sequence))[None], None, config=TINY
+            )
+            last = np.array(logits[0, -1])
+            seen = sorted(set(sequence))
+            last[seen] = np.where(last[seen] > 0, last[seen] / penalty, last[seen] * penalty)
+            sequence.append(int(np.argmax(last)))
+        assert completion.tokens == sequence[len(prompt) :]
+    assert completions != generator.generate(PROMPTS, steps)  # the penalty changed the output
 
 
 def test_stop_token_ends_only_its_own_row(backend, tiny_params):
@@ -149,7 +173,8 @@ def test_the_compiled_decode_loop_never_copies_or_transposes_a_cache_layer(
     `shared.kv_cache.KVCache`): transposes at every batch size, copies at batch 1. The program
     read back from `shared.program_cache` (a warm `gpt2 generate`) must compile the same way."""
     prompts, mask = np.ones((batch, 16), np.int32), np.ones((batch, 16), bool)
-    controls = _Controls(*GREEDY.as_arrays(), np.zeros(TINY.n_vocab, bool), np.int32(32))
+    controls = _Controls(*GREEDY.as_arrays(), np.float32(1), np.zeros(TINY.n_vocab, bool),
+                         np.int32(32))  # fmt: skip
     static = {"backend": backend, "config": TINY}
     state = _prefill(
         tiny_params, prompts, mask, None, np.int32(0), controls, max_slots=64, **static

@@ -103,6 +103,7 @@ class GPT2:
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
         stop: str | Sequence[str] = (),
         seed: int | None = None,
         num_samples: int = 1,
@@ -113,7 +114,8 @@ class GPT2:
         texts: list[str] | None = None
         for deltas in self.stream(
             prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            stop=stop, seed=seed, num_samples=num_samples, truncate=truncate, chunk=chunk,
+            repetition_penalty=repetition_penalty, stop=stop, seed=seed, num_samples=num_samples,
+            truncate=truncate, chunk=chunk,
         ):  # fmt: skip
             texts = deltas if texts is None else [t + d for t, d in zip(texts, deltas, strict=True)]
         assert texts is not None
@@ -127,6 +129,7 @@ class GPT2:
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
         stop: str | Sequence[str] = (),
         seed: int | None = None,
         num_samples: int = 1,
@@ -139,7 +142,7 @@ class GPT2:
         then a window sliding along the text that leaves room for the segment's new tokens, at
         least half a context of them (`segments`).
         """
-        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+        sampling = SamplingParams(temperature, top_k, top_p, repetition_penalty)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         stop = [stop] if isinstance(stop, str) else list(stop or ())
         check_request(prompts, max_new_tokens, num_samples, stop, seed)
@@ -378,11 +381,13 @@ def main(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
     seed: int | None = None,
     backend: str = "functional",
 ) -> str:
     """picoGPT's entry point: the continuation of `prompt` (greedy unless a temperature is given)."""
     model = load_model(model_size, backend, models_dir=models_dir)
     return model.generate(
-        prompt, n_tokens_to_generate, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
-    )[0]
+        prompt, n_tokens_to_generate, temperature=temperature, top_k=top_k, top_p=top_p,
+        repetition_penalty=repetition_penalty, seed=seed,
+    )[0]  # fmt: skip

@@ -25,7 +25,7 @@ from shared.config import GPT2Config
 from shared.distributed import placement
 from shared.kv_cache import KVCache
 from shared.numeric import is_integer
-from shared.sampling import SamplingParams, sample
+from shared.sampling import SamplingParams, penalize_repeats, sample
 
 GREEDY = SamplingParams(temperature=0.0)
 MIN_PROMPT_BUCKET = 16
@@ -58,6 +58,7 @@ class DecodeState(NamedTuple):
     step: jax.Array  # int32, tokens generated so far (same for every row)
     done: jax.Array  # [batch] bool
     keys: jax.Array  # [batch] PRNG keys, folded with `step` for each draw
+    seen: jax.Array  # [batch, n_vocab] bool, the tokens in each row's prompt and output so far
 
 
 class _Controls(NamedTuple):
@@ -66,6 +67,7 @@ class _Controls(NamedTuple):
     temperature: jax.Array
     top_k: jax.Array
     top_p: jax.Array
+    repetition_penalty: jax.Array
     stop_mask: jax.Array  # [n_vocab] bool
     max_new_tokens: jax.Array  # int32
 
@@ -80,12 +82,14 @@ for _type in (KVCache, DecodeState, _Controls):
 def _emit(state: DecodeState, logits: jax.Array, controls: _Controls) -> DecodeState:
     """Sample the next token of every row from `logits` [batch, vocab] and record it."""
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.keys, state.step)
+    logits = penalize_repeats(logits, state.seen, controls.repetition_penalty)
     token = sample(logits, step_keys, controls.temperature, controls.top_k, controls.top_p)
     token = jnp.where(state.done, 0, token)
     tokens = jax.lax.dynamic_update_slice(state.tokens, token[:, None], (0, state.step))
     lengths = jnp.where(state.done, state.lengths, state.step + 1)
     done = state.done | controls.stop_mask[token] | (state.step + 1 >= controls.max_new_tokens)
-    return state._replace(tokens=tokens, lengths=lengths, step=state.step + 1, done=done)
+    seen = state.seen | (jnp.arange(state.seen.shape[1]) == token[:, None])
+    return state._replace(tokens=tokens, lengths=lengths, step=state.step + 1, done=done, seen=seen)
 
 
 @functools.partial(jax.jit, static_argnames=("backend", "config", "max_slots"))
@@ -120,6 +124,9 @@ def _prefill(
         step=jnp.zeros((), jnp.int32),
         done=jnp.zeros((batch,), bool),
         keys=keys,
+        seen=jnp.zeros((batch, config.n_vocab), bool)
+        .at[jnp.arange(batch)[:, None], prompt]
+        .max(prompt_mask),
     )
     return _emit(state, logits[:, -1], controls)
 
@@ -276,7 +283,12 @@ class Generator:
         stop_mask[stop_tokens] = True
         # Host values throughout: jit takes them as they are, while building device arrays here
         # would compile a small program each (a noticeable part of a CLI start).
-        controls = _Controls(*sampling.as_arrays(), stop_mask, np.int32(max_new_tokens))
+        controls = _Controls(
+            *sampling.as_arrays(),
+            repetition_penalty=np.float32(sampling.repetition_penalty),
+            stop_mask=stop_mask,
+            max_new_tokens=np.int32(max_new_tokens),
+        )
         # Row keys come from an int32 seed inside the jitted prefill; other seeds (jax keys a
         # Python int by all its 64 bits) and meshes (which place the keys) derive them here.
         keyed_in_jit = keys is None and self.mesh is None and -(2**31) <= seed < 2**31

@@ -1,4 +1,5 @@
-"""Pure, jittable next-token sampling: temperature (0 = greedy), top-k, top-p, composable.
+"""Pure, jittable next-token sampling: a repetition penalty, temperature (0 = greedy), top-k and
+top-p, composable.
 
 The settings are traced values, not static ones, so changing them never recompiles. Each row draws
 with its own PRNG key, so a row's tokens do not depend on which other rows share its batch.
@@ -24,11 +25,15 @@ class SamplingParams:
     temperature: 0 picks the most likely token (greedy); higher flattens the distribution.
     top_k: keep only the k most likely tokens (None = all).
     top_p: keep the smallest set of most likely tokens whose probability reaches top_p (1 = all).
+    repetition_penalty: weigh down every token already in the prompt or the output, as Hugging
+        Face's `repetition_penalty` (CTRL's): > 1 discourages repeats, 1 = off. GPT-2's greedy
+        output otherwise tends to loop.
     """
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float = 1.0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if not (is_real(self.temperature) and math.isfinite(self.temperature)) or (
@@ -41,16 +46,33 @@ class SamplingParams:
             raise ValueError(f"top_k must be an integer >= 1 (or unset), got {self.top_k!r}.")
         if not (is_real(self.top_p) and 0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+        penalty = self.repetition_penalty
+        if not (is_real(penalty) and math.isfinite(penalty) and penalty > 0):
+            raise ValueError(
+                "repetition_penalty must be a finite number > 0 (1 = off, above 1 discourages "
+                f"repeats), got {penalty!r}."
+            )
         # Numpy scalars become Python numbers, so equal settings compare and hash alike.
         object.__setattr__(self, "temperature", float(self.temperature))
         object.__setattr__(self, "top_k", None if self.top_k is None else int(self.top_k))
         object.__setattr__(self, "top_p", float(self.top_p))
+        object.__setattr__(self, "repetition_penalty", float(penalty))
 
     def as_arrays(self) -> tuple[np.float32, np.int32, np.float32]:
-        """(temperature, top_k with 0 meaning off, top_p) as host scalars, traced once passed to a
-        jitted function (host values, so building them compiles nothing)."""
+        """The draw's settings for `sample`: (temperature, top_k with 0 meaning off, top_p) as
+        host scalars, traced once passed to a jitted function (host values, so building them
+        compiles nothing). The repetition penalty applies before the draw (`penalize_repeats`)."""
         top_k = min(self.top_k or 0, np.iinfo(np.int32).max)  # any k past the vocabulary keeps all
         return np.float32(self.temperature), np.int32(top_k), np.float32(self.top_p)
+
+
+def penalize_repeats(logits: jax.Array, seen: jax.Array, penalty: jax.Array) -> jax.Array:
+    """Divide the positive logits of the `seen` tokens by `penalty` and multiply the negative ones
+    by it, so a penalty above 1 makes each less likely whatever its sign (CTRL, Keskar et al.
+    2019; Hugging Face's `RepetitionPenaltyLogitsProcessor`). logits, seen: [batch, vocab]."""
+    logits = logits.astype(jnp.float32)
+    penalized = jnp.where(logits > 0, logits / penalty, logits * penalty)
+    return jnp.where(seen, penalized, logits)
 
 
 def _ordered_keys(x: jax.Array) -> jax.Array:

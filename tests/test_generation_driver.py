@@ -12,6 +12,7 @@ from functional_impl.backend import backend
 from shared import generation
 from shared.config import GPT2Config
 from shared.generation import Generator, prompt_bucket, slot_bucket
+from shared.sampling import SamplingParams
 
 CONFIG = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=256, n_ctx=128)
 
@@ -106,3 +107,22 @@ def test_a_context_that_is_not_a_power_of_two_can_be_filled():
     short = Generator(backend, backend.init(config, jax.random.PRNGKey(0)), config)
     [completion] = short.generate([list(range(40))], 8)
     assert len(completion.tokens) == 8
+
+
+def test_the_repetition_penalty_counts_a_rows_prompt_but_not_its_padding():
+    """Prompts are left-padded with token 0, which is made here the most likely continuation (its
+    embedding, tied to the output, a scaled copy of the favourite token's). Counted as seen, the
+    padding would take it from the row; a 0 in the prompt must."""
+    params = backend.init(CONFIG, jax.random.PRNGKey(0))
+    candidates = np.random.default_rng(0).integers(1, CONFIG.n_vocab, (64, 3))
+    positions = np.broadcast_to(np.arange(3), candidates.shape)
+    logits, _ = backend.apply(params, candidates, positions, None, config=CONFIG)
+    best = np.asarray(logits[:, -1].argmax(-1))
+    favourite = int(np.bincount(best).argmax())
+    params = {**params, "wte": params["wte"].at[0].set(1.01 * params["wte"][favourite])}
+    generator = Generator(backend, params, CONFIG)
+    prompt = candidates[int(np.argmax(best == favourite))].tolist()
+    harsh = SamplingParams(0.0, repetition_penalty=1e6)
+    assert generator.generate([prompt], 1)[0].tokens == [0]
+    assert generator.generate([prompt], 1, harsh)[0].tokens == [0]
+    assert generator.generate([[0, *prompt]], 1, harsh)[0].tokens != [0]

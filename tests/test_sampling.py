@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shared.sampling import SamplingParams, filter_logits, sample
+from shared.sampling import SamplingParams, filter_logits, penalize_repeats, sample
 
 VOCAB = 64
 DRAWS = 4000
@@ -144,6 +144,13 @@ def test_each_row_draws_with_its_own_key():
         ({"top_p": 1.01}, r"^top_p must be in \(0, 1\], got 1\.01\.$"),
         ({"temperature": True}, r"^temperature must be .*, got True\.$"),
         ({"top_k": np.bool_(True)}, r"^top_k must be .*, got np\.True_\.$"),
+        (
+            {"repetition_penalty": 0},
+            r"^repetition_penalty must be a finite number > 0 .*, got 0\.$",
+        ),
+        ({"repetition_penalty": -1.2}, r"^repetition_penalty must be .*, got -1\.2\.$"),
+        ({"repetition_penalty": float("inf")}, r"^repetition_penalty must be .*, got inf\.$"),
+        ({"repetition_penalty": True}, r"^repetition_penalty must be .*, got True\.$"),
     ],
 )
 def test_bad_settings_fail_with_a_sentence_naming_them(kwargs, message):
@@ -152,6 +159,16 @@ def test_bad_settings_fail_with_a_sentence_naming_them(kwargs, message):
 
 
 def test_numpy_scalars_are_settings_like_python_numbers():
-    given = SamplingParams(np.float32(0.5), np.int64(40), np.float64(0.9))
-    assert given == SamplingParams(0.5, 40, 0.9)
+    given = SamplingParams(np.float32(0.5), np.int64(40), np.float64(0.9), np.float32(1.25))
+    assert given == SamplingParams(0.5, 40, 0.9, 1.25)
     assert (type(given.temperature), type(given.top_k), type(given.top_p)) == (float, int, float)
+    assert type(given.repetition_penalty) is float
+
+
+def test_the_repetition_penalty_weighs_down_seen_tokens_whatever_their_sign():
+    """CTRL's rule, as Hugging Face applies it: positive logits divided, negative multiplied."""
+    logits = jnp.array([[2.0, -2.0, 3.0, -0.5, 0.0]])
+    seen = jnp.array([[True, True, False, False, True]])
+    got = penalize_repeats(logits, seen, jnp.float32(2.0))
+    np.testing.assert_array_equal(got, [[1.0, -4.0, 3.0, -0.5, 0.0]])
+    np.testing.assert_array_equal(penalize_repeats(logits, seen, jnp.float32(1.0)), logits)

@@ -19,6 +19,7 @@ from conformance.report import max_abs_diff
 from conformance.test_logits import LOGITS_TOLERANCE, forward
 from shared.cli import main as gpt2_cli
 from shared.generation import Generator
+from shared.sampling import SamplingParams
 from shared.scoring import Scorer
 from shared.weights import load_hf, save_canonical
 
@@ -72,7 +73,8 @@ def test_hidden_states_match_hf_output_hidden_states(backend, hf_checkpoint, rep
                  LOGITS_TOLERANCE)  # fmt: skip
 
 
-def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, report):
+@pytest.mark.parametrize("repetition_penalty", [1.0, 1.3])
+def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, repetition_penalty, report):
     name, model, tree = hf_checkpoint
     config = CONFIGS[name]
     prompt = np.random.default_rng(1).integers(0, config.n_vocab, (1, 10))
@@ -80,16 +82,17 @@ def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, report):
         hf_out = model.generate(
             torch.from_numpy(prompt), attention_mask=torch.ones_like(torch.from_numpy(prompt)),
             max_new_tokens=GREEDY_TOKENS, min_new_tokens=GREEDY_TOKENS, do_sample=False,
-            pad_token_id=0,
+            repetition_penalty=repetition_penalty, pad_token_id=0,
         )[0, prompt.shape[1] :].tolist()  # fmt: skip
     [ours] = Generator(backend, backend.from_canonical(tree, config), config).generate(
-        prompt.tolist(), GREEDY_TOKENS
+        prompt.tolist(), GREEDY_TOKENS, SamplingParams(0.0, repetition_penalty=repetition_penalty)
     )
     assert len(hf_out) == GREEDY_TOKENS
     differing = sum(a != b for a, b in zip(ours.tokens, hf_out, strict=True))
-    report.check(
-        f"oracle: {GREEDY_TOKENS} greedy ids vs HF generate", backend.name, name, differing, 0
-    )
+    check = f"oracle: {GREEDY_TOKENS} greedy ids vs HF generate"
+    if repetition_penalty != 1.0:
+        check += f" (repetition_penalty {repetition_penalty})"
+    report.check(check, backend.name, name, differing, 0)
 
 
 def test_text_scores_match_hf_transformers_loss(backend, hf_checkpoint, report):

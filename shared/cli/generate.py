@@ -35,6 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--top-p", "--top_p", type=float, default=1.0, dest="top_p",
         help="nucleus sampling mass in (0, 1]; default 1.0 (off)",
     )  # fmt: skip
+    parser.add_argument(
+        "--repetition-penalty", "--repetition_penalty", type=float, default=1.0,
+        dest="repetition_penalty",
+        help="weigh down tokens already in the prompt or output (> 1 discourages repeats, as "
+        "Hugging Face's repetition_penalty; 1.2 is common); default 1.0 (off)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     parser.add_argument(
         "--stop", action="append", default=[],
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         "temperature": args.temperature,
         "top_k": args.top_k,
         "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
         "stop": [unescape(s) for s in args.stop],
         "num_samples": args.num_samples,
         "truncate": args.truncate,
@@ -91,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from shared import api
     from shared.sampling import SamplingParams
 
-    SamplingParams(args.temperature, options["top_k"], args.top_p)
+    SamplingParams(args.temperature, options["top_k"], args.top_p, args.repetition_penalty)
     api.check_request(
         args.prompt, args.max_new_tokens, args.num_samples, options["stop"], args.seed
     )
