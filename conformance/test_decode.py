@@ -3,6 +3,7 @@ generates the very same token ids as the reference for the same seed."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -17,6 +18,7 @@ from conformance.test_logits import LOGITS_TOLERANCE, forward
 from shared import program_cache
 from shared.generation import GREEDY, Generator, _Controls, _decode, _prefill, row_keys
 from shared.sampling import SamplingParams
+from tests.support.ngrams import hf_ngram_bans
 
 PROMPTS = [[5, 6, 7], [11, 12, 13, 14, 15, 16, 17, 18, 19], [42]]
 SAMPLERS = {
@@ -26,6 +28,7 @@ SAMPLERS = {
     "top-p": SamplingParams(0.8, top_p=0.9),
     "top-k+top-p": SamplingParams(1.1, top_k=50, top_p=0.95),
     "top-p+repetition-penalty": SamplingParams(0.9, top_p=0.9, repetition_penalty=1.3),
+    "top-k+no-repeat-bigrams": SamplingParams(1.0, top_k=20, no_repeat_ngram_size=2),
 }
 
 
@@ -85,7 +88,10 @@ def test_generation_gives_the_reference_token_ids(backend, reference, tiny_param
     report.check(f"generated ids vs functional ({sampler})", backend.name, "tiny", differing, 0)
 
 
-@pytest.mark.parametrize("sampler", ["greedy", "top-k", "top-p", "top-p+repetition-penalty"])
+@pytest.mark.parametrize(
+    "sampler",
+    ["greedy", "top-k", "top-p", "top-p+repetition-penalty", "top-k+no-repeat-bigrams"],
+)
 def test_left_padded_batch_rows_equal_prompts_generated_alone(backend, tiny_params, sampler):
     generator = Generator(backend, tiny_params, TINY)
     keys = row_keys(7, len(PROMPTS))
@@ -129,6 +135,28 @@ def test_a_repetition_penalty_follows_the_penalized_full_forward_argmax(backend,
             sequence.append(int(np.argmax(last)))
         assert completion.tokens == sequence[len(prompt) :]
     assert completions != generator.generate(PROMPTS, steps)  # the penalty changed the output
+
+
+def test_no_repeat_ngram_follows_the_full_forward_argmax_with_repeats_banned(backend, tiny_params):
+    """Greedy with Hugging Face's `no_repeat_ngram_size`: each token the argmax of a full
+    forward's last logits without the tokens that would repeat a bigram."""
+    n, steps = 2, 10
+    generator = Generator(backend, tiny_params, TINY)
+    completions = generator.generate(PROMPTS, steps, SamplingParams(0.0, no_repeat_ngram_size=n))
+    for prompt, completion in zip(PROMPTS, completions, strict=True):
+        sequence = list(prompt)
+        for _ in range(steps):
+            tokens = jnp.asarray([sequence])
+            logits, _ = backend.apply(
+                tiny_params, tokens, jnp.arange(len(sequence))[None], None, config=TINY
+            )
+            last = np.array(logits[0, -1])
+            last[sorted(hf_ngram_bans(sequence, n))] = -np.inf
+            sequence.append(int(np.argmax(last)))
+        assert completion.tokens == sequence[len(prompt) :]
+        bigrams = list(itertools.pairwise(sequence))
+        assert len(bigrams) == len(set(bigrams))
+    assert completions != generator.generate(PROMPTS, steps)  # the bans changed the output
 
 
 def test_stop_token_ends_only_its_own_row(backend, tiny_params):
@@ -175,7 +203,7 @@ def test_the_compiled_decode_loop_never_copies_or_transposes_a_cache_layer(
     prompts, mask = np.ones((batch, 16), np.int32), np.ones((batch, 16), bool)
     controls = _Controls(*GREEDY.as_arrays(), np.float32(1), np.zeros(TINY.n_vocab, bool),
                          np.int32(32))  # fmt: skip
-    static = {"backend": backend, "config": TINY}
+    static = {"backend": backend, "config": TINY, "no_repeat_ngram": 0}
     state = _prefill(
         tiny_params, prompts, mask, None, np.int32(0), controls, max_slots=64, **static
     )

@@ -104,6 +104,7 @@ class GPT2:
         top_k: int | None = None,
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
         stop: str | Sequence[str] = (),
         seed: int | None = None,
         num_samples: int = 1,
@@ -114,8 +115,8 @@ class GPT2:
         texts: list[str] | None = None
         for deltas in self.stream(
             prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, stop=stop, seed=seed, num_samples=num_samples,
-            truncate=truncate, chunk=chunk,
+            repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+            stop=stop, seed=seed, num_samples=num_samples, truncate=truncate, chunk=chunk,
         ):  # fmt: skip
             texts = deltas if texts is None else [t + d for t, d in zip(texts, deltas, strict=True)]
         assert texts is not None
@@ -130,6 +131,7 @@ class GPT2:
         top_k: int | None = None,
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
         stop: str | Sequence[str] = (),
         seed: int | None = None,
         num_samples: int = 1,
@@ -142,7 +144,9 @@ class GPT2:
         then a window sliding along the text that leaves room for the segment's new tokens, at
         least half a context of them (`segments`).
         """
-        sampling = SamplingParams(temperature, top_k, top_p, repetition_penalty)
+        sampling = SamplingParams(
+            temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size
+        )
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         stop = [stop] if isinstance(stop, str) else list(stop or ())
         check_request(prompts, max_new_tokens, num_samples, stop, seed)
@@ -382,6 +386,7 @@ def main(
     top_k: int | None = None,
     top_p: float = 1.0,
     repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
     seed: int | None = None,
     backend: str = "functional",
 ) -> str:
@@ -389,5 +394,6 @@ def main(
     model = load_model(model_size, backend, models_dir=models_dir)
     return model.generate(
         prompt, n_tokens_to_generate, temperature=temperature, top_k=top_k, top_p=top_p,
-        repetition_penalty=repetition_penalty, seed=seed,
+        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+        seed=seed,
     )[0]  # fmt: skip

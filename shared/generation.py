@@ -25,7 +25,7 @@ from shared.config import GPT2Config
 from shared.distributed import placement
 from shared.kv_cache import KVCache
 from shared.numeric import is_integer
-from shared.sampling import SamplingParams, penalize_repeats, sample
+from shared.sampling import SamplingParams, ngram_completions, penalize_repeats, sample
 
 GREEDY = SamplingParams(temperature=0.0)
 MIN_PROMPT_BUCKET = 16
@@ -59,6 +59,7 @@ class DecodeState(NamedTuple):
     done: jax.Array  # [batch] bool
     keys: jax.Array  # [batch] PRNG keys, folded with `step` for each draw
     seen: jax.Array  # [batch, n_vocab] bool, the tokens in each row's prompt and output so far
+    prompt: jax.Array  # [batch, bucket] int32, the left-padded prompts (cache.mask marks them)
 
 
 class _Controls(NamedTuple):
@@ -79,10 +80,18 @@ for _type in (KVCache, DecodeState, _Controls):
     )
 
 
-def _emit(state: DecodeState, logits: jax.Array, controls: _Controls) -> DecodeState:
+def _emit(
+    state: DecodeState, logits: jax.Array, controls: _Controls, no_repeat_ngram: int
+) -> DecodeState:
     """Sample the next token of every row from `logits` [batch, vocab] and record it."""
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.keys, state.step)
     logits = penalize_repeats(logits, state.seen, controls.repetition_penalty)
+    if no_repeat_ngram:
+        history = jnp.concatenate([state.prompt, state.tokens], axis=1)
+        banned = ngram_completions(
+            history, state.cache.mask, state.cache.index, no_repeat_ngram, logits.shape[1]
+        )
+        logits = jnp.where(banned, -jnp.inf, logits)
     token = sample(logits, step_keys, controls.temperature, controls.top_k, controls.top_p)
     token = jnp.where(state.done, 0, token)
     tokens = jax.lax.dynamic_update_slice(state.tokens, token[:, None], (0, state.step))
@@ -92,7 +101,7 @@ def _emit(state: DecodeState, logits: jax.Array, controls: _Controls) -> DecodeS
     return state._replace(tokens=tokens, lengths=lengths, step=state.step + 1, done=done, seen=seen)
 
 
-@functools.partial(jax.jit, static_argnames=("backend", "config", "max_slots"))
+@functools.partial(jax.jit, static_argnames=("backend", "config", "max_slots", "no_repeat_ngram"))
 def _prefill(
     params: Any,
     prompt: jax.Array,
@@ -104,6 +113,7 @@ def _prefill(
     backend: Backend,
     config: GPT2Config,
     max_slots: int,
+    no_repeat_ngram: int,
 ) -> DecodeState:
     """Run the padded prompts [batch, bucket] through the model and sample the first token.
 
@@ -127,11 +137,16 @@ def _prefill(
         seen=jnp.zeros((batch, config.n_vocab), bool)
         .at[jnp.arange(batch)[:, None], prompt]
         .max(prompt_mask),
+        prompt=prompt,
     )
-    return _emit(state, logits[:, -1], controls)
+    return _emit(state, logits[:, -1], controls, no_repeat_ngram)
 
 
-@functools.partial(jax.jit, static_argnames=("backend", "config"), donate_argnames=("state",))
+@functools.partial(
+    jax.jit,
+    static_argnames=("backend", "config", "no_repeat_ngram"),
+    donate_argnames=("state",),
+)
 def _decode(
     params: Any,
     state: DecodeState,
@@ -140,6 +155,7 @@ def _decode(
     *,
     backend: Backend,
     config: GPT2Config,
+    no_repeat_ngram: int,
 ) -> DecodeState:
     """Generate one token per step until `stop_at` tokens exist or every row is done."""
 
@@ -150,7 +166,8 @@ def _decode(
         last = jax.lax.dynamic_slice_in_dim(state.tokens, state.step - 1, 1, axis=1)
         position = state.position + 1
         logits, cache = backend.apply(params, last, position[:, None], state.cache, config=config)
-        return _emit(state._replace(cache=cache, position=position), logits[:, 0], controls)
+        state = state._replace(cache=cache, position=position)
+        return _emit(state, logits[:, 0], controls, no_repeat_ngram)
 
     return jax.lax.while_loop(running, step, state)
 
@@ -296,7 +313,11 @@ class Generator:
             keys = row_keys(seed, batch)
         if self.mesh is not None:
             padded, mask, keys = placement.put_rows(self.mesh, (padded, mask, keys))
-        static = {"backend": self.backend, "config": self.config}
+        static = {
+            "backend": self.backend,
+            "config": self.config,
+            "no_repeat_ngram": sampling.no_repeat_ngram_size,
+        }
         state = program_cache.call(
             _prefill,
             (self.params, padded, mask, keys, np.int32(seed if keyed_in_jit else 0), controls),

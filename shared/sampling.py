@@ -28,12 +28,16 @@ class SamplingParams:
     repetition_penalty: weigh down every token already in the prompt or the output, as Hugging
         Face's `repetition_penalty` (CTRL's): > 1 discourages repeats, 1 = off. GPT-2's greedy
         output otherwise tends to loop.
+    no_repeat_ngram_size: never complete an n-gram of this many tokens that the prompt or the
+        output already holds, as Hugging Face's `no_repeat_ngram_size` (0 = off). Unlike the
+        others it is compiled in: each size is its own decode program.
     """
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
         if not (is_real(self.temperature) and math.isfinite(self.temperature)) or (
@@ -52,11 +56,17 @@ class SamplingParams:
                 "repetition_penalty must be a finite number > 0 (1 = off, above 1 discourages "
                 f"repeats), got {penalty!r}."
             )
+        ngram = self.no_repeat_ngram_size
+        if not is_integer(ngram) or ngram < 0:
+            raise ValueError(
+                f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {ngram!r}."
+            )
         # Numpy scalars become Python numbers, so equal settings compare and hash alike.
         object.__setattr__(self, "temperature", float(self.temperature))
         object.__setattr__(self, "top_k", None if self.top_k is None else int(self.top_k))
         object.__setattr__(self, "top_p", float(self.top_p))
         object.__setattr__(self, "repetition_penalty", float(penalty))
+        object.__setattr__(self, "no_repeat_ngram_size", int(ngram))
 
     def as_arrays(self) -> tuple[np.float32, np.int32, np.float32]:
         """The draw's settings for `sample`: (temperature, top_k with 0 meaning off, top_p) as
@@ -73,6 +83,30 @@ def penalize_repeats(logits: jax.Array, seen: jax.Array, penalty: jax.Array) -> 
     logits = logits.astype(jnp.float32)
     penalized = jnp.where(logits > 0, logits / penalty, logits * penalty)
     return jnp.where(seen, penalized, logits)
+
+
+def ngram_completions(
+    history: jax.Array, valid: jax.Array, end: jax.Array, n: int, vocab: int
+) -> jax.Array:
+    """The tokens that would repeat an n-gram, [batch, vocab] bool (Hugging Face's
+    `no_repeat_ngram_size`): each token that followed the sequence's last n - 1 tokens earlier in it.
+
+    history: [batch, slots] token ids; the sequence is slots [0, end) where `valid` (False on left
+    padding). An n-gram must lie wholly in it; with n = 1 every token in it is banned.
+    """
+    batch, slots = history.shape
+    valid = valid & (jnp.arange(slots) < end)[None]
+    suffix_start = end - (n - 1)
+    suffix = jax.lax.dynamic_slice_in_dim(history, suffix_start, n - 1, axis=1)
+    suffix_held = jax.lax.dynamic_slice_in_dim(valid, suffix_start, n - 1, axis=1).all(axis=1)
+    starts = slots - n + 1
+    match = jnp.broadcast_to((suffix_start >= 0) & suffix_held[:, None], (batch, starts))
+    for offset in range(n):
+        match = match & valid[:, offset : offset + starts]
+        if offset < n - 1:
+            match = match & (history[:, offset : offset + starts] == suffix[:, offset, None])
+    following = history[:, n - 1 :]
+    return jnp.zeros((batch, vocab), bool).at[jnp.arange(batch)[:, None], following].max(match)
 
 
 def _ordered_keys(x: jax.Array) -> jax.Array:

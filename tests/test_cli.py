@@ -179,13 +179,18 @@ def test_seed_spellings_are_accepted(env, model):
     assert out == "Hi" + model.generate("Hi", 6, top_k=3, top_p=0.5, seed=2)[0] + "\n"
 
 
-def test_repetition_penalty_reaches_the_decode_loop(env, model):
+@pytest.mark.parametrize(
+    ("flag", "setting"),
+    [("--repetition-penalty", {"repetition_penalty": 1.5}),
+     ("--no-repeat-ngram-size", {"no_repeat_ngram_size": 1})],
+)  # fmt: skip
+def test_repetition_settings_reach_the_decode_loop(env, model, flag, setting):
     prompt = "The cat sat on the mat. The cat"
     out = ok(gpt2(env, "generate", "--prompt", prompt, "--temperature", "0",
-                  "--repetition-penalty", "1.5", "--max-new-tokens", "12"))  # fmt: skip
-    penalized = model.generate(prompt, 12, temperature=0, repetition_penalty=1.5)[0]
-    assert out == prompt + penalized + "\n"
-    assert penalized != model.generate(prompt, 12, temperature=0)[0]
+                  flag, str(*setting.values()), "--max-new-tokens", "12"))  # fmt: skip
+    curbed = model.generate(prompt, 12, temperature=0, **setting)[0]
+    assert out == prompt + curbed + "\n"
+    assert curbed != model.generate(prompt, 12, temperature=0)[0]
 
 
 def test_download_of_another_size_converts_it_for_later_runs(env):
@@ -294,6 +299,10 @@ def test_truncate_keeps_the_end_of_a_long_prompt(env, model):
             ["--prompt", "Hi", "--repetition-penalty", "0"],
             "repetition_penalty must be a finite number > 0 (1 = off, above 1 discourages "
             "repeats), got 0.0.",
+        ),
+        (
+            ["--prompt", "Hi", "--no-repeat-ngram-size", "-1"],
+            "no_repeat_ngram_size must be an integer >= 0 (0 = off), got -1.",
         ),
         (["--prompt", "Hi", "--seed", str(2**64)], "seed must be an integer in [-2**63, 2**63)"),
         (["--prompt", "Hi", "--top-k", "1.5"], "top_k must be an integer >= 1 or 'none'"),

@@ -7,7 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shared.sampling import SamplingParams, filter_logits, penalize_repeats, sample
+from shared.sampling import (
+    SamplingParams,
+    filter_logits,
+    ngram_completions,
+    penalize_repeats,
+    sample,
+)
+from tests.support.ngrams import hf_ngram_bans
 
 VOCAB = 64
 DRAWS = 4000
@@ -151,6 +158,11 @@ def test_each_row_draws_with_its_own_key():
         ({"repetition_penalty": -1.2}, r"^repetition_penalty must be .*, got -1\.2\.$"),
         ({"repetition_penalty": float("inf")}, r"^repetition_penalty must be .*, got inf\.$"),
         ({"repetition_penalty": True}, r"^repetition_penalty must be .*, got True\.$"),
+        (
+            {"no_repeat_ngram_size": -1},
+            r"^no_repeat_ngram_size must be an integer >= 0 .*, got -1\.$",
+        ),
+        ({"no_repeat_ngram_size": 2.0}, r"^no_repeat_ngram_size must be .*, got 2\.0\.$"),
     ],
 )
 def test_bad_settings_fail_with_a_sentence_naming_them(kwargs, message):
@@ -172,3 +184,19 @@ def test_the_repetition_penalty_weighs_down_seen_tokens_whatever_their_sign():
     got = penalize_repeats(logits, seen, jnp.float32(2.0))
     np.testing.assert_array_equal(got, [[1.0, -4.0, 3.0, -0.5, 0.0]])
     np.testing.assert_array_equal(penalize_repeats(logits, seen, jnp.float32(1.0)), logits)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_ngram_completions_ban_what_hugging_faces_rule_bans(n):
+    """Random rows over 6 token ids (so n-grams recur), left-padded, with slots past the
+    sequence's end holding stale ids that must not count."""
+    rng = np.random.default_rng(n)
+    slots, end, vocab = 24, 19, 6
+    history = rng.integers(0, vocab, (16, slots))
+    pads = rng.integers(0, 8, 16)
+    valid = np.arange(slots)[None] >= pads[:, None]
+    banned = ngram_completions(jnp.asarray(history), jnp.asarray(valid), jnp.int32(end), n, vocab)
+    for row in range(16):
+        expected = hf_ngram_bans(history[row, pads[row] : end].tolist(), n)
+        assert set(np.flatnonzero(banned[row]).tolist()) == expected
+    assert np.asarray(banned).any()

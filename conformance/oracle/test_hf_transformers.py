@@ -73,8 +73,10 @@ def test_hidden_states_match_hf_output_hidden_states(backend, hf_checkpoint, rep
                  LOGITS_TOLERANCE)  # fmt: skip
 
 
-@pytest.mark.parametrize("repetition_penalty", [1.0, 1.3])
-def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, repetition_penalty, report):
+@pytest.mark.parametrize(
+    "setting", [{}, {"repetition_penalty": 1.3}, {"no_repeat_ngram_size": 2}], ids=str
+)
+def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, setting, report):
     name, model, tree = hf_checkpoint
     config = CONFIGS[name]
     prompt = np.random.default_rng(1).integers(0, config.n_vocab, (1, 10))
@@ -82,16 +84,15 @@ def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, repetition_pena
         hf_out = model.generate(
             torch.from_numpy(prompt), attention_mask=torch.ones_like(torch.from_numpy(prompt)),
             max_new_tokens=GREEDY_TOKENS, min_new_tokens=GREEDY_TOKENS, do_sample=False,
-            repetition_penalty=repetition_penalty, pad_token_id=0,
+            pad_token_id=0, **setting,
         )[0, prompt.shape[1] :].tolist()  # fmt: skip
     [ours] = Generator(backend, backend.from_canonical(tree, config), config).generate(
-        prompt.tolist(), GREEDY_TOKENS, SamplingParams(0.0, repetition_penalty=repetition_penalty)
+        prompt.tolist(), GREEDY_TOKENS, SamplingParams(0.0, **setting)
     )
     assert len(hf_out) == GREEDY_TOKENS
     differing = sum(a != b for a, b in zip(ours.tokens, hf_out, strict=True))
     check = f"oracle: {GREEDY_TOKENS} greedy ids vs HF generate"
-    if repetition_penalty != 1.0:
-        check += f" (repetition_penalty {repetition_penalty})"
+    check += "".join(f" ({name} {value})" for name, value in setting.items())
     report.check(check, backend.name, name, differing, 0)
 
 

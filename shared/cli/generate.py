@@ -41,6 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="weigh down tokens already in the prompt or output (> 1 discourages repeats, as "
         "Hugging Face's repetition_penalty; 1.2 is common); default 1.0 (off)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-repeat-ngram-size", "--no_repeat_ngram_size", type=int, default=0,
+        dest="no_repeat_ngram_size",
+        help="never repeat an n-gram of this many tokens from the prompt or output (as Hugging "
+        "Face's no_repeat_ngram_size); default 0 (off)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     parser.add_argument(
         "--stop", action="append", default=[],
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         "top_k": args.top_k,
         "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty,
+        "no_repeat_ngram_size": args.no_repeat_ngram_size,
         "stop": [unescape(s) for s in args.stop],
         "num_samples": args.num_samples,
         "truncate": args.truncate,
@@ -98,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
     from shared import api
     from shared.sampling import SamplingParams
 
-    SamplingParams(args.temperature, options["top_k"], args.top_p, args.repetition_penalty)
+    SamplingParams(
+        args.temperature, options["top_k"], args.top_p, args.repetition_penalty,
+        args.no_repeat_ngram_size,
+    )  # fmt: skip
     api.check_request(
         args.prompt, args.max_new_tokens, args.num_samples, options["stop"], args.seed
     )
