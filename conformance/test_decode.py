@@ -101,60 +101,57 @@ def test_left_padded_batch_rows_equal_prompts_generated_alone(backend, tiny_para
         assert alone[0].tokens == batched[row].tokens
 
 
+def cache_free_greedy(backend, params, prompt, steps, adjust=lambda sequence, last: last):
+    """Greedy tokens from one full forward per step (no cache): each the argmax of the last
+    position's logits after `adjust(sequence so far, logits)` (numpy) has applied a rule to them."""
+    sequence = list(prompt)
+    for _ in range(steps):
+        tokens = jnp.asarray([sequence])
+        logits, _ = backend.apply(
+            params, tokens, jnp.arange(len(sequence))[None], None, config=TINY
+        )
+        sequence.append(int(np.argmax(adjust(sequence, np.array(logits[0, -1])))))
+    return sequence[len(prompt) :]
+
+
 def test_greedy_generation_follows_the_full_forward_argmax(backend, tiny_params):
     generator = Generator(backend, tiny_params, TINY)
     [completion] = generator.generate([PROMPTS[1]], 6)
-    sequence = list(PROMPTS[1])
-    for _ in range(6):
-        tokens = jnp.asarray([sequence])
-        logits, _ = backend.apply(
-            tiny_params, tokens, jnp.arange(len(sequence))[None], None, config=TINY
-        )
-        sequence.append(int(jnp.argmax(logits[0, -1])))
-    assert completion.tokens == sequence[len(PROMPTS[1]) :]
+    assert completion.tokens == cache_free_greedy(backend, tiny_params, PROMPTS[1], 6)
 
 
 def test_a_repetition_penalty_follows_the_penalized_full_forward_argmax(backend, tiny_params):
-    """Greedy with Hugging Face's repetition penalty: each token the argmax of a full forward's
-    last logits, those of the prompt's and the output's tokens weighed down (CTRL's rule)."""
+    """Greedy with Hugging Face's repetition penalty: the logits of the prompt's and the output's
+    tokens weighed down (CTRL's rule) before each argmax."""
     penalty, steps = 1.3, 8
+
+    def penalize(sequence, last):
+        seen = sorted(set(sequence))
+        last[seen] = np.where(last[seen] > 0, last[seen] / penalty, last[seen] * penalty)
+        return last
+
     generator = Generator(backend, tiny_params, TINY)
-    completions = generator.generate(
-        PROMPTS, steps, SamplingParams(0.0, repetition_penalty=penalty)
-    )
+    sampling = SamplingParams(0.0, repetition_penalty=penalty)
+    completions = generator.generate(PROMPTS, steps, sampling)
     for prompt, completion in zip(PROMPTS, completions, strict=True):
-        sequence = list(prompt)
-        for _ in range(steps):
-            tokens = jnp.asarray([sequence])
-            logits, _ = backend.apply(
-                tiny_params, tokens, jnp.arange(len(sequence))[None], None, config=TINY
-            )
-            last = np.array(logits[0, -1])
-            seen = sorted(set(sequence))
-            last[seen] = np.where(last[seen] > 0, last[seen] / penalty, last[seen] * penalty)
-            sequence.append(int(np.argmax(last)))
-        assert completion.tokens == sequence[len(prompt) :]
+        assert completion.tokens == cache_free_greedy(backend, tiny_params, prompt, steps, penalize)
     assert completions != generator.generate(PROMPTS, steps)  # the penalty changed the output
 
 
 def test_no_repeat_ngram_follows_the_full_forward_argmax_with_repeats_banned(backend, tiny_params):
-    """Greedy with Hugging Face's `no_repeat_ngram_size`: each token the argmax of a full
-    forward's last logits without the tokens that would repeat a bigram."""
+    """Greedy with Hugging Face's `no_repeat_ngram_size`: the tokens that would repeat a bigram
+    banned before each argmax."""
     n, steps = 2, 10
+
+    def ban(sequence, last):
+        last[sorted(hf_ngram_bans(sequence, n))] = -np.inf
+        return last
+
     generator = Generator(backend, tiny_params, TINY)
     completions = generator.generate(PROMPTS, steps, SamplingParams(0.0, no_repeat_ngram_size=n))
     for prompt, completion in zip(PROMPTS, completions, strict=True):
-        sequence = list(prompt)
-        for _ in range(steps):
-            tokens = jnp.asarray([sequence])
-            logits, _ = backend.apply(
-                tiny_params, tokens, jnp.arange(len(sequence))[None], None, config=TINY
-            )
-            last = np.array(logits[0, -1])
-            last[sorted(hf_ngram_bans(sequence, n))] = -np.inf
-            sequence.append(int(np.argmax(last)))
-        assert completion.tokens == sequence[len(prompt) :]
-        bigrams = list(itertools.pairwise(sequence))
+        assert completion.tokens == cache_free_greedy(backend, tiny_params, prompt, steps, ban)
+        bigrams = list(itertools.pairwise([*prompt, *completion.tokens]))
         assert len(bigrams) == len(set(bigrams))
     assert completions != generator.generate(PROMPTS, steps)  # the bans changed the output
 
