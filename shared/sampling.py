@@ -95,6 +95,8 @@ def ngram_completions(
     padding). An n-gram must lie wholly in it; with n = 1 every token in it is banned.
     """
     batch, slots = history.shape
+    if n > slots:  # longer than any sequence these slots hold
+        return jnp.zeros((batch, vocab), bool)
     valid = valid & (jnp.arange(slots) < end)[None]
     suffix_start = end - (n - 1)
     suffix = jax.lax.dynamic_slice_in_dim(history, suffix_start, n - 1, axis=1)

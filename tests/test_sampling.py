@@ -186,7 +186,7 @@ def test_the_repetition_penalty_weighs_down_seen_tokens_whatever_their_sign():
     np.testing.assert_array_equal(penalize_repeats(logits, seen, jnp.float32(1.0)), logits)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 24, 25])
 def test_ngram_completions_ban_what_hugging_faces_rule_bans(n):
     """Random rows over 6 token ids (so n-grams recur), left-padded, with slots past the
     sequence's end holding stale ids that must not count."""
@@ -199,4 +199,4 @@ def test_ngram_completions_ban_what_hugging_faces_rule_bans(n):
     for row in range(16):
         expected = hf_ngram_bans(history[row, pads[row] : end].tolist(), n)
         assert set(np.flatnonzero(banned[row]).tolist()) == expected
-    assert np.asarray(banned).any()
+    assert np.asarray(banned).any() == (n <= 4)  # n-grams of 24 tokens or more never recur here
