@@ -25,7 +25,13 @@ from shared.config import GPT2Config
 from shared.distributed import placement
 from shared.kv_cache import KVCache
 from shared.numeric import is_integer
-from shared.sampling import SamplingParams, ngram_completions, penalize_repeats, sample
+from shared.sampling import (
+    SamplingParams,
+    ngram_completions,
+    penalize_repeats,
+    sample,
+    token_set,
+)
 
 GREEDY = SamplingParams(temperature=0.0)
 MIN_PROMPT_BUCKET = 16
@@ -58,7 +64,6 @@ class DecodeState(NamedTuple):
     step: jax.Array  # int32, tokens generated so far (same for every row)
     done: jax.Array  # [batch] bool
     keys: jax.Array  # [batch] PRNG keys, folded with `step` for each draw
-    seen: jax.Array  # [batch, n_vocab] bool, the tokens in each row's prompt and output so far
     prompt: jax.Array  # [batch, bucket] int32, the left-padded prompts (cache.mask marks them)
 
 
@@ -85,20 +90,22 @@ def _emit(
 ) -> DecodeState:
     """Sample the next token of every row from `logits` [batch, vocab] and record it."""
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.keys, state.step)
-    logits = penalize_repeats(logits, state.seen, controls.repetition_penalty)
+    # Each row's sequence so far, prompt and output, is what the cache holds: slot i is prompt
+    # slot i, then output token i - bucket, up to cache.index, without the left padding.
+    history = jnp.concatenate([state.prompt, state.tokens], axis=1)
+    in_sequence = state.cache.mask & (jnp.arange(history.shape[1]) < state.cache.index)
+    vocab = logits.shape[1]
+    seen = token_set(history, in_sequence, vocab)
+    logits = penalize_repeats(logits, seen, controls.repetition_penalty)
     if no_repeat_ngram:
-        history = jnp.concatenate([state.prompt, state.tokens], axis=1)
-        banned = ngram_completions(
-            history, state.cache.mask, state.cache.index, no_repeat_ngram, logits.shape[1]
-        )
+        banned = ngram_completions(history, in_sequence, state.cache.index, no_repeat_ngram, vocab)
         logits = jnp.where(banned, -jnp.inf, logits)
     token = sample(logits, step_keys, controls.temperature, controls.top_k, controls.top_p)
     token = jnp.where(state.done, 0, token)
     tokens = jax.lax.dynamic_update_slice(state.tokens, token[:, None], (0, state.step))
     lengths = jnp.where(state.done, state.lengths, state.step + 1)
     done = state.done | controls.stop_mask[token] | (state.step + 1 >= controls.max_new_tokens)
-    seen = state.seen | (jnp.arange(state.seen.shape[1]) == token[:, None])
-    return state._replace(tokens=tokens, lengths=lengths, step=state.step + 1, done=done, seen=seen)
+    return state._replace(tokens=tokens, lengths=lengths, step=state.step + 1, done=done)
 
 
 @functools.partial(jax.jit, static_argnames=("backend", "config", "max_slots", "no_repeat_ngram"))
@@ -134,9 +141,6 @@ def _prefill(
         step=jnp.zeros((), jnp.int32),
         done=jnp.zeros((batch,), bool),
         keys=keys,
-        seen=jnp.zeros((batch, config.n_vocab), bool)
-        .at[jnp.arange(batch)[:, None], prompt]
-        .max(prompt_mask),
         prompt=prompt,
     )
     return _emit(state, logits[:, -1], controls, no_repeat_ngram)

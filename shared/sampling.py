@@ -85,19 +85,26 @@ def penalize_repeats(logits: jax.Array, seen: jax.Array, penalty: jax.Array) -> 
     return jnp.where(seen, penalized, logits)
 
 
+def token_set(ids: jax.Array, where: jax.Array, vocab: int) -> jax.Array:
+    """[batch, vocab] bool: which ids each row holds at the slots `where` marks. ids, where:
+    [batch, slots]."""
+    rows = jnp.arange(ids.shape[0])[:, None]
+    return jnp.zeros((ids.shape[0], vocab), bool).at[rows, ids].max(where)
+
+
 def ngram_completions(
     history: jax.Array, valid: jax.Array, end: jax.Array, n: int, vocab: int
 ) -> jax.Array:
     """The tokens that would repeat an n-gram, [batch, vocab] bool (Hugging Face's
     `no_repeat_ngram_size`): each token that followed the sequence's last n - 1 tokens earlier in it.
 
-    history: [batch, slots] token ids; the sequence is slots [0, end) where `valid` (False on left
-    padding). An n-gram must lie wholly in it; with n = 1 every token in it is banned.
+    history: [batch, slots] token ids; the sequence is the `valid` slots (not left padding) of
+    [0, end), and `valid` is False from `end` on. An n-gram must lie wholly in it; with n = 1
+    every token in it is banned.
     """
     batch, slots = history.shape
     if n > slots:  # longer than any sequence these slots hold
         return jnp.zeros((batch, vocab), bool)
-    valid = valid & (jnp.arange(slots) < end)[None]
     suffix_start = end - (n - 1)
     suffix = jax.lax.dynamic_slice_in_dim(history, suffix_start, n - 1, axis=1)
     suffix_held = jax.lax.dynamic_slice_in_dim(valid, suffix_start, n - 1, axis=1).all(axis=1)
@@ -107,8 +114,7 @@ def ngram_completions(
         match = match & valid[:, offset : offset + starts]
         if offset < n - 1:
             match = match & (history[:, offset : offset + starts] == suffix[:, offset, None])
-    following = history[:, n - 1 :]
-    return jnp.zeros((batch, vocab), bool).at[jnp.arange(batch)[:, None], following].max(match)
+    return token_set(history[:, n - 1 :], match, vocab)
 
 
 def _ordered_keys(x: jax.Array) -> jax.Array:

@@ -194,7 +194,7 @@ def test_ngram_completions_ban_what_hugging_faces_rule_bans(n):
     slots, end, vocab = 24, 19, 6
     history = rng.integers(0, vocab, (16, slots))
     pads = rng.integers(0, 8, 16)
-    valid = np.arange(slots)[None] >= pads[:, None]
+    valid = (np.arange(slots)[None] >= pads[:, None]) & (np.arange(slots)[None] < end)
     banned = ngram_completions(jnp.asarray(history), jnp.asarray(valid), jnp.int32(end), n, vocab)
     for row in range(16):
         expected = hf_ngram_bans(history[row, pads[row] : end].tolist(), n)
