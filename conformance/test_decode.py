@@ -16,6 +16,7 @@ from conformance.conftest import TINY, canonical_tree, compared_with_reference
 from conformance.report import max_abs_diff
 from conformance.test_logits import LOGITS_TOLERANCE, forward
 from shared import program_cache
+from shared.beam_search import BeamParams, search
 from shared.generation import GREEDY, Generator, _Controls, _decode, _prefill, row_keys
 from shared.sampling import SamplingParams
 from tests.support.ngrams import hf_ngram_bans
@@ -86,6 +87,33 @@ def test_generation_gives_the_reference_token_ids(backend, reference, tiny_param
         for a, b in zip(e.tokens, g.tokens, strict=False)
     ) + sum(abs(len(e.tokens) - len(g.tokens)) for e, g in zip(expected, got, strict=True))
     report.check(f"generated ids vs functional ({sampler})", backend.name, "tiny", differing, 0)
+
+
+@compared_with_reference
+@pytest.mark.parametrize(
+    "settings", [{}, {"length_penalty": 0.5, "repetition_penalty": 1.3}], ids=["plain", "penalties"]
+)
+def test_beam_search_finds_the_reference_hypotheses(backend, reference, settings, report):
+    """Four beams over the left-padded batch, with stop tokens some of them reach. Token
+    embeddings 12 times their initial scale sharpen the random model's next-token distributions
+    (nearly flat otherwise), so that hypotheses that stop can win."""
+    beams = BeamParams(4, num_return=4, **settings)
+    tree = canonical_tree(TINY)
+    tree = {**tree, "wte": tree["wte"] * 12}
+    expected_generator = Generator(reference, reference.from_canonical(tree, TINY), TINY)
+    stops = {h.tokens[3] for row in search(expected_generator, PROMPTS, 12, beams) for h in row}
+    expected = search(expected_generator, PROMPTS, 12, beams, stop_tokens=stops)
+    generator = Generator(backend, backend.from_canonical(tree, TINY), TINY)
+    got = search(generator, PROMPTS, 12, beams, stop_tokens=stops)
+    pairs = [(e, g) for e_row, g_row in zip(expected, got, strict=True)
+             for e, g in zip(e_row, g_row, strict=True)]  # fmt: skip
+    assert any(e.finish_reason == "stop" for e, _ in pairs)
+    differing = sum((e.tokens, e.stop_token) != (g.tokens, g.stop_token) for e, g in pairs)
+    named = "(4 beams" + "".join(f", {name} {value}" for name, value in settings.items()) + ")"
+    report.check(f"beam search ids vs functional {named}", backend.name, "tiny", differing, 0)
+    score_diff = max(abs(e.score - g.score) for e, g in pairs)
+    report.check(f"beam search scores vs functional {named}", backend.name, "tiny", score_diff,
+                 1e-5)  # fmt: skip
 
 
 @pytest.mark.parametrize(

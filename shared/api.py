@@ -6,6 +6,7 @@ stops a row.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ import numpy as np
 
 from shared import weights
 from shared.backend import Backend, get_backend
+from shared.beam_search import BeamParams, search
 from shared.config import GPT2Config
 from shared.generation import Generator, check_prompts, check_seed, row_keys
 from shared.hidden_states import residual_stream
@@ -52,6 +54,16 @@ def check_request(
         raise ValueError(f"Stop strings are text to stop before, got {bad!r}.")
     if seed is not None:
         check_seed(seed)
+
+
+@dataclasses.dataclass
+class BeamText:
+    """A beam search result: the continuation, its score (summed log-probability / length **
+    length_penalty) and why it ended ("stop" or "length")."""
+
+    text: str
+    score: float
+    finish_reason: str
 
 
 def segments(prompt_length: int, max_new_tokens: int, n_ctx: int, slide: bool) -> tuple[int, ...]:
@@ -235,6 +247,45 @@ class GPT2:
                     history[row] += ids
                     stopped[row] |= done[row] and bool(ids) and ids[-1] in stop_tokens
                 yield new, [s or (d and last) for s, d in zip(stopped, done, strict=True)]
+
+    def beam_search(
+        self,
+        prompts: str | Sequence[str],
+        max_new_tokens: int = 50,
+        *,
+        num_beams: int = 4,
+        length_penalty: float = 1.0,
+        num_return: int = 1,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+        stop: str | Sequence[str] = (),
+    ) -> list[BeamText]:
+        """The `num_return` most likely continuations of every prompt that a search keeping
+        `num_beams` of them finds (Hugging Face's `num_beams`, `length_penalty`,
+        `num_return_sequences`; see `shared.beam_search`), best first, rows ordered prompt by
+        prompt. Deterministic, so it takes no temperature or seed. A hypothesis ends at
+        `<|endoftext|>`, a token holding a stop string, or after max_new_tokens; its text stops
+        before the first stop string.
+        """
+        beam = BeamParams(
+            num_beams, length_penalty, num_return, repetition_penalty, no_repeat_ngram_size
+        )
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        stop = [stop] if isinstance(stop, str) else list(stop or ())
+        check_request(prompts, max_new_tokens, 1, stop)
+        encoded = self.encode_prompts(prompts, int(max_new_tokens))
+        stops = (*stop, ENDOFTEXT)
+        results = []
+        for hypotheses in search(
+            self.generator, encoded, int(max_new_tokens), beam,
+            stop_tokens=self._stop_tokens(stops),
+        ):  # fmt: skip
+            for hypothesis in hypotheses:
+                ids = hypothesis.tokens + [t for t in [hypothesis.stop_token] if t is not None]
+                cutter = StopStringCutter(stops)
+                text = cutter.push(self.tokenizer.decode(ids)) + cutter.flush()
+                results.append(BeamText(text, hypothesis.score, hypothesis.finish_reason))
+        return results
 
     def score(
         self,

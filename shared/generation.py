@@ -85,21 +85,40 @@ for _type in (KVCache, DecodeState, _Controls):
     )
 
 
+def apply_repeat_rules(
+    scores: jax.Array,
+    cache: KVCache,
+    prompt: jax.Array,
+    tokens: jax.Array,
+    repetition_penalty: jax.Array,
+    no_repeat_ngram: int,
+) -> jax.Array:
+    """`scores` [batch, vocab] (logits, or log-probabilities in beam search) after the
+    repetition penalty and the n-gram bans (-inf), for the sequences the cache holds.
+
+    prompt: [batch, bucket], the left-padded prompts; tokens: [batch, slots - bucket], the output.
+    """
+    # Each row's sequence so far, prompt and output, is what the cache holds: slot i is prompt
+    # slot i, then output token i - bucket, up to cache.index, without the left padding.
+    history = jnp.concatenate([prompt, tokens], axis=1)
+    in_sequence = cache.mask & (jnp.arange(history.shape[1]) < cache.index)
+    vocab = scores.shape[1]
+    scores = penalize_repeats(scores, token_set(history, in_sequence, vocab), repetition_penalty)
+    if no_repeat_ngram:
+        banned = ngram_completions(history, in_sequence, cache.index, no_repeat_ngram, vocab)
+        scores = jnp.where(banned, -jnp.inf, scores)
+    return scores
+
+
 def _emit(
     state: DecodeState, logits: jax.Array, controls: _Controls, no_repeat_ngram: int
 ) -> DecodeState:
     """Sample the next token of every row from `logits` [batch, vocab] and record it."""
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.keys, state.step)
-    # Each row's sequence so far, prompt and output, is what the cache holds: slot i is prompt
-    # slot i, then output token i - bucket, up to cache.index, without the left padding.
-    history = jnp.concatenate([state.prompt, state.tokens], axis=1)
-    in_sequence = state.cache.mask & (jnp.arange(history.shape[1]) < state.cache.index)
-    vocab = logits.shape[1]
-    seen = token_set(history, in_sequence, vocab)
-    logits = penalize_repeats(logits, seen, controls.repetition_penalty)
-    if no_repeat_ngram:
-        banned = ngram_completions(history, in_sequence, state.cache.index, no_repeat_ngram, vocab)
-        logits = jnp.where(banned, -jnp.inf, logits)
+    logits = apply_repeat_rules(
+        logits, state.cache, state.prompt, state.tokens, controls.repetition_penalty,
+        no_repeat_ngram,
+    )  # fmt: skip
     token = sample(logits, step_keys, controls.temperature, controls.top_k, controls.top_p)
     token = jnp.where(state.done, 0, token)
     tokens = jax.lax.dynamic_update_slice(state.tokens, token[:, None], (0, state.step))
@@ -130,7 +149,7 @@ def _prefill(
     keys = row_keys(seed, batch) if keys is None else keys
     pad = bucket - jnp.sum(prompt_mask, axis=1)
     positions = jnp.maximum(jnp.arange(bucket)[None, :] - pad[:, None], 0)
-    cache = backend.init_cache(config, batch, max_slots, _param_dtype(params))
+    cache = backend.init_cache(config, batch, max_slots, param_dtype(params))
     cache = cache._replace(mask=cache.mask.at[:, :bucket].set(prompt_mask))
     logits, cache = backend.apply(params, prompt, positions, cache, config=config, last_only=True)
     state = DecodeState(
@@ -176,6 +195,25 @@ def _decode(
     return jax.lax.while_loop(running, step, state)
 
 
+def left_pad(prompts: Sequence[Sequence[int]], n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
+    """The prompts right-aligned in a [batch, bucket] int32 array, and the bool mask of their
+    tokens (False on the padding); the bucket is `prompt_bucket` of the longest, at most n_ctx."""
+    bucket = min(prompt_bucket(max(len(p) for p in prompts)), n_ctx)
+    padded = np.zeros((len(prompts), bucket), np.int32)
+    mask = np.zeros((len(prompts), bucket), bool)
+    for row, prompt in enumerate(prompts):
+        padded[row, bucket - len(prompt) :] = prompt
+        mask[row, bucket - len(prompt) :] = True
+    return padded, mask
+
+
+def token_mask(ids: Iterable[int], n_vocab: int) -> np.ndarray:
+    """[n_vocab] bool, True at `ids` (the stop tokens)."""
+    mask = np.zeros(n_vocab, bool)
+    mask[list(ids)] = True
+    return mask
+
+
 def check_prompts(prompts: Sequence[Sized], max_new_tokens: int) -> None:
     """Fail with one sentence if max_new_tokens is below 1 or a prompt (text or token ids) is
     empty: what no model could serve, so callers check it before loading one."""
@@ -203,7 +241,7 @@ def check_token_ids(ids: Iterable[object], owner: str, n_vocab: int) -> None:
         )
 
 
-def _param_dtype(params: Any) -> jnp.dtype:
+def param_dtype(params: Any) -> jnp.dtype:
     leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
     return leaves[0].dtype
 
@@ -293,15 +331,9 @@ class Generator:
         stop_tokens = list(stop_tokens)
         self._check_options(stop_tokens, keys, len(prompts), seed, chunk)
         max_new_tokens, seed = int(max_new_tokens), int(seed)
-        longest = max(len(p) for p in prompts)
-        batch, bucket = len(prompts), min(prompt_bucket(longest), self.config.n_ctx)
-        padded = np.zeros((batch, bucket), np.int32)
-        mask = np.zeros((batch, bucket), bool)
-        for row, prompt in enumerate(prompts):
-            padded[row, bucket - len(prompt) :] = prompt
-            mask[row, bucket - len(prompt) :] = True
-        stop_mask = np.zeros(self.config.n_vocab, bool)
-        stop_mask[stop_tokens] = True
+        padded, mask = left_pad(prompts, self.config.n_ctx)
+        batch, bucket = padded.shape
+        stop_mask = token_mask(stop_tokens, self.config.n_vocab)
         # Host values throughout: jit takes them as they are, while building device arrays here
         # would compile a small program each (a noticeable part of a CLI start).
         controls = _Controls(

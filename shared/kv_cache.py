@@ -93,6 +93,18 @@ def advance(cache: KVCache, k: Sequence[jax.Array], v: Sequence[jax.Array], n_ne
     return cache._replace(k=tuple(k), v=tuple(v), index=cache.index + n_new)
 
 
+def take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
+    """The cache of the sequences at `rows` [n] (indices into its batch), in that order: beam
+    search continues each beam from a copy of the cache of the beam it extends."""
+    n_head = cache.k[0].shape[0] // cache.mask.shape[0]
+    head_rows = (rows[:, None] * n_head + jnp.arange(n_head)).reshape(-1)
+    return cache._replace(
+        k=tuple(k[head_rows] for k in cache.k),
+        v=tuple(v[head_rows] for v in cache.v),
+        mask=cache.mask[rows],
+    )
+
+
 def attend(
     q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dropout: Dropout | None = None
 ) -> jax.Array:

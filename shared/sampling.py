@@ -50,23 +50,13 @@ class SamplingParams:
             raise ValueError(f"top_k must be an integer >= 1 (or unset), got {self.top_k!r}.")
         if not (is_real(self.top_p) and 0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}.")
-        penalty = self.repetition_penalty
-        if not (is_real(penalty) and math.isfinite(penalty) and penalty > 0):
-            raise ValueError(
-                "repetition_penalty must be a finite number > 0 (1 = off, above 1 discourages "
-                f"repeats), got {penalty!r}."
-            )
-        ngram = self.no_repeat_ngram_size
-        if not is_integer(ngram) or ngram < 0:
-            raise ValueError(
-                f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {ngram!r}."
-            )
+        check_repeat_rules(self.repetition_penalty, self.no_repeat_ngram_size)
         # Numpy scalars become Python numbers, so equal settings compare and hash alike.
         object.__setattr__(self, "temperature", float(self.temperature))
         object.__setattr__(self, "top_k", None if self.top_k is None else int(self.top_k))
         object.__setattr__(self, "top_p", float(self.top_p))
-        object.__setattr__(self, "repetition_penalty", float(penalty))
-        object.__setattr__(self, "no_repeat_ngram_size", int(ngram))
+        object.__setattr__(self, "repetition_penalty", float(self.repetition_penalty))
+        object.__setattr__(self, "no_repeat_ngram_size", int(self.no_repeat_ngram_size))
 
     def as_arrays(self) -> tuple[np.float32, np.int32, np.float32]:
         """The draw's settings for `sample`: (temperature, top_k with 0 meaning off, top_p) as
@@ -74,6 +64,20 @@ class SamplingParams:
         compiles nothing). The repetition penalty applies before the draw (`penalize_repeats`)."""
         top_k = min(self.top_k or 0, np.iinfo(np.int32).max)  # any k past the vocabulary keeps all
         return np.float32(self.temperature), np.int32(top_k), np.float32(self.top_p)
+
+
+def check_repeat_rules(repetition_penalty: float, no_repeat_ngram_size: int) -> None:
+    """Fail with one sentence on a repetition penalty not above 0 or a negative n-gram size."""
+    penalty = repetition_penalty
+    if not (is_real(penalty) and math.isfinite(penalty) and penalty > 0):
+        raise ValueError(
+            "repetition_penalty must be a finite number > 0 (1 = off, above 1 discourages "
+            f"repeats), got {penalty!r}."
+        )
+    if not is_integer(no_repeat_ngram_size) or no_repeat_ngram_size < 0:
+        raise ValueError(
+            f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {no_repeat_ngram_size!r}."
+        )
 
 
 def penalize_repeats(logits: jax.Array, seen: jax.Array, penalty: jax.Array) -> jax.Array:

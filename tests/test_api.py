@@ -168,5 +168,36 @@ def test_stop_may_be_one_string(model):
     )
 
 
+def test_beam_search_texts_are_the_decoded_hypotheses_cut_at_stop_strings(model):
+    from shared.beam_search import BeamParams, search
+
+    prompts = ["Hello", "How are you"]
+    texts = model.beam_search(prompts, 12, num_beams=3, num_return=3, stop=["e"])
+    ids = [model.tokenizer.encode(p) for p in prompts]
+    stops = model._stop_tokens(("e", ENDOFTEXT))
+    hypotheses = search(model.generator, ids, 12, BeamParams(3, num_return=3), stop_tokens=stops)
+    rows = [h for row in hypotheses for h in row]
+    assert [t.score for t in texts] == [h.score for h in rows]
+    for text, hypothesis in zip(texts, rows, strict=True):
+        ended = [hypothesis.stop_token] if hypothesis.stop_token is not None else []
+        full = model.tokenizer.decode(hypothesis.tokens + ended)
+        cuts = [i for stop in ("e", ENDOFTEXT) if (i := full.find(stop)) >= 0]
+        assert text.text == full[: min(cuts, default=len(full))]
+        assert text.finish_reason == hypothesis.finish_reason
+    assert any(t.finish_reason == "stop" for t in texts)
+    assert isinstance(texts[0], gpt2.BeamText)
+
+
+def test_beam_search_refuses_bad_requests_in_one_sentence(model):
+    with pytest.raises(ValueError, match="num_beams must be an integer >= 1, got 0"):
+        model.beam_search("Hi", 5, num_beams=0)
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1"):
+        model.beam_search("Hi", 0)
+    with pytest.raises(ValueError, match="Prompt 0 is empty"):
+        model.beam_search("", 5)
+    with pytest.raises(ValueError, match="A stop string is empty"):
+        model.beam_search("Hi", 5, stop=[""])
+
+
 def test_load_checkpoint_is_part_of_the_facade():
     assert gpt2.load_checkpoint.__module__ == "shared.api"

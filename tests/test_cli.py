@@ -193,6 +193,24 @@ def test_repetition_settings_reach_the_decode_loop(env, model, flag, setting):
     assert curbed != model.generate(prompt, 12, temperature=0)[0]
 
 
+def test_beam_search_prints_the_python_apis_best_hypotheses(env, model):
+    prompts = ["Hello", "Goodbye, old friend"]
+    out = ok(gpt2(env, "generate", "--prompt", prompts[0], "--prompt", prompts[1],
+                  "--num-beams", "3", "--num-samples", "2", "--max-new-tokens", "8",
+                  "--length-penalty", "0.5", "--no-repeat-ngram-size", "2"))  # fmt: skip
+    beams = model.beam_search(
+        prompts, 8, num_beams=3, num_return=2, length_penalty=0.5, no_repeat_ngram_size=2
+    )
+    expected = ""
+    for i, beam in enumerate(beams):
+        expected += f"=== beam {i % 2 + 1} of prompt {i // 2 + 1} (score {beam.score:.4f}) ===\n"
+        expected += prompts[i // 2] + beam.text + "\n"
+    assert out == expected
+    one = ok(gpt2(env, "generate", "--prompt", "Hello", "--num-beams", "3",
+                  "--max-new-tokens", "8"))  # fmt: skip
+    assert one == "Hello" + model.beam_search("Hello", 8, num_beams=3)[0].text + "\n"
+
+
 def test_download_of_another_size_converts_it_for_later_runs(env):
     out = ok(gpt2(env, "download", "1558M"))
     assert "1558M" in out
@@ -305,6 +323,20 @@ def test_truncate_keeps_the_end_of_a_long_prompt(env, model):
             "no_repeat_ngram_size must be an integer >= 0 (0 = off), got -1.",
         ),
         (["--prompt", "Hi", "--seed", str(2**64)], "seed must be an integer in [-2**63, 2**63)"),
+        (["--prompt", "Hi", "--num-beams", "0"], "num_beams must be an integer >= 1, got 0."),
+        (
+            ["--prompt", "Hi", "--num-beams", "2", "--num-samples", "3"],
+            "Beam search returns 1 to num_beams (2) hypotheses per prompt, 3 were asked for.",
+        ),
+        (
+            ["--prompt", "Hi", "--num-beams", "2", "--temperature", "0.7", "--seed", "1"],
+            "--num-beams searches for the most likely text, so it takes no --temperature, "
+            "--seed (those choose among sampled tokens); drop them or --num-beams.",
+        ),
+        (
+            ["--prompt", "Hi", "--length-penalty", "2"],
+            "--length-penalty scores beam search's hypotheses; add --num-beams.",
+        ),
         (["--prompt", "Hi", "--top-k", "1.5"], "top_k must be an integer >= 1 or 'none'"),
         (["--prompt", "Hi", "--interactive"], "Give either --prompt (repeatable) or --interactive"),
         (["--prompt", "Hi", "--mesh", "data=x"], "Bad mesh 'data=x'"),

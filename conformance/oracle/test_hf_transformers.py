@@ -7,6 +7,9 @@ Run by `nox -s oracle` (which installs PyTorch and transformers) with `--oracle`
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +20,7 @@ import transformers
 from conformance.conftest import CONFIGS, canonical_tree
 from conformance.report import max_abs_diff
 from conformance.test_logits import LOGITS_TOLERANCE, forward
+from shared.beam_search import BeamParams, search
 from shared.cli import main as gpt2_cli
 from shared.generation import Generator
 from shared.sampling import SamplingParams
@@ -24,6 +28,7 @@ from shared.scoring import Scorer
 from shared.weights import load_hf, save_canonical
 
 GREEDY_TOKENS = 30
+BEAM_TOKENS = 20
 
 
 def _hf_model(config, seed=0) -> transformers.GPT2LMHeadModel:
@@ -94,6 +99,71 @@ def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, setting, report
     check = f"oracle: {GREEDY_TOKENS} greedy ids vs HF generate"
     check += "".join(f" ({name} {value})" for name, value in setting.items())
     report.check(check, backend.name, name, differing, 0)
+
+
+BEAM_SETTINGS = {
+    "plain": {},
+    "stop tokens": {},
+    "penalties": {"length_penalty": 0.6, "repetition_penalty": 1.3},
+    "no repeated bigrams": {"no_repeat_ngram_size": 2},
+}
+SHARPNESS = {"tiny": 12.0, "124M": 6.0}
+"""Token embeddings (tied to the output projection) this many times their initial scale: a
+random model's next-token distributions are almost flat, and sharper ones let stop tokens win
+and leave fewer near-ties between beams, as a trained model's do."""
+
+
+@contextlib.contextmanager
+def sharpened(model: transformers.GPT2LMHeadModel, factor: float) -> Iterator[None]:
+    embeddings = model.transformer.wte.weight
+    original = embeddings.detach().clone()
+    embeddings.mul_(factor)
+    try:
+        yield
+    finally:
+        embeddings.copy_(original)
+
+
+@pytest.mark.parametrize("setting", list(BEAM_SETTINGS))
+def test_beam_search_matches_hf_generate(backend, hf_checkpoint, setting, report):
+    """Four beams, all four hypotheses returned: ids and `sequences_scores` as HF's
+    `generate(num_beams=4, do_sample=False)`. "stop tokens" makes the fourth token of each
+    plain hypothesis a stop token (HF's eos_token_id list), so hypotheses end early, HF keeps
+    more candidates per step, and its finished-beam rules are compared too."""
+    name, model, tree = hf_checkpoint
+    config = CONFIGS[name]
+    prompt = np.random.default_rng(5).integers(0, config.n_vocab, (1, 10))
+    tree = {**tree, "wte": tree["wte"] * SHARPNESS[name]}
+    generator = Generator(backend, backend.from_canonical(tree, config), config)
+    beams = BeamParams(4, num_return=4, **BEAM_SETTINGS[setting])
+    eos = [model.generation_config.eos_token_id]  # 50256: a token of 124M, beyond the tiny vocab
+    stops = {t for t in eos if t < config.n_vocab}
+    if setting == "stop tokens":
+        plain = search(generator, prompt.tolist(), BEAM_TOKENS, beams, stop_tokens=stops)[0]
+        eos = sorted({h.tokens[3] for h in plain})
+        stops = set(eos)
+    ours = search(generator, prompt.tolist(), BEAM_TOKENS, beams, stop_tokens=stops)[0]
+    pad = config.n_vocab - 1  # HF pads with eos_token_id[0] where pad_token_id is 0
+    with torch.no_grad(), sharpened(model, SHARPNESS[name]):
+        hf = model.generate(
+            torch.from_numpy(prompt), attention_mask=torch.ones_like(torch.from_numpy(prompt)),
+            max_new_tokens=BEAM_TOKENS, num_beams=4, num_return_sequences=4, do_sample=False,
+            early_stopping=False, eos_token_id=eos, pad_token_id=pad,
+            return_dict_in_generate=True, output_scores=True, **BEAM_SETTINGS[setting],
+        )  # fmt: skip
+    hf_ids = hf.sequences[:, prompt.shape[1] :].numpy()
+    rows = [h.tokens + ([h.stop_token] if h.stop_token is not None else []) for h in ours]
+    our_ids = np.full((len(rows), max(map(len, rows))), pad)
+    for row, ids in enumerate(rows):
+        our_ids[row, : len(ids)] = ids
+    if setting == "stop tokens":
+        assert any(h.finish_reason == "stop" for h in ours)
+    differing = int(np.sum(our_ids != hf_ids)) if our_ids.shape == hf_ids.shape else our_ids.size
+    report.check(f"oracle: 4-beam search ids vs HF generate ({setting})", backend.name, name,
+                 differing, 0)  # fmt: skip
+    diff = max_abs_diff(np.array([h.score for h in ours]), hf.sequences_scores.numpy())
+    report.check(f"oracle: 4-beam search scores vs HF sequences_scores ({setting})",
+                 backend.name, name, diff, 1e-4)  # fmt: skip
 
 
 def test_text_scores_match_hf_transformers_loss(backend, hf_checkpoint, report):

@@ -47,6 +47,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="never repeat an n-gram of this many tokens from the prompt or output (as Hugging "
         "Face's no_repeat_ngram_size); default 0 (off)",
     )  # fmt: skip
+    parser.add_argument(
+        "--num-beams", "--num_beams", type=int, default=1, dest="num_beams",
+        help="beam search: keep this many hypotheses per prompt and print the most likely "
+        "(deterministic; no sampling options); default 1 (off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--length-penalty", "--length_penalty", type=float, default=1.0, dest="length_penalty",
+        help="beam search: hypotheses score summed log-prob / length ** this (> 0 favours longer "
+        "ones, < 0 shorter); default 1.0",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     parser.add_argument(
         "--stop", action="append", default=[],
@@ -54,7 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--num-samples", "--num_samples", type=int, default=1, dest="num_samples",
-        help="samples per prompt",
+        help="samples per prompt (with --num-beams: the best hypotheses per prompt, at most "
+        "the beams)",
     )  # fmt: skip
     parser.add_argument(
         "--truncate",
@@ -113,11 +124,45 @@ def run(args: argparse.Namespace) -> int:
         args.prompt, args.max_new_tokens, args.num_samples, options["stop"], args.seed
     )
 
+    if args.num_beams != 1:
+        options = _beam_options(args, options)
+    elif args.length_penalty != 1.0:
+        raise ValueError("--length-penalty scores beam search's hypotheses; add --num-beams.")
+
     model = load_model(args, mesh=args.mesh)
     if args.interactive:
         return _interactive(model, args, options)
     _print_samples(model, args.prompt, args, options, seed=args.seed)
     return 0
+
+
+SAMPLING_ONLY = {"temperature": 1.0, "top_k": 40, "top_p": 1.0, "seed": None, "truncate": False}
+
+
+def _beam_options(args: argparse.Namespace, options: dict) -> dict:
+    """The beam search's settings from the command line, refusing the options that only
+    sampling (or sliding over the context) uses."""
+    from shared.beam_search import BeamParams
+
+    given = [name for name, default in SAMPLING_ONLY.items() if getattr(args, name) != default]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(
+            f"--num-beams searches for the most likely text, so it takes no {flags} (those "
+            "choose among sampled tokens); drop them or --num-beams."
+        )
+    beam = BeamParams(
+        args.num_beams, args.length_penalty, args.num_samples, args.repetition_penalty,
+        args.no_repeat_ngram_size,
+    )  # fmt: skip
+    return {
+        "num_beams": beam.num_beams,
+        "length_penalty": beam.length_penalty,
+        "num_return": beam.num_return,
+        "repetition_penalty": beam.repetition_penalty,
+        "no_repeat_ngram_size": beam.no_repeat_ngram_size,
+        "stop": options["stop"],
+    }
 
 
 def _interactive(model: object, args: argparse.Namespace, options: dict) -> int:
@@ -148,6 +193,16 @@ def _print_samples(
     model: object, prompts: list[str], args: argparse.Namespace, options: dict, seed: int | None
 ) -> None:
     rows = [p for p in prompts for _ in range(args.num_samples)]
+    if args.num_beams > 1:
+        results = model.beam_search(prompts, args.max_new_tokens, **options)
+        for i, (prompt, result) in enumerate(zip(rows, results, strict=True)):
+            if len(rows) > 1:
+                print(
+                    f"=== beam {i % args.num_samples + 1} of prompt {i // args.num_samples + 1} "
+                    f"(score {result.score:.4f}) ==="
+                )
+            print(prompt + result.text)
+        return
     if len(rows) == 1 and not args.no_stream:
         stream = model.stream(prompts, args.max_new_tokens, seed=seed, **options)
         first = next(stream)  # raises on a bad prompt before anything is printed
