@@ -6,11 +6,14 @@ Each still asserts that what it timed did the work (tokens produced, a finite lo
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from shared import beam_search
 from shared.backend import backend_names, get_backend
 from shared.benchmarks import generation
 from shared.benchmarks.baselines import CHAR_BATCH, CHAR_RECIPE
@@ -37,6 +40,27 @@ def test_decode_124m_greedy(benchmark, model_124m, batch):
     )
     assert [len(c.tokens) for c in completions] == [NEW_TOKENS] * batch
     benchmark.extra_info["tokens_per_s"] = batch * NEW_TOKENS / benchmark.stats["min"]
+
+
+@pytest.mark.parametrize("search", ["4 beams", "greedy batch 4"])
+def test_beam_search_124m_against_greedy_decoding_of_as_many_rows(benchmark, model_124m, search):
+    """Four beams run four rows a step, and also reorder the cache and rank 4 x 50,257
+    candidates; greedy decoding of four rows is the same work without those."""
+    backend, params, config = model_124m
+    generator = Generator(backend, params, config)
+    prompts = generation.random_prompts(1, PROMPT_LEN, config)
+    if search == "4 beams":
+        run = functools.partial(beam_search.search, generator, prompts, NEW_TOKENS,
+                                beam_search.BeamParams(4))  # fmt: skip
+        [[best]] = benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+        steps = len(best.tokens)
+    else:
+        completions = benchmark.pedantic(
+            generator.generate, args=(prompts * 4, NEW_TOKENS), rounds=3, warmup_rounds=1
+        )
+        steps = len(completions[0].tokens)
+    assert steps == NEW_TOKENS
+    benchmark.extra_info["steps_per_s"] = NEW_TOKENS / benchmark.stats["min"]
 
 
 def test_prefill_124m_1024_tokens(benchmark, model_124m):

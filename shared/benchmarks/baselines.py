@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared import beam_search
 from shared.benchmarks import generation, machine, results, training
 from shared.benchmarks.results import Report, Result
 from shared.benchmarks.timing import best_seconds
@@ -33,8 +34,24 @@ def ours_decode(size: str, batch: int, prompt_len: int, new_tokens: int) -> floa
     return tokens_per_s
 
 
-def hf_decode(size: str, batch: int, prompt_len: int, new_tokens: int) -> float:
-    """HF transformers `generate` (greedy, KV cache) on PyTorch's CPU build, random weights."""
+def ours_beam_search(size: str, num_beams: int, prompt_len: int, new_tokens: int) -> float:
+    """Search steps/s of a one-prompt beam search that never stops early."""
+    backend, params, config = generation.random_model(size, "functional")
+    generator = Generator(backend, params, config)
+    prompts = generation.random_prompts(1, prompt_len, config)
+    beams = beam_search.BeamParams(num_beams)
+
+    def run() -> None:
+        [[best]] = beam_search.search(generator, prompts, new_tokens, beams)
+        assert len(best.tokens) == new_tokens
+
+    return new_tokens / best_seconds(run, repeats=2)
+
+
+def hf_decode(size: str, batch: int, prompt_len: int, new_tokens: int, num_beams: int = 1) -> float:
+    """HF transformers `generate` (greedy, or beam search with `num_beams`; KV cache) on
+    PyTorch's CPU build, random weights: generated tokens/s over all rows (beam search: search
+    steps/s)."""
     import torch
     import transformers
 
@@ -51,6 +68,7 @@ def hf_decode(size: str, batch: int, prompt_len: int, new_tokens: int) -> float:
             model.generate(
                 prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new_tokens,
                 min_new_tokens=new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
+                num_beams=num_beams,
             )  # fmt: skip
 
     return batch * new_tokens / best_seconds(run, repeats=2)
@@ -136,6 +154,14 @@ def compare(
         Result("ratios", f"ours / {baseline}, batch-1 greedy decode", ours / theirs, "x"),
     )
     if baseline == "hf":
+        beams, label = 4, "beam search, 4 beams, batch 1"
+        theirs = hf_decode(size, 1, prompt_len, new_tokens, num_beams=beams)
+        ours = ours_beam_search(size, beams, prompt_len, new_tokens)
+        report.add(
+            Result("generation", label, theirs, "steps/s", baseline),
+            Result("generation", label, ours, "steps/s", "functional"),
+            Result("ratios", f"ours / {baseline}, 4-beam search", ours / theirs, "x"),
+        )
         theirs = pytorch_train_tokens_per_s()
         ours = ours_train_tokens_per_s()
         label = "train step, char recipe (4x128, block 64, batch 12)"
