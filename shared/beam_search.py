@@ -31,7 +31,7 @@ from shared.generation import (
     apply_repeat_rules,
     check_token_ids,
     left_pad,
-    param_dtype,
+    prefill,
     slot_bucket,
     token_mask,
 )
@@ -163,15 +163,13 @@ def _advance(
     length = state.step + 1
     ends = controls.stop_mask[token] | (length >= controls.max_new_tokens)
 
-    # The best candidates that did not stop run on.
+    # The best candidates that did not stop run on. They extend rows of their own prompt, so
+    # each row keeps its prompt and position; only the cache rows differ.
     scores, pick = jax.lax.top_k(top + jnp.where(ends, EXCLUDED, 0.0), beams)
-    rows = _gather(source, pick).reshape(-1)
     state = state._replace(
-        cache=take_rows(state.cache, rows),
+        cache=take_rows(state.cache, _gather(source, pick).reshape(-1)),
         tokens=_gather(candidates, pick).reshape(batch * beams, -1),
         scores=scores,
-        position=state.position[rows],
-        prompt=state.prompt[rows],
         step=length,
     )
 
@@ -219,11 +217,7 @@ def _search(
     hypotheses best first: ids [batch, beams, slots - bucket], scores, lengths [batch, beams]."""
     batch, bucket = prompt.shape
     new_slots = max_slots - bucket
-    pad = bucket - jnp.sum(prompt_mask, axis=1)
-    positions = jnp.maximum(jnp.arange(bucket)[None, :] - pad[:, None], 0)
-    cache = backend.init_cache(config, batch, max_slots, param_dtype(params))
-    cache = cache._replace(mask=cache.mask.at[:, :bucket].set(prompt_mask))
-    logits, cache = backend.apply(params, prompt, positions, cache, config=config, last_only=True)
+    logits, cache, position = prefill(params, prompt, prompt_mask, backend, config, max_slots)
     # Every beam starts as its prompt, and all but the first are excluded (as HF starts), so the
     # first step's candidates are the first beam's tokens.
     rows = jnp.repeat(jnp.arange(batch), beams)
@@ -231,7 +225,7 @@ def _search(
         cache=take_rows(cache, rows),
         tokens=jnp.zeros((batch * beams, new_slots), jnp.int32),
         scores=jnp.zeros((batch, beams), jnp.float32).at[:, 1:].set(EXCLUDED),
-        position=positions[rows, -1],
+        position=position[rows],
         step=jnp.zeros((), jnp.int32),
         prompt=prompt[rows],
         finished=jnp.zeros((batch, beams, new_slots), jnp.int32),
@@ -244,7 +238,7 @@ def _search(
     advance = functools.partial(
         _advance, controls=controls, beams=beams, keep=keep, no_repeat_ngram=no_repeat_ngram
     )
-    state = advance(state, logits[rows, -1])
+    state = advance(state, logits[rows])
 
     def searching(state: BeamState) -> jax.Array:
         return ~state.exhausted & jnp.any(state.improvable) & (state.step < new_slots)

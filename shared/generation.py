@@ -127,6 +127,25 @@ def _emit(
     return state._replace(tokens=tokens, lengths=lengths, step=state.step + 1, done=done)
 
 
+def prefill(
+    params: Any,
+    prompt: jax.Array,
+    prompt_mask: jax.Array,
+    backend: Backend,
+    config: GPT2Config,
+    max_slots: int,
+) -> tuple[jax.Array, KVCache, jax.Array]:
+    """Run the left-padded prompts [batch, bucket] into a new cache of `max_slots` slots:
+    (the last position's logits [batch, n_vocab], the cache, each row's last position)."""
+    bucket = prompt.shape[1]
+    pad = bucket - jnp.sum(prompt_mask, axis=1)
+    positions = jnp.maximum(jnp.arange(bucket)[None, :] - pad[:, None], 0)
+    cache = backend.init_cache(config, prompt.shape[0], max_slots, param_dtype(params))
+    cache = cache._replace(mask=cache.mask.at[:, :bucket].set(prompt_mask))
+    logits, cache = backend.apply(params, prompt, positions, cache, config=config, last_only=True)
+    return logits[:, -1], cache, positions[:, -1]
+
+
 @functools.partial(jax.jit, static_argnames=("backend", "config", "max_slots", "no_repeat_ngram"))
 def _prefill(
     params: Any,
@@ -147,22 +166,18 @@ def _prefill(
     """
     batch, bucket = prompt.shape
     keys = row_keys(seed, batch) if keys is None else keys
-    pad = bucket - jnp.sum(prompt_mask, axis=1)
-    positions = jnp.maximum(jnp.arange(bucket)[None, :] - pad[:, None], 0)
-    cache = backend.init_cache(config, batch, max_slots, param_dtype(params))
-    cache = cache._replace(mask=cache.mask.at[:, :bucket].set(prompt_mask))
-    logits, cache = backend.apply(params, prompt, positions, cache, config=config, last_only=True)
+    logits, cache, position = prefill(params, prompt, prompt_mask, backend, config, max_slots)
     state = DecodeState(
         cache=cache,
         tokens=jnp.zeros((batch, max_slots - bucket), jnp.int32),
         lengths=jnp.zeros((batch,), jnp.int32),
-        position=positions[:, -1],
+        position=position,
         step=jnp.zeros((), jnp.int32),
         done=jnp.zeros((batch,), bool),
         keys=keys,
         prompt=prompt,
     )
-    return _emit(state, logits[:, -1], controls, no_repeat_ngram)
+    return _emit(state, logits, controls, no_repeat_ngram)
 
 
 @functools.partial(
