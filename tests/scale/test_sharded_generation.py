@@ -24,6 +24,11 @@ def test_sharded_sampling_equals_unsharded_for_the_same_seed(generated):
     assert generated["sharded"]["sampled"] == generated["unsharded"]["sampled"]
 
 
+def test_sharded_beam_search_finds_the_unsharded_hypotheses(generated):
+    assert generated["sharded"]["beams"] == generated["unsharded"]["beams"]
+    assert [len(row) for row in generated["sharded"]["beams"]] == [3] * len(PROMPTS)
+
+
 def test_sharded_generation_splits_the_parameters_over_fsdp(generated):
     assert "P(None, 'fsdp')" in generated["sharded"]["param_specs"]
 

@@ -75,8 +75,10 @@ def resume(config: dict, out: str, single_device_run: str) -> dict:
 
 
 def generate(config: dict, prompts: list[list[int]], mesh: str, max_new_tokens: int) -> dict:
-    """Greedy and sampled tokens from unsharded and sharded generation."""
+    """Greedy and sampled tokens and beam search hypotheses from unsharded and sharded
+    generation."""
     from shared.backend import get_backend
+    from shared.beam_search import BeamParams, search
     from shared.config import GPT2Config
     from shared.generation import Generator
     from shared.sampling import SamplingParams
@@ -96,6 +98,10 @@ def generate(config: dict, prompts: list[list[int]], mesh: str, max_new_tokens: 
                 for c in generator.generate(
                     prompts, max_new_tokens, SamplingParams(temperature=1.0, top_k=20), seed=3
                 )
+            ],
+            "beams": [
+                [h.tokens for h in row]
+                for row in search(generator, prompts, max_new_tokens, BeamParams(3, num_return=3))
             ],
             "param_specs": sorted(
                 {str(getattr(x.sharding, "spec", None)) for x in jax.tree.leaves(generator.params)}
