@@ -259,13 +259,15 @@ class GPT2:
         repetition_penalty: float = 1.0,
         no_repeat_ngram_size: int = 0,
         stop: str | Sequence[str] = (),
+        truncate: bool = False,
     ) -> list[BeamText]:
         """The `num_return` most likely continuations of every prompt that a search keeping
         `num_beams` of them finds (Hugging Face's `num_beams`, `length_penalty`,
         `num_return_sequences`; see `shared.beam_search`), best first, rows ordered prompt by
         prompt. Deterministic, so it takes no temperature or seed. A hypothesis ends at
         `<|endoftext|>`, a token holding a stop string, or after max_new_tokens; its text stops
-        before the first stop string.
+        before the first stop string. `truncate` keeps each prompt's last tokens that leave
+        room for max_new_tokens in the context (the search does not slide along the text).
         """
         beam = BeamParams(
             num_beams, length_penalty, num_return, repetition_penalty, no_repeat_ngram_size
@@ -273,11 +275,22 @@ class GPT2:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         stop = [stop] if isinstance(stop, str) else list(stop or ())
         check_request(prompts, max_new_tokens, 1, stop)
-        encoded = self.encode_prompts(prompts, int(max_new_tokens))
+        max_new_tokens = int(max_new_tokens)
+        encoded = [self.tokenizer.encode(p) for p in prompts]
+        if truncate:
+            room = self.config.n_ctx - max_new_tokens
+            if room < 1:
+                raise ValueError(
+                    f"{max_new_tokens} new tokens leave no room for a prompt in the model's "
+                    f"context of {self.config.n_ctx} tokens; beam search does not slide along "
+                    "the text, so ask for fewer."
+                )
+            encoded = [ids[-room:] for ids in encoded]
+        self.generator.check_lengths(encoded, max_new_tokens)
         stops = (*stop, ENDOFTEXT)
         results = []
         for hypotheses in search(
-            self.generator, encoded, int(max_new_tokens), beam,
+            self.generator, encoded, max_new_tokens, beam,
             stop_tokens=self._stop_tokens(stops),
         ):  # fmt: skip
             for hypothesis in hypotheses:

@@ -197,6 +197,21 @@ def test_beam_search_refuses_bad_requests_in_one_sentence(model):
         model.beam_search("", 5)
     with pytest.raises(ValueError, match="A stop string is empty"):
         model.beam_search("Hi", 5, stop=[""])
+    with pytest.raises(ValueError, match="128 tokens; shorten the prompt"):
+        model.beam_search("Hi " * 100, 40)
+    with pytest.raises(
+        ValueError, match="leave no room for a prompt in the model's context of 128"
+    ):
+        model.beam_search("Hi", 128, truncate=True)
+
+
+def test_beam_search_with_truncate_sees_the_prompts_last_tokens(model):
+    long_prompt = "Once upon a time " * 40
+    room = model.config.n_ctx - 10
+    end = model.tokenizer.decode(model.tokenizer.encode(long_prompt)[-room:])
+    assert model.beam_search(long_prompt, 10, num_beams=2, truncate=True) == model.beam_search(
+        end, 10, num_beams=2
+    )
 
 
 def test_load_checkpoint_is_part_of_the_facade():

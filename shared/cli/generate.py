@@ -136,12 +136,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-SAMPLING_ONLY = {"temperature": 1.0, "top_k": 40, "top_p": 1.0, "seed": None, "truncate": False}
+SAMPLING_ONLY = {"temperature": 1.0, "top_k": 40, "top_p": 1.0, "seed": None}
 
 
 def _beam_options(args: argparse.Namespace, options: dict) -> dict:
     """The beam search's settings from the command line, refusing the options that only
-    sampling (or sliding over the context) uses."""
+    sampling uses."""
     from shared.beam_search import BeamParams
 
     given = [name for name, default in SAMPLING_ONLY.items() if getattr(args, name) != default]
@@ -162,6 +162,7 @@ def _beam_options(args: argparse.Namespace, options: dict) -> dict:
         "repetition_penalty": beam.repetition_penalty,
         "no_repeat_ngram_size": beam.no_repeat_ngram_size,
         "stop": options["stop"],
+        "truncate": options["truncate"],
     }
 
 
