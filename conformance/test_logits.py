@@ -14,13 +14,14 @@ from tests.support.openai_checkpoint import write_openai_checkpoint
 LOGITS_TOLERANCE = 1e-4
 
 
-def forward(backend, tree, config, tokens, hidden_states=False):
-    """Full (cache-less) forward of `tokens` [batch, seq] with canonical weights `tree`."""
+def forward(backend, tree, config, tokens, **output):
+    """Full (cache-less) forward of `tokens` [batch, seq] with canonical weights `tree`: the
+    logits, or what `output` (hidden_states=True or attentions=True) asks for."""
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    apply = jax.jit(backend.apply, static_argnames=("config", "hidden_states"))
+    apply = jax.jit(backend.apply, static_argnames=("config", "hidden_states", "attentions"))
     params = backend.from_canonical(tree, config)
-    output, _ = apply(params, tokens, positions, None, config=config, hidden_states=hidden_states)
-    return output
+    result, _ = apply(params, tokens, positions, None, config=config, **output)
+    return result
 
 
 @compared_with_reference
@@ -37,10 +38,25 @@ def test_hidden_states_match_the_reference(backend, reference, config, config_na
                                            report):  # fmt: skip
     """The residual stream at every depth, so a disagreement is placed in its layer."""
     tokens = jax.random.randint(jax.random.PRNGKey(4), (2, 24), 0, config.n_vocab)
-    got, expected = (forward(b, canonical, config, tokens, True) for b in (backend, reference))
+    got, expected = (
+        forward(b, canonical, config, tokens, hidden_states=True) for b in (backend, reference)
+    )
     assert got.shape == (config.n_layer + 1, 2, 24, config.n_embd)
     report.check("hidden states, every layer, vs functional", backend.name, config_name,
                  max_abs_diff(got, expected), LOGITS_TOLERANCE)  # fmt: skip
+
+
+@compared_with_reference
+def test_attentions_match_the_reference(backend, reference, config, config_name, canonical,
+                                        report):  # fmt: skip
+    """Every block's attention probabilities, so a disagreement is placed in its layer and head."""
+    tokens = jax.random.randint(jax.random.PRNGKey(5), (2, 24), 0, config.n_vocab)
+    got, expected = (
+        forward(b, canonical, config, tokens, attentions=True) for b in (backend, reference)
+    )
+    assert got.shape == (config.n_layer, 2, config.n_head, 24, 24)
+    report.check("attention probabilities, every layer, vs functional", backend.name,
+                 config_name, max_abs_diff(got, expected), 1e-5)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -47,10 +47,12 @@ class FunctionalBackend:
         last_only: bool = False,
         remat: bool = False,
         hidden_states: bool = False,
+        attentions: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         return gpt2(
             tokens, positions, **tree, n_head=config.n_head, eps=config.ln_eps, cache=cache,
             dropout=dropout, last_only=last_only, remat=remat, hidden_states=hidden_states,
+            attentions=attentions,
         )  # fmt: skip
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

@@ -45,13 +45,17 @@ def mha(
     layer_cache: tuple[jax.Array, jax.Array] | None,
     index: jax.Array | None,
     dropout: Dropout | None = None,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """Causal multi-head self-attention with fused QKV projection."""
+    return_probabilities: bool = False,
+) -> tuple:
+    """Causal multi-head self-attention with fused QKV projection: (output, layer cache), and
+    with `return_probabilities` the attention probabilities [batch, n_head, seq, keys]."""
     batch, seq, n_embd = x.shape
     qkv = linear(x, **c_attn).reshape(batch, seq, 3, n_head, n_embd // n_head)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    heads, layer_cache = kv_cache.self_attention(q, k, v, mask, layer_cache, index, dropout)
-    return linear(heads.reshape(batch, seq, n_embd), **c_proj), layer_cache
+    heads, *rest = kv_cache.self_attention(
+        q, k, v, mask, layer_cache, index, dropout, return_probabilities=return_probabilities
+    )
+    return linear(heads.reshape(batch, seq, n_embd), **c_proj), *rest
 
 
 def transformer_block(
@@ -67,12 +71,14 @@ def transformer_block(
     layer_cache: tuple[jax.Array, jax.Array] | None = None,
     index: jax.Array | None = None,
     dropout: Dropout | None = None,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+    return_probabilities: bool = False,
+) -> tuple:
+    """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Returns (x, layer
+    cache), and with `return_probabilities` the attention probabilities too.
 
     `dropout` (this block's) drops the attention probabilities and both residual branches.
     """
-    attended, layer_cache = mha(
+    attended, *rest = mha(
         layer_norm(x, **ln_1, eps=eps),
         **attn,
         n_head=n_head,
@@ -80,10 +86,11 @@ def transformer_block(
         layer_cache=layer_cache,
         index=index,
         dropout=dropout,
+        return_probabilities=return_probabilities,
     )
     x = x + drop(attended, dropout, ATTENTION_OUTPUT)
     x = x + drop(ffn(layer_norm(x, **ln_2, eps=eps), **mlp), dropout, MLP_OUTPUT)
-    return x, layer_cache
+    return x, *rest
 
 
 def gpt2(
@@ -101,10 +108,12 @@ def gpt2(
     last_only: bool = False,
     remat: bool = False,
     hidden_states: bool = False,
+    attentions: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (output tied to `wte`), or
     [batch, 1, n_vocab] of the last position with `last_only`, or with `hidden_states` the
-    residual stream [n_layer + 1, batch, seq, n_embd] (`shared.logits.model_output`).
+    residual stream [n_layer + 1, batch, seq, n_embd], or with `attentions` every block's
+    attention probabilities [n_layer, batch, n_head, seq, keys] (`shared.logits.model_output`).
 
     `blocks` is either the canonical stacked tree, run with `lax.scan`, or one dict per layer, run
     as an unrolled loop over separate buffers (the faster choice for decoding on CPU). `dropout`
@@ -120,32 +129,38 @@ def gpt2(
     )
 
     def layer(x: jax.Array, block: dict, layer_cache: tuple | None, i: int | jax.Array) -> tuple:
-        return transformer_block(
+        x, layer_cache, *probabilities = transformer_block(
             x, **block, n_head=n_head, eps=eps, mask=mask, layer_cache=layer_cache, index=index,
             dropout=None if dropout is None else dropout.block(i),
+            return_probabilities=attentions,
         )  # fmt: skip
+        return x, layer_cache, probabilities[0] if attentions else None
 
     if remat:
         layer = jax.checkpoint(layer, static_argnums=() if isinstance(blocks, Mapping) else (3,))
     if isinstance(blocks, Mapping):
 
         def scanned(x: jax.Array, xs: tuple) -> tuple:
-            y, layer_cache = layer(x, *xs)
-            return y, (layer_cache, x if hidden_states else None)
+            y, layer_cache, probabilities = layer(x, *xs)
+            return y, (layer_cache, x if hidden_states else None, probabilities)
 
         stacked = None if cache is None else (jnp.stack(cache.k), jnp.stack(cache.v))
         layers = jnp.arange(_n_layers(blocks))
-        x, (new_caches, block_inputs) = jax.lax.scan(scanned, x, (blocks, stacked, layers))
+        x, (new_caches, block_inputs, probabilities) = jax.lax.scan(
+            scanned, x, (blocks, stacked, layers)
+        )
         new_caches = None if cache is None else list(zip(*new_caches, strict=True))
     else:
-        new_caches, block_inputs = [], []
+        new_caches, block_inputs, probabilities = [], [], []
         for i, (block, layer_cache) in enumerate(zip(blocks, layer_caches, strict=True)):
             block_inputs.append(x)
-            x, layer_cache = layer(x, block, layer_cache, i)
+            x, layer_cache, layer_probabilities = layer(x, block, layer_cache, i)
             new_caches.append(layer_cache)
+            probabilities.append(layer_probabilities)
     output = model_output(
         block_inputs, x, lambda h: layer_norm(h, **ln_f, eps=eps), wte,
         last_only=last_only, hidden_states=hidden_states,
+        attentions=probabilities if attentions else None,
     )  # fmt: skip
     if cache is not None:
         k, v = zip(*new_caches, strict=True)

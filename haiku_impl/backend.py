@@ -55,10 +55,11 @@ class HaikuBackend:
         last_only: bool = False,
         remat: bool = False,
         hidden_states: bool = False,
+        attentions: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         return _transformed(config).apply(
             params, tokens, positions, cache, dropout, last_only=last_only, remat=remat,
-            hidden_states=hidden_states,
+            hidden_states=hidden_states, attentions=attentions,
         )  # fmt: skip
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

@@ -84,13 +84,17 @@ class CausalSelfAttention(hk.Module):
         layer_cache: tuple[jax.Array, jax.Array] | None,
         index: jax.Array | None,
         dropout: Dropout | None = None,
-    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-        """x [batch, seq, n_embd] -> (attended [batch, seq, n_embd], updated (k, v) or None)."""
+        return_probabilities: bool = False,
+    ) -> tuple:
+        """x [batch, seq, n_embd] -> (attended [batch, seq, n_embd], updated (k, v) or None),
+        and with `return_probabilities` the attention probabilities [batch, n_head, seq, keys]."""
         batch, seq, n_embd = x.shape
         qkv = self.c_attn(x).reshape(batch, seq, 3, self.n_head, n_embd // self.n_head)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        heads, layer_cache = kv_cache.self_attention(q, k, v, mask, layer_cache, index, dropout)
-        return self.c_proj(heads.reshape(batch, seq, n_embd)), layer_cache
+        heads, *rest = kv_cache.self_attention(
+            q, k, v, mask, layer_cache, index, dropout, return_probabilities=return_probabilities
+        )
+        return self.c_proj(heads.reshape(batch, seq, n_embd)), *rest
 
 
 class MLP(hk.Module):
@@ -128,10 +132,14 @@ class Block(hk.Module):
         layer_cache: tuple[jax.Array, jax.Array] | None,
         index: jax.Array | None,
         dropout: Dropout | None = None,
-    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-        attended, layer_cache = self.attn(self.ln_1(x), mask, layer_cache, index, dropout)
+        return_probabilities: bool = False,
+    ) -> tuple:
+        """(x, layer cache), and with `return_probabilities` the attention probabilities."""
+        attended, *rest = self.attn(
+            self.ln_1(x), mask, layer_cache, index, dropout, return_probabilities
+        )
         x = x + drop(attended, dropout, ATTENTION_OUTPUT)
-        return x + drop(self.mlp(self.ln_2(x)), dropout, MLP_OUTPUT), layer_cache
+        return x + drop(self.mlp(self.ln_2(x)), dropout, MLP_OUTPUT), *rest
 
 
 class GPT2(hk.Module):
@@ -154,10 +162,13 @@ class GPT2(hk.Module):
         last_only: bool = False,
         remat: bool = False,
         hidden_states: bool = False,
+        attentions: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """tokens, positions [batch, seq] int32 -> (logits [batch, seq, n_vocab], cache); with
         `last_only`, logits [batch, 1, n_vocab] of the last position; with `hidden_states`, the
-        residual stream [n_layer + 1, batch, seq, n_embd] (`shared.logits.model_output`).
+        residual stream [n_layer + 1, batch, seq, n_embd]; with `attentions`, every block's
+        attention probabilities [n_layer, batch, n_head, seq, keys]
+        (`shared.logits.model_output`).
 
         With `cache=None` this is the causal training forward; with a cache, layer i writes its new
         keys/values into `cache.k[i]`, `cache.v[i]` at `cache.index` and attends to all filled slots.
@@ -173,16 +184,21 @@ class GPT2(hk.Module):
         layer_caches = (
             [None] * len(self.blocks) if cache is None else zip(cache.k, cache.v, strict=True)
         )
-        new_caches, block_inputs = [], []
+        new_caches, block_inputs, probabilities = [], [], []
         for i, (block, layer_cache) in enumerate(zip(self.blocks, layer_caches, strict=True)):
             block_dropout = None if dropout is None else dropout.block(i)
-            run = functools.partial(block, mask=mask, index=index, dropout=block_dropout)
+            run = functools.partial(block, mask=mask, index=index, dropout=block_dropout,
+                                    return_probabilities=attentions)  # fmt: skip
             block_inputs.append(x)
-            x, layer_cache = (hk.remat(run) if remat else run)(x, layer_cache=layer_cache)
+            x, layer_cache, *layer_probabilities = (hk.remat(run) if remat else run)(
+                x, layer_cache=layer_cache
+            )
             new_caches.append(layer_cache)
+            probabilities += layer_probabilities
         output = model_output(
             block_inputs, x, self.ln_f, self.wte.embeddings,
             last_only=last_only, hidden_states=hidden_states,
+            attentions=probabilities if attentions else None,
         )  # fmt: skip
         if cache is not None:
             k, v = zip(*new_caches, strict=True)
@@ -200,9 +216,12 @@ def forward(
     last_only: bool = False,
     remat: bool = False,
     hidden_states: bool = False,
+    attentions: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """The function `hk.transform` wraps: build the model for `config` and run it."""
-    return GPT2(config)(tokens, positions, cache, dropout, last_only, remat, hidden_states)
+    return GPT2(config)(
+        tokens, positions, cache, dropout, last_only, remat, hidden_states, attentions
+    )
 
 
 def transformed(config: GPT2Config) -> hk.Transformed:

@@ -68,13 +68,14 @@ class KerasBackend:
         last_only: bool = False,
         remat: bool = False,
         hidden_states: bool = False,
+        attentions: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
         model, paths = _model(config, dtype, remat)
         values = [keras_params[path] for path in paths]
         outputs, _ = model.stateless_call(
             values, [], tokens, positions=positions, cache=cache, dropout=dropout,
-            last_only=last_only, hidden_states=hidden_states,
+            last_only=last_only, hidden_states=hidden_states, attentions=attentions,
         )  # fmt: skip
         return outputs if cache is not None else (outputs, None)
 

@@ -149,14 +149,19 @@ class CausalSelfAttention(keras.layers.Layer):
         layer_cache: LayerCache | None = None,
         index: jax.Array | None = None,
         dropout: Dropout | None = None,
-    ) -> tuple[jax.Array, LayerCache | None]:
+        return_attention_scores: bool = False,
+    ) -> tuple:
+        """(output, updated layer cache or None), and with `return_attention_scores` (as
+        `keras.layers.MultiHeadAttention`'s) the attention probabilities [batch, n_head, seq,
+        keys] too."""
         batch, seq, n_embd = x.shape
         qkv = ops.reshape(self.c_attn(x), (batch, seq, 3, self.n_head, n_embd // self.n_head))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        heads, layer_cache = kv_cache.self_attention(
-            q, k, v, attention_mask, layer_cache, index, dropout
-        )
-        return self.c_proj(ops.reshape(heads, (batch, seq, n_embd))), layer_cache
+        heads, *rest = kv_cache.self_attention(
+            q, k, v, attention_mask, layer_cache, index, dropout,
+            return_probabilities=return_attention_scores,
+        )  # fmt: skip
+        return self.c_proj(ops.reshape(heads, (batch, seq, n_embd))), *rest
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_head": self.n_head, "residual_std": self.residual_std}
@@ -264,13 +269,15 @@ class TransformerBlock(keras.layers.Layer):
         layer_cache: LayerCache | None = None,
         index: jax.Array | None = None,
         dropout: Dropout | None = None,
-    ) -> tuple[jax.Array, LayerCache | None]:
-        attended, layer_cache = self.attn(
-            self.ln_1(x), attention_mask, layer_cache, index, dropout=dropout
-        )
+        return_attention_scores: bool = False,
+    ) -> tuple:
+        attended, *rest = self.attn(
+            self.ln_1(x), attention_mask, layer_cache, index, dropout=dropout,
+            return_attention_scores=return_attention_scores,
+        )  # fmt: skip
         x = x + drop(attended, dropout, ATTENTION_OUTPUT)
         x = x + drop(self.mlp(self.ln_2(x)), dropout, MLP_OUTPUT)
-        return x, layer_cache
+        return x, *rest
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -98,10 +98,13 @@ class GPT2LM(keras.Model):
         dropout: Dropout | None = None,
         last_only: bool = False,
         hidden_states: bool = False,
+        attentions: bool = False,
     ) -> jax.Array | tuple[jax.Array, KVCache]:
         """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (and the new cache); with
         `last_only`, logits [batch, 1, n_vocab] of the last position; with `hidden_states`, the
-        residual stream [n_layer + 1, batch, seq, n_embd] (`shared.logits.model_output`).
+        residual stream [n_layer + 1, batch, seq, n_embd]; with `attentions`, every block's
+        attention probabilities [n_layer, batch, n_head, seq, keys]
+        (`shared.logits.model_output`).
 
         `positions` default to 0..seq-1 for every row. `dropout` (`shared.dropout.Dropout`: a rate
         and a key) applies GPT-2's training dropout; None runs the deterministic forward.
@@ -113,21 +116,26 @@ class GPT2LM(keras.Model):
         x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)
         attention_mask = kv_cache.attention_mask(cache, seq)
         index = None if cache is None else cache.index
-        new_k, new_v, block_inputs = [], [], []
+        new_k, new_v, block_inputs, probabilities = [], [], [], []
         for i, block in enumerate(self.blocks):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
             block_dropout = None if dropout is None else dropout.block(i)
             run = functools.partial(block, attention_mask=attention_mask, index=index,
-                                    dropout=block_dropout)  # fmt: skip
+                                    dropout=block_dropout,
+                                    return_attention_scores=attentions)  # fmt: skip
             block_inputs.append(x)
-            x, layer_cache = (keras.remat(run) if self.remat else run)(x, layer_cache=layer_cache)
+            x, layer_cache, *layer_probabilities = (keras.remat(run) if self.remat else run)(
+                x, layer_cache=layer_cache
+            )
+            probabilities += layer_probabilities
             if cache is not None:
                 new_k.append(layer_cache[0])
                 new_v.append(layer_cache[1])
         embeddings = ops.cast(self.wte.embeddings, self.compute_dtype)
         output = model_output(
-            block_inputs, x, self.ln_f, embeddings, last_only=last_only, hidden_states=hidden_states
-        )
+            block_inputs, x, self.ln_f, embeddings, last_only=last_only,
+            hidden_states=hidden_states, attentions=probabilities if attentions else None,
+        )  # fmt: skip
         if cache is None:
             return output
         return output, kv_cache.advance(cache, new_k, new_v, seq)

@@ -22,7 +22,7 @@ from shared.backend import Backend, get_backend
 from shared.beam_search import BeamParams, search
 from shared.config import GPT2Config
 from shared.generation import Generator, check_prompts, check_seed, row_keys
-from shared.hidden_states import residual_stream
+from shared.internals import attention_patterns, residual_stream
 from shared.numeric import is_integer
 from shared.params import Params, cast
 from shared.sampling import SamplingParams
@@ -346,6 +346,17 @@ class GPT2:
             raise ValueError(f"Give a non-empty text to read the hidden states of, got {text!r}.")
         ids = self.tokenizer.encode(text)
         return residual_stream(self.backend, self.params, self.config, ids)
+
+    def attentions(self, text: str) -> np.ndarray:
+        """Every block's attention probabilities over `text`'s tokens, float32 [n_layer, n_head,
+        n_tokens, n_tokens], as Hugging Face's `output_attentions`: entry [l, h, i, j] is how much
+        token i attends to token j (0 for j > i) in head h of block l; each row sums to 1. The
+        tokens are `tokenizer.encode(text)`, nothing prepended; at most the context's worth.
+        """
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"Give a non-empty text to read the attentions of, got {text!r}.")
+        ids = self.tokenizer.encode(text)
+        return attention_patterns(self.backend, self.params, self.config, ids)
 
     @functools.cached_property
     def scorer(self) -> Scorer:

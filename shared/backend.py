@@ -45,6 +45,7 @@ class Backend(Protocol):
         last_only: bool = False,
         remat: bool = False,
         hidden_states: bool = False,
+        attentions: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """Pure, jittable forward pass: tokens/positions [batch, seq] -> logits [batch, seq, n_vocab].
 
@@ -58,6 +59,9 @@ class Backend(Protocol):
         `hidden_states` returns, in place of the logits, the residual stream [n_layer + 1, batch,
         seq, n_embd] as Hugging Face's `output_hidden_states`: each block's input (entry 0 the
         embeddings), then the final LayerNorm's output (`shared.logits.model_output`).
+        `attentions` returns, in place of the logits, every block's attention probabilities
+        [n_layer, batch, n_head, seq, keys] as Hugging Face's `output_attentions` (keys: seq
+        without a cache, its slots with one).
         """
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

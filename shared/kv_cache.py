@@ -105,23 +105,33 @@ def take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
     )
 
 
-def attend(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dropout: Dropout | None = None
-) -> jax.Array:
-    """Scaled dot-product attention with an fp32 softmax.
-
-    q: [batch, n_q, n_head, head_dim]; k, v: [batch * n_head, n_k, head_dim] (`head_rows`);
-    mask: broadcastable to [batch, n_head, n_q, n_k]. Returns [batch, n_q, n_head, head_dim].
-    `dropout` (the block's, training only) drops attention probabilities.
-    """
+def attention_probabilities(q: jax.Array, k: jax.Array, mask: jax.Array) -> jax.Array:
+    """The softmax of scaled dot products, fp32 [batch, n_head, n_q, n_k]: how much each query
+    attends to each key (0 where `mask` is False). q: [batch, n_q, n_head, head_dim]; k: [batch *
+    n_head, n_k, head_dim] (`head_rows`); mask: broadcastable to [batch, n_head, n_q, n_k]."""
     batch, n_q, n_head, head_dim = q.shape
     scale = head_dim**-0.5
     scores = jnp.einsum("rqd,rkd->rqk", head_rows(q), k, preferred_element_type=jnp.float32)
     scores = (scores * scale).reshape(batch, n_head, n_q, -1)
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    weights = drop(jax.nn.softmax(scores, axis=-1), dropout, ATTENTION).astype(v.dtype)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+def attend(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dropout: Dropout | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Scaled dot-product attention with an fp32 softmax.
+
+    q: [batch, n_q, n_head, head_dim]; k, v: [batch * n_head, n_k, head_dim] (`head_rows`);
+    mask: broadcastable to [batch, n_head, n_q, n_k]. Returns the attended values [batch, n_q,
+    n_head, head_dim] and the probabilities (`attention_probabilities`, before dropout).
+    `dropout` (the block's, training only) drops attention probabilities.
+    """
+    batch, n_q, n_head, _ = q.shape
+    probabilities = attention_probabilities(q, k, mask)
+    weights = drop(probabilities, dropout, ATTENTION).astype(v.dtype)
     heads = jnp.einsum("rqk,rkd->rqd", weights.reshape(batch * n_head, n_q, -1), v)
-    return from_head_rows(heads, batch)
+    return from_head_rows(heads, batch), probabilities
 
 
 def fused_attention_applies(q: jax.Array) -> bool:
@@ -147,17 +157,25 @@ def self_attention(
     layer_cache: tuple[jax.Array, jax.Array] | None,
     index: jax.Array | None,
     dropout: Dropout | None = None,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    *,
+    return_probabilities: bool = False,
+) -> tuple:
     """Attention of new tokens, through this layer's cache when there is one.
 
-    Returns the attended values and the layer's updated (k, v) cache (None without a cache).
+    Returns the attended values and the layer's updated (k, v) cache (None without a cache), and
+    with `return_probabilities` the attention probabilities [batch, n_head, n_q, n_k] too (for
+    interpretability; they rule out cuDNN's fused kernel, which never forms them).
     `dropout` is the block's (`Dropout.block`); None for inference.
     """
     if layer_cache is None:
-        if fused_attention_applies(q) and (dropout is None or dropout.rate == 0):
+        fused = fused_attention_applies(q) and (dropout is None or dropout.rate == 0)
+        if fused and not return_probabilities:
             return jax.nn.dot_product_attention(
                 q, k, v, is_causal=True, implementation="cudnn"
             ), None
-        return attend(q, head_rows(k), head_rows(v), mask, dropout), None
-    layer_k, layer_v = write(*layer_cache, k, v, index)
-    return attend(q, layer_k, layer_v, mask, dropout), (layer_k, layer_v)
+        heads, probabilities = attend(q, head_rows(k), head_rows(v), mask, dropout)
+        new_cache = None
+    else:
+        new_cache = write(*layer_cache, k, v, index)
+        heads, probabilities = attend(q, *new_cache, mask, dropout)
+    return (heads, new_cache, probabilities) if return_probabilities else (heads, new_cache)

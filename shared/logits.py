@@ -40,19 +40,25 @@ def model_output(
     *,
     last_only: bool,
     hidden_states: bool,
+    attentions: Sequence[jax.Array] | jax.Array | None = None,
 ) -> jax.Array:
     """What a forward pass returns from its last block's output `x`: the tied logits, or with
-    `hidden_states` the residual stream as Hugging Face's `output_hidden_states` gives it.
+    `hidden_states` the residual stream as Hugging Face's `output_hidden_states` gives it, or
+    given `attentions` (each block's attention probabilities) those, as its `output_attentions`.
 
     The stream is [n_layer + 1, batch, seq, n_embd]: each block's input (entry 0 the embeddings),
     then the final LayerNorm's output, of which the logits are the projection. `block_inputs` is a
-    list of the blocks' inputs, or one array of them stacked (a `lax.scan`'s outputs).
+    list of the blocks' inputs, or one array of them stacked (a `lax.scan`'s outputs), and so
+    is `attentions`; they stack into [n_layer, batch, n_head, seq, keys].
     """
-    if not hidden_states:
+    if hidden_states and attentions is not None:
+        raise ValueError("Ask a forward pass for hidden_states or attentions, not both.")
+    if not hidden_states and attentions is None:
         return tied_logits(ln_f(last_position(x, last_only)), wte)
     if last_only:
-        raise ValueError(
-            "hidden_states returns every position; it cannot be combined with last_only."
-        )
+        asked = "hidden_states" if hidden_states else "attentions"
+        raise ValueError(f"{asked} covers every position; it cannot be combined with last_only.")
+    if attentions is not None:
+        return attentions if isinstance(attentions, jax.Array) else jnp.stack(attentions)
     stacked = block_inputs if isinstance(block_inputs, jax.Array) else jnp.stack(block_inputs)
     return jnp.concatenate([stacked, ln_f(x)[None].astype(stacked.dtype)])

@@ -78,6 +78,26 @@ def test_hidden_states_match_hf_output_hidden_states(backend, hf_checkpoint, rep
                  LOGITS_TOLERANCE)  # fmt: skip
 
 
+def test_attentions_match_hf_output_attentions(backend, hf_checkpoint, report):
+    """Every block's attention probabilities, HF's `output_attentions` layer by layer (its eager
+    attention, the implementation that forms them)."""
+    name, model, tree = hf_checkpoint
+    config = CONFIGS[name]
+    tokens = np.random.default_rng(6).integers(0, config.n_vocab, (2, 24))
+    ours = forward(backend, tree, config, jnp.asarray(tokens), attentions=True)
+    implementation = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            theirs = model(torch.from_numpy(tokens), output_attentions=True).attentions
+    finally:
+        model.set_attn_implementation(implementation)
+    assert len(theirs) == config.n_layer
+    diff = max_abs_diff(ours, np.stack([a.numpy() for a in theirs]))
+    report.check("oracle: attention probabilities vs HF output_attentions", backend.name, name,
+                 diff, 1e-5)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "setting", [{}, {"repetition_penalty": 1.3}, {"no_repeat_ngram_size": 2}], ids=str
 )
