@@ -286,7 +286,6 @@ class GPT2:
                     "the text, so ask for fewer."
                 )
             encoded = [ids[-room:] for ids in encoded]
-        self.generator.check_lengths(encoded, max_new_tokens)
         stops = (*stop, ENDOFTEXT)
         results = []
         for hypotheses in search(
@@ -294,7 +293,8 @@ class GPT2:
             stop_tokens=self._stop_tokens(stops),
         ):  # fmt: skip
             for hypothesis in hypotheses:
-                ids = hypothesis.tokens + [t for t in [hypothesis.stop_token] if t is not None]
+                ended = [] if hypothesis.stop_token is None else [hypothesis.stop_token]
+                ids = hypothesis.tokens + ended
                 cutter = StopStringCutter(stops)
                 text = cutter.push(self.tokenizer.decode(ids)) + cutter.flush()
                 results.append(BeamText(text, hypothesis.score, hypothesis.finish_reason))

@@ -140,7 +140,7 @@ def prefill(
     bucket = prompt.shape[1]
     pad = bucket - jnp.sum(prompt_mask, axis=1)
     positions = jnp.maximum(jnp.arange(bucket)[None, :] - pad[:, None], 0)
-    cache = backend.init_cache(config, prompt.shape[0], max_slots, param_dtype(params))
+    cache = backend.init_cache(config, prompt.shape[0], max_slots, _param_dtype(params))
     cache = cache._replace(mask=cache.mask.at[:, :bucket].set(prompt_mask))
     logits, cache = backend.apply(params, prompt, positions, cache, config=config, last_only=True)
     return logits[:, -1], cache, positions[:, -1]
@@ -256,7 +256,7 @@ def check_token_ids(ids: Iterable[object], owner: str, n_vocab: int) -> None:
         )
 
 
-def param_dtype(params: Any) -> jnp.dtype:
+def _param_dtype(params: Any) -> jnp.dtype:
     leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
     return leaves[0].dtype
 
