@@ -35,7 +35,7 @@ import optax
 
 from keras_impl import convert
 from keras_impl.model import GPT2LM
-from shared import params
+from shared import host_memory, params
 from shared.config import GPT2Config
 from shared.data import TokenDataset
 from shared.dropout import Dropout
@@ -410,6 +410,7 @@ class KerasFit:
     def run(self) -> dict[str, Any]:
         """`model.fit` until max_iters (or a stop signal); returns the last logged metrics."""
         config = self.config
+        host_memory.reuse_freed_memory()
         train = TrainBatches(
             self.train_data,
             stream_key(config.seed, 1),

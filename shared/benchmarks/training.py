@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared import host_memory
 from shared.backend import get_backend
 from shared.config import GPT2Config, config_for_size
 from shared.training.config import TrainingConfig
@@ -29,8 +30,10 @@ def train_step_throughput(
     """Tokens/s of the train step of `model` (a size or a config) (best of `steps`), its compile
     time, FLOPs per token, and the temporary memory XLA planned for it (activations, gradients).
 
-    The step is exactly the one `gpt2 train` runs: AdamW, clipping, donated buffers, `remat`.
+    The step is exactly the one `gpt2 train` runs: AdamW, clipping, donated buffers, `remat`,
+    with the host memory settings of a training process.
     """
+    host_memory.reuse_freed_memory()
     backend = get_backend(backend_name)
     config = config_for_size(model)
     training = TrainingConfig(

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from shared import weights
+from shared import host_memory, weights
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config, config_for_size
 from shared.data import TokenDataset
@@ -384,6 +384,7 @@ class Trainer:
         if self.config.eval_only:
             return self.evaluate_only()
         config, state = self.config, self.state
+        host_memory.reuse_freed_memory()
         log = MetricsLog(config, self.model_config.to_hparams(), enabled=runtime.is_primary())
         store = checkpoints.Checkpoints(config.out_dir, config.keep_last)
         tokens_per_step = config.batch_size * config.gradient_accumulation_steps * config.block_size
