@@ -1,11 +1,13 @@
 """Let a training process reuse the host memory it frees, so XLA:CPU's step buffers are not fresh pages.
 
-XLA:CPU allocates an execution's temporary buffer with malloc and frees it when the step ends (47 MB
-for the character recipe's step). glibc serves blocks that large with fresh `mmap` pages and unmaps
-them on free, so every step page-faults through its whole buffer while the kernel zero-fills it:
-12,400 faults, about 16 ms of a 59 ms character-recipe step on this project's CPUs. Raising malloc's
-mmap and trim thresholds keeps such blocks in the heap, where the next step finds the same, already
-mapped pages. Buffers above 2 GiB (124M at batch 4 x 256 plans 2.2 GB) are still mapped afresh.
+XLA:CPU allocates an execution's temporary buffer with malloc and frees it when the step ends (41-47
+MB for the character recipe's step). glibc serves blocks that large with fresh `mmap` pages and
+unmaps them on free, so every step page-faults through its whole buffer while the kernel zero-fills
+it: 12,400 faults, about 16 ms of a 59 ms character-recipe step on this project's CPUs. Raising
+malloc's mmap and trim thresholds keeps such blocks in the heap, where the next step finds the same,
+already mapped pages. Blocks above 64 MB malloc'd off the main thread, as XLA's executions are, are
+still mapped afresh whatever the settings (glibc's thread arenas grow in 64 MB heaps), so the 124M
+step's 1.6 GiB buffer (batch 4 x 256) faults as before.
 
 Only training asks for this (`gpt2 train`, Keras `fit`, the training benchmark): it changes the
 whole process's malloc, and generation measured the same with it.
