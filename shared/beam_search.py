@@ -8,7 +8,8 @@ with several stop tokens), continues the best `num_beams` that did not stop, and
 best of them that stopped, scored by sum / length ** length_penalty, into the finished set. A
 prompt's search ends when no running beam could beat its worst finished one (HF's
 `early_stopping=False` heuristic); at `max_new_tokens` the best running beams finish as they are.
-Each beam continues from a copy of the cache rows of the beam it extends (`kv_cache.take_rows`).
+Each beam continues from a copy of the cache rows of the beam it extends (`kv_cache.reorder_rows`,
+which copies only the filled slots).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from shared.generation import (
     slot_bucket,
     token_mask,
 )
-from shared.kv_cache import KVCache, take_rows
+from shared.kv_cache import KVCache, reorder_rows, take_rows
 from shared.numeric import is_integer, is_real
 from shared.sampling import check_repeat_rules
 
@@ -167,7 +168,7 @@ def _advance(
     # each row keeps its prompt and position; only the cache rows differ.
     scores, pick = jax.lax.top_k(top + jnp.where(ends, EXCLUDED, 0.0), beams)
     state = state._replace(
-        cache=take_rows(state.cache, _gather(source, pick).reshape(-1)),
+        cache=reorder_rows(state.cache, _gather(source, pick).reshape(-1)),
         tokens=_gather(candidates, pick).reshape(batch * beams, -1),
         scores=scores,
         step=length,

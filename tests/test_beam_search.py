@@ -4,13 +4,14 @@ returns as the model does, and a prompt's hypotheses do not depend on its batch.
 from __future__ import annotations
 
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shared import program_cache
+from shared import kv_cache, program_cache
 from shared.backend import get_backend
 from shared.beam_search import BeamParams, candidates_kept, search
 from shared.config import GPT2Config
@@ -179,3 +180,30 @@ def test_the_search_program_read_back_from_the_cache_finds_the_same_hypotheses(t
         program_cache.disable()
     assert [f.name.split("-")[0] for f in tmp_path.iterdir()] == ["_search"]
     assert exported == traced and read_back == traced
+
+
+@pytest.mark.parametrize(
+    ("max_len", "index"), [(128, 1), (128, 64), (128, 70), (128, 128), (40, 13)]
+)
+def test_reordering_the_cache_moves_every_filled_slot_as_taking_rows_does(max_len, index):
+    """A search step's cache copy (`reorder_rows`) stops after the chunk holding the last filled
+    slot; the filled slots must come out exactly as a full copy's, repeated rows included."""
+    config = GPT2Config(n_embd=8, n_head=2, n_layer=2, n_vocab=10, n_ctx=128)
+    cache = kv_cache.init_cache(config, 3, max_len, jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    shape = cache.k[0].shape
+    cache = cache._replace(
+        k=(jax.random.normal(keys[0], shape), jax.random.normal(keys[1], shape)),
+        v=(jax.random.normal(keys[2], shape), jax.random.normal(keys[3], shape)),
+        mask=jnp.arange(3 * max_len).reshape(3, max_len) % 5 > 0,
+        index=jnp.int32(index),
+    )
+    rows = jnp.asarray([2, 2, 0])
+    full, reordered = kv_cache.take_rows(cache, rows), jax.jit(kv_cache.reorder_rows)(cache, rows)
+    chunk = math.gcd(max_len, kv_cache.REORDER_CHUNK)
+    copied = -(-index // chunk) * chunk  # the slots of the chunks holding filled ones
+    layers = zip(reordered.k + reordered.v, full.k + full.v, cache.k + cache.v, strict=True)
+    for got, expected, before in layers:
+        np.testing.assert_array_equal(got[:, :index], expected[:, :index])
+        np.testing.assert_array_equal(got[:, copied:], before[:, copied:])
+    np.testing.assert_array_equal(reordered.mask, full.mask)
