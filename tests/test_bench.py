@@ -3,6 +3,7 @@ report writes its JSON, markdown and plot."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -214,3 +215,26 @@ def test_unwritable_outputs_are_refused_before_measuring(no_measuring, capsys, t
 def test_a_plot_without_generation_is_refused_before_measuring(no_measuring, capsys, tmp_path):
     error = _bench_error(capsys, "--no-generation", "--plot", str(tmp_path / "r.png"))
     assert "--plot draws decode throughput, which --no-generation skips" in error
+
+
+def test_profile_writes_a_trace_of_each_warm_decode_and_training_step(tiny_config, tmp_path):
+    settings = suite.BenchSettings(
+        size=tiny_config, prompt_len=4, new_tokens=8, batch_sizes=(1, 2), prefill_len=16,
+        recompute_baseline=False, bfloat16=False, train_batch=2, train_seq=16,
+        profile_dir=tmp_path,
+    )  # fmt: skip
+    suite.run(settings)
+    names = {"functional-decode-batch-1", "functional-decode-batch-2", "functional-train-step"}
+    assert {path.name for path in tmp_path.iterdir()} == names
+    for name in names:
+        (trace,) = (tmp_path / name).glob("plugins/profile/*/perfetto_trace.json.gz")
+        events = json.loads(gzip.decompress(trace.read_bytes()))
+        assert name in {event.get("name") for event in events["traceEvents"]}, name
+
+
+def test_a_profile_folder_that_is_a_file_is_refused_before_measuring(
+    no_measuring, capsys, tmp_path
+):
+    (tmp_path / "file").write_text("")
+    error = _bench_error(capsys, "--profile", str(tmp_path / "file"))
+    assert f"Cannot write --profile {tmp_path / 'file'} (" in error

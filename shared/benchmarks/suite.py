@@ -10,7 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from shared.benchmarks import generation, machine, startup, training
+from shared.benchmarks import generation, machine, profiling, startup, training
 from shared.benchmarks.results import Report, Result
 from shared.config import GPT2Config, config_for_size
 from shared.errors import GPT2Error
@@ -37,6 +37,7 @@ class BenchSettings:
     train_dtype: str = "float32"
     train_remat: bool = False
     models_dir: Path | None = None  # cached weights to time a whole `gpt2 generate` process
+    profile_dir: Path | None = None  # where traces of warm decode and training runs go
 
 
 def default_settings(backends: Sequence[str], **overrides: object) -> BenchSettings:
@@ -144,6 +145,10 @@ def _generation(report: Report, settings: BenchSettings, name: str, bandwidth: f
                 Result("generation", f"decode batch {batch}, {label}", tokens_per_s, "tokens/s",
                        name, f"first run {compile_s:.1f} s"),
             )  # fmt: skip
+        if settings.profile_dir is not None:
+            prompts = generation.random_prompts(batch, settings.prompt_len, config)
+            with profiling.traced(settings.profile_dir, f"{name}-decode-batch-{batch}"):
+                generator.generate(prompts, settings.new_tokens, GREEDY)  # compiled above
     batch_1 = throughput.get((1, "greedy"))  # the baseline of the ratios; None if not measured
     if batch_1 is not None:
         _batch_ratios(report, name, throughput, bandwidth / generation.parameter_bytes(params))
@@ -242,7 +247,7 @@ def _training(report: Report, settings: BenchSettings) -> None:
     for name in settings.backends:
         measured = training.train_step_throughput(
             name, settings.size, settings.train_batch, settings.train_seq, settings.train_dtype,
-            remat=settings.train_remat,
+            remat=settings.train_remat, profile_dir=settings.profile_dir,
         )  # fmt: skip
         tokens_per_s = measured["tokens_per_s"]
         report.add(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -11,6 +12,7 @@ import numpy as np
 
 from shared import host_memory
 from shared.backend import get_backend
+from shared.benchmarks import profiling
 from shared.config import GPT2Config, config_for_size
 from shared.training.config import TrainingConfig
 from shared.training.metrics import flops_per_token
@@ -26,12 +28,14 @@ def train_step_throughput(
     compute_dtype: str,
     steps: int = 5,
     remat: bool = False,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Tokens/s of the train step of `model` (a size or a config) (best of `steps`), its compile
     time, FLOPs per token, and the temporary memory XLA planned for it (activations, gradients).
 
     The step is exactly the one `gpt2 train` runs: AdamW, clipping, donated buffers, `remat`,
-    with the host memory settings of a training process.
+    with the host memory settings of a training process. With `profile_dir`, two more steps
+    are traced into it (`profiling.traced`).
     """
     host_memory.reuse_freed_memory()
     backend = get_backend(backend_name)
@@ -55,6 +59,11 @@ def train_step_throughput(
         params, opt_state, loss, _ = compiled(params, opt_state, batches, jnp.int32(i))
         jax.block_until_ready(loss)
         timings.append(time.perf_counter() - start)
+    if profile_dir is not None:
+        with profiling.traced(profile_dir, f"{backend_name}-train-step"):
+            for i in range(2):
+                params, opt_state, loss, _ = compiled(params, opt_state, batches, jnp.int32(i))
+            jax.block_until_ready(loss)
     tokens = batch_size * block_size
     return {
         "tokens_per_s": tokens / min(timings[1:]),

@@ -70,6 +70,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, default=None, help="write the markdown table")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG of decode tokens/s")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write jax.profiler traces of one warm greedy decode per batch size and two warm "
+        "training steps per backend into DIR (TensorBoard, or ui.perfetto.dev)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -97,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         recompute_baseline=not args.no_baseline,
         bfloat16=not args.no_bf16,
         train=not args.no_train,
+        profile_dir=args.profile,
     )
     report = suite.run(settings, on_result=_progress)  # validates the settings first
     print(results.markdown(report))
@@ -114,6 +123,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
         path = getattr(args, option)
         if path is not None:
             check_writable(f"--{option}", path)
+    if args.profile is not None:
+        check_writable("--profile", args.profile, folder=True)
 
 
 def _progress(result: object) -> None:
