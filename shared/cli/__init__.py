@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 
 from shared.cli import (
     bench,
@@ -20,6 +19,7 @@ from shared.cli import (
     weights_commands,
 )
 from shared.errors import GPT2Error
+from shared.versions import installed_version
 
 COMMANDS = (
     generate,
@@ -36,7 +36,9 @@ COMMANDS = (
 
 
 def version_string() -> str:
-    return f"gpt2-jax {metadata.version('gpt2-jax')} (jax {metadata.version('jax')})"
+    """The versions `gpt2 --version` prints; a source tree on PYTHONPATH has no package metadata."""
+    ours = installed_version("gpt2-jax") or "(source checkout, not installed)"
+    return f"gpt2-jax {ours} (jax {installed_version('jax')})"
 
 
 EXTRAS = {
