@@ -1,5 +1,6 @@
 """What the backward pass keeps: the shared GELU and attention hold no more than they need, since
-their intermediates are as large as a layer's MLP activations or its attention scores."""
+their intermediates are as large as a layer's MLP activations or its attention scores, nor does
+the loss, whose are as large as the logits."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from shared import kv_cache
 from shared.activations import gelu
+from shared.loss import next_token_loss
 
 
 def test_gelu_keeps_only_its_input():
@@ -35,3 +37,16 @@ def test_attention_gradient_needs_at_most_three_score_sized_buffers():
     compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, k, v).compile()
     scores_bytes = batch * n_head * seq * seq * 4
     assert compiled.memory_analysis().temp_size_in_bytes < 3.5 * scores_bytes
+
+
+def test_loss_gradient_builds_no_vocab_sized_temporaries_beyond_the_fp32_logits():
+    """The derivative is softmax minus one-hot, written straight into the gradient; taking the
+    target by a gather made it scatter into a zero-filled logits-sized array as well."""
+    batch, seq, vocab = 2, 64, 4096
+    targets = jnp.zeros((batch, seq), jnp.int32)
+    logits_bytes = batch * seq * vocab * 4
+    for dtype, fp32_copies in ((jnp.float32, 0), (jnp.bfloat16, 1)):
+        logits = jnp.ones((batch, seq, vocab), dtype)
+        compiled = jax.jit(jax.grad(next_token_loss)).lower(logits, targets).compile()
+        temporaries = compiled.memory_analysis().temp_size_in_bytes
+        assert temporaries < (fp32_copies + 0.5) * logits_bytes, dtype
