@@ -1,0 +1,85 @@
+"""GPU experiment for issue #6: how fast XLA runs batch-1 decode's matrix-vector products with
+the weights stored [in, out] (all three backends now) against [out, in].
+
+The H200 profile of a batch-1 decode step showed the layer products running at 1-2 TB/s of the
+card's 3.4-3.6, and the MLP's second product split into a kernel that writes weight * activation
+[3072, 768] and a column reduction of it. This times the 48 products of the 12 layers, chained as
+in a decode step, in each layout and spelling, inside one jitted loop of decode steps, and prints
+the weight bytes read per second. Run on the device machine by .ci/gpu-check experiments.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+D, LAYERS = 768, 12
+SHAPES = ((D, 3 * D), (D, D), (D, 4 * D), (4 * D, D))  # qkv, attention out, MLP in, MLP out
+
+
+def weights(key: jax.Array, rows: int, dtype: jnp.dtype, transposed: bool) -> list[jax.Array]:
+    keys = iter(jax.random.split(key, LAYERS * len(SHAPES)))
+    return [
+        (0.02 * jax.random.normal(next(keys), (n, k) if transposed else (k, n))).astype(dtype)
+        for _ in range(LAYERS)
+        for k, n in SHAPES
+    ]
+
+
+def product(spelling: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    return {
+        "x @ w, w [in, out]": lambda x, w: x @ w,
+        "x @ w.T, w [out, in]": lambda x, w: x @ w.T,
+        "einsum('bi,oi->bo'), w [out, in]": lambda x, w: jnp.einsum("bi,oi->bo", x, w),
+    }[spelling]
+
+
+def steps_per_s(spelling: str, rows: int, dtype: jnp.dtype, steps: int) -> float:
+    transposed = "[out, in]" in spelling
+    ws = weights(jax.random.PRNGKey(0), rows, dtype, transposed)
+    multiply = product(spelling)
+
+    @jax.jit
+    def decode(ws: list[jax.Array], x: jax.Array) -> jax.Array:
+        def step(_: int, x: jax.Array) -> jax.Array:
+            for layer in range(LAYERS):
+                qkv, out, up, down = ws[4 * layer : 4 * layer + 4]
+                h = multiply(x, qkv)[:, :D]
+                x = x + multiply(jnp.tanh(h), out)
+                x = x + multiply(jax.nn.gelu(multiply(x, up)), down)
+            return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+        return jax.lax.fori_loop(0, steps, step, x)
+
+    x = jnp.ones((rows, D), dtype)
+    jax.block_until_ready(decode(ws, x))
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        jax.block_until_ready(decode(ws, x))
+        best = min(best, time.perf_counter() - start)
+    return steps / best
+
+
+def main() -> None:
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    weight_bytes = {d: LAYERS * sum(k * n for k, n in SHAPES) * jnp.dtype(d).itemsize
+                    for d in (jnp.float32, jnp.bfloat16)}  # fmt: skip
+    print(f"{jax.devices()[0].device_kind}; weights read per step: fp32 "
+          f"{weight_bytes[jnp.float32] / 1e6:.0f} MB")  # fmt: skip
+    for dtype, batches in ((jnp.float32, (1, 8, 64)), (jnp.bfloat16, (1,))):
+        for rows in batches:
+            for spelling in ("x @ w, w [in, out]", "x @ w.T, w [out, in]",
+                             "einsum('bi,oi->bo'), w [out, in]"):  # fmt: skip
+                rate = steps_per_s(spelling, rows, dtype, steps)
+                print(f"{jnp.dtype(dtype).name} rows {rows:2d} {spelling:34s} "
+                      f"{rate:8.0f} steps/s {rate * weight_bytes[dtype] / 1e9:8.0f} GB/s",
+                      flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
