@@ -224,7 +224,11 @@ def test_profile_writes_a_trace_of_each_warm_decode_and_training_step(tiny_confi
         profile_dir=tmp_path,
     )  # fmt: skip
     suite.run(settings)
-    names = {"functional-decode-batch-1", "functional-decode-batch-2", "functional-train-step"}
+    names = {
+        f"functional-decode-batch-{batch}-{sampler}"
+        for batch in (1, 2)
+        for sampler in ("greedy", "top-p-0.9")
+    } | {"functional-train-step"}
     assert {path.name for path in tmp_path.iterdir()} == names
     for name in names:
         (trace,) = (tmp_path / name).glob("plugins/profile/*/perfetto_trace.json.gz")

@@ -145,10 +145,11 @@ def _generation(report: Report, settings: BenchSettings, name: str, bandwidth: f
                 Result("generation", f"decode batch {batch}, {label}", tokens_per_s, "tokens/s",
                        name, f"first run {compile_s:.1f} s"),
             )  # fmt: skip
-        if settings.profile_dir is not None:
-            prompts = generation.random_prompts(batch, settings.prompt_len, config)
-            with profiling.traced(settings.profile_dir, f"{name}-decode-batch-{batch}"):
-                generator.generate(prompts, settings.new_tokens, GREEDY)  # compiled above
+            if settings.profile_dir is not None:
+                trace = f"{name}-decode-batch-{batch}-{label.replace(' ', '-')}"
+                prompts = generation.random_prompts(batch, settings.prompt_len, config)
+                with profiling.traced(settings.profile_dir, trace):
+                    generator.generate(prompts, settings.new_tokens, sampling)  # compiled above
     batch_1 = throughput.get((1, "greedy"))  # the baseline of the ratios; None if not measured
     if batch_1 is not None:
         _batch_ratios(report, name, throughput, bandwidth / generation.parameter_bytes(params))

@@ -75,8 +75,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="write jax.profiler traces of one warm greedy decode per batch size and two warm "
-        "training steps per backend into DIR (TensorBoard, or ui.perfetto.dev)",
+        help="write jax.profiler traces of one warm decode per batch size and sampler and two "
+        "warm training steps per backend into DIR (TensorBoard, or ui.perfetto.dev)",
     )
     parser.set_defaults(run=run)
 
