@@ -1,5 +1,6 @@
 """GPU experiment for issue #6: how fast XLA runs batch-1 decode's matrix-vector products with
-the weights stored [in, out] (all three backends now) against [out, in].
+the weights stored [in, out] (all three backends now) against [out, in], and against [in, out]
+weights that JAX's layout API stores column-major on the device (no backend would change).
 
 The H200 profile of a batch-1 decode step showed the layer products running at 1-2 TB/s of the
 card's 3.4-3.6, and the MLP's second product split into a kernel that writes weight * activation
@@ -10,12 +11,15 @@ the weight bytes read per second. Run on the device machine by .ci/gpu-check exp
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.layout import Format, Layout
+from jax.sharding import SingleDeviceSharding
 
 D, LAYERS = 768, 12
 SHAPES = ((D, 3 * D), (D, D), (D, 4 * D), (4 * D, D))  # qkv, attention out, MLP in, MLP out
@@ -35,15 +39,25 @@ def product(spelling: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
         "x @ w, w [in, out]": lambda x, w: x @ w,
         "x @ w.T, w [out, in]": lambda x, w: x @ w.T,
         "einsum('bi,oi->bo'), w [out, in]": lambda x, w: jnp.einsum("bi,oi->bo", x, w),
+        "x @ w, w [in, out] column-major": lambda x, w: x @ w,
     }[spelling]
+
+
+SPELLINGS = ("x @ w, w [in, out]", "x @ w.T, w [out, in]", "einsum('bi,oi->bo'), w [out, in]",
+             "x @ w, w [in, out] column-major")  # fmt: skip
 
 
 def steps_per_s(spelling: str, rows: int, dtype: jnp.dtype, steps: int) -> float:
     transposed = "[out, in]" in spelling
     ws = weights(jax.random.PRNGKey(0), rows, dtype, transposed)
     multiply = product(spelling)
+    formats = None
+    if "column-major" in spelling:
+        device = SingleDeviceSharding(jax.devices()[0])
+        formats = [Format(Layout(major_to_minor=(0, 1)), device)] * len(ws)
+        ws = jax.device_put(ws, formats)
 
-    @jax.jit
+    @functools.partial(jax.jit, in_shardings=None if formats is None else (formats, None))
     def decode(ws: list[jax.Array], x: jax.Array) -> jax.Array:
         def step(_: int, x: jax.Array) -> jax.Array:
             for layer in range(LAYERS):
@@ -73,10 +87,9 @@ def main() -> None:
           f"{weight_bytes[jnp.float32] / 1e6:.0f} MB")  # fmt: skip
     for dtype, batches in ((jnp.float32, (1, 8, 64)), (jnp.bfloat16, (1,))):
         for rows in batches:
-            for spelling in ("x @ w, w [in, out]", "x @ w.T, w [out, in]",
-                             "einsum('bi,oi->bo'), w [out, in]"):  # fmt: skip
+            for spelling in SPELLINGS:
                 rate = steps_per_s(spelling, rows, dtype, steps)
-                print(f"{jnp.dtype(dtype).name} rows {rows:2d} {spelling:34s} "
+                print(f"{jnp.dtype(dtype).name} rows {rows:2d} {spelling:36s} "
                       f"{rate:8.0f} steps/s {rate * weight_bytes[dtype] / 1e9:8.0f} GB/s",
                       flush=True)  # fmt: skip
 
