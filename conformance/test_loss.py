@@ -20,6 +20,23 @@ def test_loss_matches_a_numpy_cross_entropy():
     assert float(next_token_loss(logits, targets)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_the_gradient_is_softmax_minus_one_hot():
+    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 11))
+    targets = jax.random.randint(jax.random.PRNGKey(1), (2, 5), 0, 11)
+    gradient = jax.grad(next_token_loss)(logits, targets)
+    x = np.asarray(logits, np.float64)
+    softmax = np.exp(x) / np.exp(x).sum(-1, keepdims=True)
+    expected = (softmax - np.eye(11)[np.asarray(targets)]) / targets.size
+    np.testing.assert_allclose(gradient, expected, atol=1e-7)
+
+
+def test_a_target_outside_the_vocabulary_gives_nan():
+    logits = jnp.zeros((1, 3, 5))
+    assert np.isnan(next_token_loss(logits, jnp.asarray([[1, 5, 2]])))
+    assert np.isnan(next_token_loss(logits, jnp.asarray([[1, -1, 2]])))
+    assert np.isfinite(next_token_loss(logits, jnp.asarray([[1, 4, 0]])))
+
+
 def test_masked_positions_do_not_count():
     logits = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 7))
     targets = jnp.asarray([[1, 2, 3, 4]])

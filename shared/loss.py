@@ -20,12 +20,15 @@ def target_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:
     elementwise pass over the logits (softmax minus one-hot) instead of a scatter into a
     zero-filled [batch, seq, vocab] array, and no [batch, seq, vocab] log-softmax is kept. At
     124M, batch 4 x 256, fp32 on CPU: the train step's temporaries 1.75 -> 1.34 GB, the loss's
-    own forward and backward 2.6x faster.
+    own forward and backward 2.6x faster. A target outside the vocabulary gives NaN, not a
+    log-probability that looks real.
     """
     logits = logits.astype(jnp.float32)
-    is_target = jnp.arange(logits.shape[-1]) == targets[..., None]
+    vocab = logits.shape[-1]
+    is_target = jnp.arange(vocab) == targets[..., None]
     target_logits = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1)
-    return target_logits - jax.nn.logsumexp(logits, axis=-1)
+    in_vocabulary = (targets >= 0) & (targets < vocab)
+    return jnp.where(in_vocabulary, target_logits - jax.nn.logsumexp(logits, axis=-1), jnp.nan)
 
 
 def next_token_loss(
