@@ -1,6 +1,7 @@
 """GPU experiment for issue #6: how fast XLA runs batch-1 decode's matrix-vector products with
 the weights stored [in, out] (all three backends now) against [out, in], and against [in, out]
-weights that JAX's layout API stores column-major on the device (no backend would change).
+weights that JAX's layout API stores column-major on the device, and against the layout XLA
+picks itself (`Layout.AUTO`); the last two would change no backend.
 
 The H200 profile of a batch-1 decode step showed the layer products running at 1-2 TB/s of the
 card's 3.4-3.6, and the MLP's second product split into a kernel that writes weight * activation
@@ -40,22 +41,27 @@ def product(spelling: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
         "x @ w.T, w [out, in]": lambda x, w: x @ w.T,
         "einsum('bi,oi->bo'), w [out, in]": lambda x, w: jnp.einsum("bi,oi->bo", x, w),
         "x @ w, w [in, out] column-major": lambda x, w: x @ w,
+        "x @ w, w [in, out] as XLA picks": lambda x, w: x @ w,
     }[spelling]
 
 
 SPELLINGS = ("x @ w, w [in, out]", "x @ w.T, w [out, in]", "einsum('bi,oi->bo'), w [out, in]",
-             "x @ w, w [in, out] column-major")  # fmt: skip
+             "x @ w, w [in, out] column-major", "x @ w, w [in, out] as XLA picks")  # fmt: skip
+# JAX names a layout from the most major axis: (0, 1) is row-major, the default.
+COLUMN_MAJOR = Layout(major_to_minor=(1, 0))
 
 
-def steps_per_s(spelling: str, rows: int, dtype: jnp.dtype, steps: int) -> float:
+def steps_per_s(spelling: str, rows: int, dtype: jnp.dtype, steps: int) -> tuple[float, str]:
+    """Decode steps per second, and the weights' memory order as compiled."""
     transposed = "[out, in]" in spelling
     ws = weights(jax.random.PRNGKey(0), rows, dtype, transposed)
     multiply = product(spelling)
+    device = SingleDeviceSharding(jax.devices()[0])
     formats = None
     if "column-major" in spelling:
-        device = SingleDeviceSharding(jax.devices()[0])
-        formats = [Format(Layout(major_to_minor=(0, 1)), device)] * len(ws)
-        ws = jax.device_put(ws, formats)
+        formats = [Format(COLUMN_MAJOR, device)] * len(ws)
+    elif "XLA picks" in spelling:
+        formats = [Format(Layout.AUTO, device)] * len(ws)
 
     @functools.partial(jax.jit, in_shardings=None if formats is None else (formats, None))
     def decode(ws: list[jax.Array], x: jax.Array) -> jax.Array:
@@ -70,13 +76,18 @@ def steps_per_s(spelling: str, rows: int, dtype: jnp.dtype, steps: int) -> float
         return jax.lax.fori_loop(0, steps, step, x)
 
     x = jnp.ones((rows, D), dtype)
-    jax.block_until_ready(decode(ws, x))
+    shapes = [jax.ShapeDtypeStruct(w.shape, w.dtype, sharding=device) for w in ws]
+    compiled = decode.lower(shapes, x).compile()
+    ws = jax.device_put(ws, compiled.input_formats[0][0])
+    order = {(0, 1): "row-major", (1, 0): "column-major"}
+    picked = sorted({order.get(w.format.layout.major_to_minor, str(w.format.layout)) for w in ws})
+    jax.block_until_ready(compiled(ws, x))
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
-        jax.block_until_ready(decode(ws, x))
+        jax.block_until_ready(compiled(ws, x))
         best = min(best, time.perf_counter() - start)
-    return steps / best
+    return steps / best, "/".join(picked)
 
 
 def main() -> None:
@@ -88,10 +99,10 @@ def main() -> None:
     for dtype, batches in ((jnp.float32, (1, 8, 64)), (jnp.bfloat16, (1,))):
         for rows in batches:
             for spelling in SPELLINGS:
-                rate = steps_per_s(spelling, rows, dtype, steps)
+                rate, order = steps_per_s(spelling, rows, dtype, steps)
                 print(f"{jnp.dtype(dtype).name} rows {rows:2d} {spelling:36s} "
-                      f"{rate:8.0f} steps/s {rate * weight_bytes[dtype] / 1e9:8.0f} GB/s",
-                      flush=True)  # fmt: skip
+                      f"{rate:8.0f} steps/s {rate * weight_bytes[dtype] / 1e9:8.0f} GB/s "
+                      f"({order})", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
