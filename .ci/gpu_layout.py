@@ -14,12 +14,11 @@ import sys
 from typing import Any
 
 import jax
-from jax.experimental.layout import Format, Layout
+from gpu_matvec import COLUMN_MAJOR
+from jax.experimental.layout import Format
 
 from shared.benchmarks.generation import decode_tokens_per_s, random_model, random_prompts
 from shared.generation import GREEDY, Generator
-
-COLUMN_MAJOR = Layout(major_to_minor=(1, 0))  # JAX names axes from the most major
 
 
 def column_major_kernels(params: Any, embedding_rows: set[int]) -> Any:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import functools
 import sys
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax.experimental.layout import Format, Layout
 from jax.sharding import SingleDeviceSharding
+
+from shared.benchmarks.timing import best_seconds
 
 D, LAYERS = 768, 12
 SHAPES = ((D, 3 * D), (D, D), (D, 4 * D), (4 * D, D))  # qkv, attention out, MLP in, MLP out
@@ -35,33 +36,31 @@ def weights(key: jax.Array, rows: int, dtype: jnp.dtype, transposed: bool) -> li
     ]
 
 
-def product(spelling: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    return {
-        "x @ w, w [in, out]": lambda x, w: x @ w,
-        "x @ w.T, w [out, in]": lambda x, w: x @ w.T,
-        "einsum('bi,oi->bo'), w [out, in]": lambda x, w: jnp.einsum("bi,oi->bo", x, w),
-        "x @ w, w [in, out] column-major": lambda x, w: x @ w,
-        "x @ w, w [in, out] as XLA picks": lambda x, w: x @ w,
-    }[spelling]
-
-
-SPELLINGS = ("x @ w, w [in, out]", "x @ w.T, w [out, in]", "einsum('bi,oi->bo'), w [out, in]",
-             "x @ w, w [in, out] column-major", "x @ w, w [in, out] as XLA picks")  # fmt: skip
 # JAX names a layout from the most major axis: (0, 1) is row-major, the default.
 COLUMN_MAJOR = Layout(major_to_minor=(1, 0))
+Product = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    return x @ w
+
+
+# spelling: (product, weights stored [out, in], the weights' layout on the device; None: default)
+SPELLINGS: dict[str, tuple[Product, bool, Layout | None]] = {
+    "x @ w, w [in, out]": (matmul, False, None),
+    "x @ w.T, w [out, in]": (lambda x, w: x @ w.T, True, None),
+    "einsum('bi,oi->bo'), w [out, in]": (lambda x, w: jnp.einsum("bi,oi->bo", x, w), True, None),
+    "x @ w, w [in, out] column-major": (matmul, False, COLUMN_MAJOR),
+    "x @ w, w [in, out] as XLA picks": (matmul, False, Layout.AUTO),
+}
 
 
 def steps_per_s(spelling: str, rows: int, dtype: jnp.dtype, steps: int) -> tuple[float, str]:
     """Decode steps per second, and the weights' memory order as compiled."""
-    transposed = "[out, in]" in spelling
+    multiply, transposed, layout = SPELLINGS[spelling]
     ws = weights(jax.random.PRNGKey(0), rows, dtype, transposed)
-    multiply = product(spelling)
     device = SingleDeviceSharding(jax.devices()[0])
-    formats = None
-    if "column-major" in spelling:
-        formats = [Format(COLUMN_MAJOR, device)] * len(ws)
-    elif "XLA picks" in spelling:
-        formats = [Format(Layout.AUTO, device)] * len(ws)
+    formats = None if layout is None else [Format(layout, device)] * len(ws)
 
     @functools.partial(jax.jit, in_shardings=None if formats is None else (formats, None))
     def decode(ws: list[jax.Array], x: jax.Array) -> jax.Array:
@@ -81,13 +80,7 @@ def steps_per_s(spelling: str, rows: int, dtype: jnp.dtype, steps: int) -> tuple
     ws = jax.device_put(ws, compiled.input_formats[0][0])
     order = {(0, 1): "row-major", (1, 0): "column-major"}
     picked = sorted({order.get(w.format.layout.major_to_minor, str(w.format.layout)) for w in ws})
-    jax.block_until_ready(compiled(ws, x))
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(ws, x))
-        best = min(best, time.perf_counter() - start)
-    return steps / best, "/".join(picked)
+    return steps / best_seconds(compiled, ws, x, repeats=5), "/".join(picked)
 
 
 def main() -> None:
