@@ -456,6 +456,10 @@ def test_fine_tuning_openai_weights_then_export_to_hf(openai_server, tmp_path, m
         ({"data_dir": "/nonexistent/data"}, "has no prepared train data"),
         ({"init_from": "resume"}, "No checkpoint in"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+        (
+            {"backend": "jaxx", "data_dir": "/nonexistent/data"},
+            "backend must be one of functional, haiku, keras, got 'jaxx'",
+        ),
     ],
 )
 def test_bad_runs_fail_with_one_sentence(tmp_path, overrides, message):

@@ -109,6 +109,12 @@ class TrainingConfig:
             raise GPT2Error(
                 f"init_from must be one of {', '.join(INIT_FROM)}, got {self.init_from!r}."
             )
+        from shared.backend import backend_names  # checked before any data or checkpoint is read
+
+        if self.backend not in backend_names():
+            raise GPT2Error(
+                f"backend must be one of {', '.join(backend_names())}, got {self.backend!r}."
+            )
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise GPT2Error(
                 f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}."
