@@ -65,7 +65,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-generation", action="store_true", help="skip generation")
     parser.add_argument("--no-baseline", action="store_true", help="skip the slow recompute loop")
-    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16-weights decode")
+    parser.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="skip the bf16-weights decode (batch 1 and the largest batch)",
+    )
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, default=None, help="write the markdown table")
