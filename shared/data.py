@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from shared.atomic import atomic_path
-from shared.errors import GPT2Error
+from shared.errors import GPT2Error, check_writable
 from shared.tokenizer import StreamDecoder, Tokenizer
 
 TOKENIZERS = ("gpt2", "char")
@@ -244,6 +244,7 @@ def prepare(
         raise GPT2Error(f"Unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}.")
     if not 0 < val_fraction < 1:
         raise GPT2Error(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}.")
+    check_writable("out_dir", Path(out_dir), folder=True)
     corpus = Corpus.scan(text_files(inputs, out_dir))
     train, val = corpus.split(val_fraction)
     meta: dict = {"tokenizer": tokenizer, "sources": [str(p) for p in corpus.files]}

@@ -136,6 +136,14 @@ def test_bad_input_fails_with_one_sentence(tmp_path, setup, kwargs, message):
     assert re.search(message.replace("{source}", re.escape(str(source))), str(error.value))
 
 
+def test_an_output_folder_that_is_a_file_is_refused(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("abc")
+    with pytest.raises(GPT2Error, match=r"Cannot write out_dir .*in.txt \(it is a file\)"):
+        data.prepare([source], source, "char")
+    assert source.read_text() == "abc"
+
+
 def test_a_character_vocabulary_beyond_uint16_is_refused(tmp_path):
     source = tmp_path / "wide.txt"
     source.write_text(

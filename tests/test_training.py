@@ -469,6 +469,13 @@ def test_bad_runs_fail_with_one_sentence(tmp_path, overrides, message):
         Trainer(_config(tmp_path / "small", tmp_path / "out", **overrides))
 
 
+def test_a_run_folder_that_is_a_file_is_refused_before_training(tmp_path):
+    (tmp_path / "small.txt").write_text("tiny corpus " * 100)
+    data.prepare([tmp_path / "small.txt"], tmp_path / "small", "char")
+    with pytest.raises(GPT2Error, match=r"Cannot write out_dir .*small.txt \(it is a file\)"):
+        Trainer(_config(tmp_path / "small", tmp_path / "small.txt"))
+
+
 def test_unknown_keys_in_a_config_file_are_named(tmp_path):
     (tmp_path / "run.toml").write_text("batch_size = 8\nlearning_rat = 1e-3\n")
     with pytest.raises(GPT2Error, match=r"Unknown key\(s\) \['learning_rat'\] in .*run.toml"):

@@ -474,18 +474,29 @@ def test_canonical_file_with_any_suffix_is_recognised_by_its_content(
     assert load_weights(tmp_path / "tiny.st")[1] == tiny_config
 
 
-def test_convert_to_hf_onto_a_regular_file_fails_in_one_sentence(tiny_config, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("to", "dst", "reason"),
+    [
+        ("hf", "out", "(it is a file); give a folder where you can write."),
+        ("hf", "out/hf", "({folder} is a file); give a folder where you can write."),
+        ("canonical", "out/x.st", "({folder} is a file); give a file path where you can write."),
+    ],
+)
+def test_convert_onto_a_regular_file_fails_in_one_sentence(
+    tiny_config, tmp_path, capsys, to, dst, reason
+):
     source = save_canonical(random_tree(tiny_config), tiny_config, tmp_path / "x.safetensors")
     not_a_folder = tmp_path / "out"
     not_a_folder.write_text("")
 
-    code = main(["convert", str(source), str(not_a_folder), "--to", "hf"])
+    code = main(["convert", str(source), str(tmp_path / dst), "--to", to])
 
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith(f"gpt2 convert: error: Cannot write {not_a_folder / 'model.safetensors'}")
-    assert "File exists" in err and "Traceback" not in err
-    assert err.count("\n") == 1 and err.endswith(".\n")
+    assert err == (
+        f"gpt2 convert: error: Cannot write dst {tmp_path / dst} "
+        f"{reason.format(folder=not_a_folder)}\n"
+    )
     assert not_a_folder.read_text() == ""
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shared.cli.options import check_writable
-from shared.errors import GPT2Error
+from shared.errors import GPT2Error, check_writable
 
 
 def _names(text: str) -> tuple[str, ...]:

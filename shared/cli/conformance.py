@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shared.cli.options import check_writable
-from shared.errors import GPT2Error
+from shared.errors import GPT2Error, check_writable
 
 SUITE = Path(__file__).resolve().parents[2] / "conformance"
 

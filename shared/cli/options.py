@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-from shared.errors import writing
 
 if TYPE_CHECKING:
     from shared.api import GPT2
@@ -80,21 +75,3 @@ def unescape(text: str) -> str:
         following = next(chars, "")
         out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(following, "\\" + following))
     return "".join(out)
-
-
-def check_writable(option: str, path: Path, *, folder: bool = False) -> None:
-    """Fail now, not after minutes of work, where `option`'s output could not be written.
-
-    `path` (a file, or with `folder` a folder) must not be the other kind, and its nearest
-    existing folder must take a new file: one is tried, as root passes `os.access` even on /proc.
-    """
-    absolute = path.absolute()
-    existing = next(p for p in (absolute, *absolute.parents) if p.exists())
-    with writing(
-        f"{option} {path}", f"give a {'folder' if folder else 'file path'} where you can write"
-    ):
-        if existing == absolute and existing.is_dir() != folder:
-            raise OSError(errno.EEXIST, f"it is a {'file' if folder else 'folder'}")
-        if existing != absolute and not existing.is_dir():
-            raise OSError(errno.ENOTDIR, f"{existing} is a file")
-        tempfile.TemporaryFile(dir=existing if existing.is_dir() else existing.parent).close()

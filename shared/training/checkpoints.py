@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from shared.errors import GPT2Error
+from shared.errors import GPT2Error, check_writable
 
 LAST, BEST = "checkpoints", "best"
 
@@ -152,8 +152,9 @@ def best_val_loss(out_dir: str | Path, meta: dict) -> float:
 
 
 def check_new_run(out_dir: str | Path) -> None:
-    """Refuse to start a run where one has saved checkpoints: their steps, `best/` and
-    metrics.jsonl would mix with the new run's."""
+    """Refuse to start a run where one has saved checkpoints (their steps, `best/` and
+    metrics.jsonl would mix with the new run's), or where none could be written."""
+    check_writable("out_dir", Path(out_dir), folder=True)
     if any(latest_step(out_dir, which) is not None for which in (LAST, BEST)):
         raise GPT2Error(
             f"{out_dir} already holds a training run's checkpoints; continue it with --init-from "

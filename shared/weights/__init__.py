@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from shared.config import GPT2Config
-from shared.errors import GPT2Error
+from shared.errors import GPT2Error, check_writable
 from shared.params import Params
 from shared.weights import openai
 from shared.weights.canonical import is_canonical, load_canonical, save_canonical
@@ -169,10 +169,12 @@ def convert(src: Source, dst: Source, to: str) -> Path:
     """
     if to not in ("hf", "canonical"):
         raise GPT2Error(f"Cannot convert to {to!r}; choose 'hf' or 'canonical'.")
+    target = Path(dst) if to == "hf" else _canonical_file(dst)
+    check_writable("dst", target, folder=to == "hf")  # before a possible download
     tree, config = load_weights(src)
     if to == "hf":
-        return save_hf(tree, config, dst)
-    return save_canonical(tree, config, _canonical_file(dst))
+        return save_hf(tree, config, target)
+    return save_canonical(tree, config, target)
 
 
 def _canonical_file(dst: Source) -> Path:
