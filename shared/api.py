@@ -21,7 +21,7 @@ from shared import weights
 from shared.backend import Backend, get_backend
 from shared.beam_search import BeamParams, search
 from shared.config import GPT2Config
-from shared.generation import Generator, check_prompts, check_seed, row_keys
+from shared.generation import Generator, check_max_new_tokens, check_seed, row_keys
 from shared.internals import attention_patterns, residual_stream
 from shared.numeric import is_integer
 from shared.params import Params, cast
@@ -42,9 +42,13 @@ def check_request(
 ) -> None:
     """Fail with one sentence on a request no model could serve, before any model is loaded.
 
-    What depends on the model (a prompt longer than its context) is checked when it runs.
+    What depends on the model (a prompt longer than its context, an empty prompt to a model
+    without `<|endoftext|>`) is checked when it runs.
     """
-    check_prompts(prompts, max_new_tokens)
+    check_max_new_tokens(max_new_tokens)
+    bad = next((p for p in prompts if not isinstance(p, str)), None)
+    if bad is not None:
+        raise ValueError(f"Prompts are text to continue, got {bad!r}.")
     if not is_integer(num_samples) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
     if "" in stop:
@@ -276,7 +280,7 @@ class GPT2:
         stop = [stop] if isinstance(stop, str) else list(stop or ())
         check_request(prompts, max_new_tokens, 1, stop)
         max_new_tokens = int(max_new_tokens)
-        encoded = [self.tokenizer.encode(p) for p in prompts]
+        encoded = self.prompt_ids(prompts)
         if truncate:
             room = self.config.n_ctx - max_new_tokens
             if room < 1:
@@ -367,13 +371,29 @@ class GPT2:
     ) -> list[list[int]]:
         """Token ids of each prompt; with `truncate`, only the last tokens that fit the context
         (the text then slides along the context if it outgrows it)."""
-        rows = [self.tokenizer.encode(p) for p in prompts]
+        rows = self.prompt_ids(prompts)
         if truncate:
             keep = max(self.config.n_ctx - min(max_new_tokens, self.config.n_ctx // 2), 1)
             rows = [ids[-keep:] for ids in rows]
             self.generator.check_lengths(rows, 1)
         else:
             self.generator.check_lengths(rows, max_new_tokens)
+        return rows
+
+    def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each prompt. An empty prompt is `<|endoftext|>` alone, GPT-2's document
+        boundary, so its row is an unconditional sample, as OpenAI's
+        `generate_unconditional_samples.py` and Hugging Face's `generate()` without input ids
+        start one."""
+        boundary = getattr(self.tokenizer, "eot_id", None)
+        rows = []
+        for i, prompt in enumerate(prompts):
+            if not prompt and boundary is None:
+                raise ValueError(
+                    f"Prompt {i} is empty, and this character-level model has no <|endoftext|> "
+                    "token to start an unconditional sample from; give at least one character."
+                )
+            rows.append(self.tokenizer.encode(prompt) if prompt else [boundary])
         return rows
 
     @functools.lru_cache(maxsize=16)  # noqa: B019 - one model lives as long as its cache

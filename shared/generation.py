@@ -229,11 +229,15 @@ def token_mask(ids: Iterable[int], n_vocab: int) -> np.ndarray:
     return mask
 
 
-def check_prompts(prompts: Sequence[Sized], max_new_tokens: int) -> None:
-    """Fail with one sentence if max_new_tokens is below 1 or a prompt (text or token ids) is
-    empty: what no model could serve, so callers check it before loading one."""
+def check_max_new_tokens(max_new_tokens: int) -> None:
     if not is_integer(max_new_tokens) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
+
+
+def check_prompts(prompts: Sequence[Sized], max_new_tokens: int) -> None:
+    """Fail with one sentence if max_new_tokens is below 1 or a prompt of token ids is empty
+    (an empty text prompt is `<|endoftext|>`'s id by then: `GPT2.prompt_ids`)."""
+    check_max_new_tokens(max_new_tokens)
     for i, prompt in enumerate(prompts):
         if len(prompt) == 0:  # not `not prompt`: numpy arrays of ids have no truth value
             raise ValueError(f"Prompt {i} is empty; give at least one token of text.")

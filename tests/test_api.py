@@ -86,8 +86,8 @@ def test_bad_arguments_fail_clearly(model, served):
         model.generate("Hi", 5, num_samples=0)
     with pytest.raises(ValueError, match="A stop string is empty"):
         model.generate("Hi", 5, stop=["\n", ""])
-    with pytest.raises(ValueError, match="Prompt 1 is empty"):
-        model.generate(["Hi", ""], 5)
+    with pytest.raises(ValueError, match="Prompts are text to continue, got 3"):
+        model.generate(["Hi", 3], 5)
     with pytest.raises(
         ValueError,
         match=r"seed must be an integer in \[-2\*\*63, 2\*\*63\), got 18446744073709551616",
@@ -193,8 +193,6 @@ def test_beam_search_refuses_bad_requests_in_one_sentence(model):
         model.beam_search("Hi", 5, num_beams=0)
     with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1"):
         model.beam_search("Hi", 0)
-    with pytest.raises(ValueError, match="Prompt 0 is empty"):
-        model.beam_search("", 5)
     with pytest.raises(ValueError, match="A stop string is empty"):
         model.beam_search("Hi", 5, stop=[""])
     with pytest.raises(ValueError, match="128 tokens; shorten the prompt"):
@@ -212,6 +210,42 @@ def test_beam_search_with_truncate_sees_the_prompts_last_tokens(model):
     assert model.beam_search(long_prompt, 10, num_beams=2, truncate=True) == model.beam_search(
         end, 10, num_beams=2
     )
+
+
+def test_an_empty_prompt_samples_unconditionally_from_endoftext(model):
+    """As OpenAI's `generate_unconditional_samples.py` and HF's `generate()` without input ids:
+    the row starts from `<|endoftext|>` alone, batched with other prompts or not."""
+    from shared.beam_search import BeamParams, search
+
+    unconditional = model.tokenizer.decode(greedy_tokens(model, [model.tokenizer.eot_id], 12))
+    assert unconditional  # the tiny model does not end at once, so the test compares text
+    assert model.generate("", 12, temperature=0.0) == [unconditional]
+    assert model.generate(["Hello", ""], 12, temperature=0.0)[1] == unconditional
+    sampled = model.generate("", 12, temperature=50.0, seed=2, num_samples=2)
+    assert len(set(sampled)) == 2 and all(ENDOFTEXT not in text for text in sampled)
+    (best,) = model.beam_search("", 8, num_beams=2)
+    (hypotheses,) = search(model.generator, [[model.tokenizer.eot_id]], 8, BeamParams(2))
+    assert best.score == hypotheses[0].score
+
+
+def test_an_empty_prompt_to_a_character_model_is_refused_in_one_sentence():
+    import jax
+
+    from shared.config import GPT2Config
+    from shared.data import CharTokenizer
+    from shared.params import init_params
+
+    config = GPT2Config(n_embd=16, n_head=2, n_layer=1, n_vocab=27, n_ctx=16)
+    tokenizer = CharTokenizer(list(" abcdefghijklmnopqrstuvwxyz"))
+    chars = gpt2.from_canonical(
+        init_params(config, jax.random.PRNGKey(1)), config, tokenizer, "functional"
+    )
+    with pytest.raises(
+        ValueError, match="Prompt 1 is empty, and this character-level model has no"
+    ):
+        chars.generate(["the", ""], 4)
+    with pytest.raises(ValueError, match="Prompt 0 is empty, and this character-level model"):
+        chars.beam_search("", 4)
 
 
 def test_load_checkpoint_is_part_of_the_facade():

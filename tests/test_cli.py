@@ -173,6 +173,15 @@ def test_two_prompts_two_samples_give_four_rows(env, model):
         assert prompt + text in out
 
 
+def test_an_empty_prompt_prints_an_unconditional_sample(env, model):
+    out = ok(gpt2(env, "generate", "--prompt", "", "--prompt", "Hi", "--temperature", "0",
+                  "--max-new-tokens", "8"))  # fmt: skip
+    unconditional, continued = model.generate(["", "Hi"], 8, temperature=0)
+    expected = f"=== sample 1 of prompt 1 ===\n{unconditional}\n"
+    expected += f"=== sample 1 of prompt 2 ===\nHi{continued}\n"
+    assert out == expected
+
+
 def test_seed_spellings_are_accepted(env, model):
     out = ok(gpt2(env, "generate", "--prompt", "Hi", "--n_tokens_to_generate", "6",
                   "--model_size", "gpt2", "--top_k", "3", "--top_p", "0.5", "--seed", "2"))  # fmt: skip
@@ -308,7 +317,6 @@ def test_truncate_keeps_the_end_of_a_long_prompt(env, model):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--prompt", ""], "Prompt 0 is empty; give at least one token of text."),
         (["--prompt", "Hi", "--num-samples", "0"], "num_samples must be an integer >= 1, got 0."),
         (["--prompt", "Hi", "--max-new-tokens", "0"], "max_new_tokens must be an integer >= 1"),
         (["--prompt", "Hi", "--stop", ""], "A stop string is empty"),

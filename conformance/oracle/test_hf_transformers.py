@@ -20,12 +20,15 @@ import transformers
 from conformance.conftest import CONFIGS, canonical_tree
 from conformance.report import max_abs_diff
 from conformance.test_logits import LOGITS_TOLERANCE, forward
+from shared.api import from_canonical
 from shared.beam_search import BeamParams, search
 from shared.cli import main as gpt2_cli
 from shared.generation import Generator
 from shared.sampling import SamplingParams
 from shared.scoring import Scorer
+from shared.tokenizer import Tokenizer
 from shared.weights import load_hf, save_canonical
+from tests.support.paths import BPE_DIR
 
 GREEDY_TOKENS = 30
 BEAM_TOKENS = 20
@@ -119,6 +122,28 @@ def test_greedy_tokens_match_hf_generate(backend, hf_checkpoint, setting, report
     check = f"oracle: {GREEDY_TOKENS} greedy ids vs HF generate"
     check += "".join(f" ({name} {value})" for name, value in setting.items())
     report.check(check, backend.name, name, differing, 0)
+
+
+@pytest.mark.parametrize("hf_checkpoint", ["124M"], indirect=True)
+def test_an_empty_prompt_starts_where_hf_generate_without_inputs_does(
+    backend, hf_checkpoint, report
+):
+    """HF's `generate()` given no input ids starts from `bos_token_id`, `<|endoftext|>`, as OpenAI's
+    unconditional samples do; an empty prompt here starts there too (`GPT2.prompt_ids`)."""
+    name, model, tree = hf_checkpoint
+    config = CONFIGS[name]
+    with torch.no_grad():
+        hf_out = model.generate(
+            max_new_tokens=GREEDY_TOKENS, min_new_tokens=GREEDY_TOKENS, do_sample=False,
+            pad_token_id=0,
+        )[0].tolist()  # fmt: skip
+    gpt = from_canonical(tree, config, Tokenizer(BPE_DIR), backend)
+    [start] = gpt.prompt_ids([""])
+    [ours] = gpt.generator.generate([start], GREEDY_TOKENS, SamplingParams(0.0))
+    assert len(hf_out) == 1 + GREEDY_TOKENS
+    differing = sum(a != b for a, b in zip(start + ours.tokens, hf_out, strict=True))
+    report.check(f"oracle: unconditional {GREEDY_TOKENS} greedy ids vs HF generate without input",
+                 backend.name, name, differing, 0)  # fmt: skip
 
 
 BEAM_SETTINGS = {
