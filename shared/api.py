@@ -21,6 +21,7 @@ from shared import weights
 from shared.backend import Backend, get_backend
 from shared.beam_search import BeamParams, search
 from shared.config import GPT2Config
+from shared.errors import GPT2Error
 from shared.generation import Generator, check_max_new_tokens, check_seed, row_keys
 from shared.internals import attention_patterns, residual_stream
 from shared.numeric import is_integer
@@ -28,7 +29,7 @@ from shared.params import Params, cast
 from shared.sampling import SamplingParams
 from shared.scoring import Scorer, TextScore
 from shared.stopping import StopStringCutter, tokens_containing
-from shared.tokenizer import ENDOFTEXT, Tokenizer
+from shared.tokenizer import ENDOFTEXT, EOT_ID, Tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -420,21 +421,41 @@ def load_model(
 
 
 def load_checkpoint(
-    out_dir: str | Path,
+    path: str | Path,
     backend: str | None = None,
     *,
     models_dir: str | Path | None = None,
     dtype: str = "float32",
     mesh: str | None = None,
 ) -> GPT2:
-    """A model trained with `gpt2 train`, from the newest checkpoint in `out_dir` (or the best
-    by val loss, given `out_dir/best`), with the tokenizer its data was prepared with (GPT-2 BPE
-    or the stored character alphabet)."""
+    """A model from weights on disk. A `gpt2 train` out_dir gives its newest checkpoint
+    (`out_dir/best` the best by val loss) with the tokenizer its data was prepared with (GPT-2 BPE
+    or the stored character alphabet), on the backend it was trained on unless `backend` is
+    given. Any other source `gpt2 convert` reads (an HF folder or `model.safetensors`, a
+    canonical `.safetensors`, an OpenAI TF folder) gives those weights with GPT-2's tokenizer."""
     from shared.data import CharTokenizer, downloaded_gpt2_tokenizer
     from shared.training.checkpoints import load_for_inference
 
     _check_options(dtype, mesh)
-    tree, config, meta = load_for_inference(out_dir)
+    try:
+        kind = weights.detect_format(path)
+    except GPT2Error:  # load_for_inference names what a run folder lacks
+        kind = "run"
+    if kind != "run":
+        tree, config = weights.load_weights(path)
+        if config.n_vocab != EOT_ID + 1:
+            raise ValueError(
+                f"{path} has a vocabulary of {config.n_vocab} ids where GPT-2's tokenizer has "
+                f"{EOT_ID + 1}; a weights file is read with that tokenizer, so sample a "
+                "character-level model from its training run's out_dir, which holds its alphabet."
+            )
+        if kind == "openai":  # OpenAI's folders carry the tokenizer's files
+            tokenizer = Tokenizer(path)
+        else:
+            tokenizer = downloaded_gpt2_tokenizer(models_dir, progress=False)
+        impl = get_backend(backend or "functional")
+        return from_canonical(tree, config, tokenizer, impl, dtype, mesh=mesh)
+    tree, config, meta = load_for_inference(path)
     data = meta["data"]
     if data["tokenizer"] == "char":
         tokenizer = CharTokenizer(data["alphabet"])

@@ -248,5 +248,35 @@ def test_an_empty_prompt_to_a_character_model_is_refused_in_one_sentence():
         chars.beam_search("", 4)
 
 
+def test_load_checkpoint_reads_every_weights_source_convert_reads(
+    served, model, openai_checkpoint_dir, tmp_path, monkeypatch
+):
+    """HF and canonical files (what `gpt2 convert` writes) and OpenAI's TF folder load with
+    GPT-2's tokenizer and generate what the same weights generate from the models folder."""
+    import jax
+
+    from shared.config import GPT2Config
+    from shared.params import init_params
+    from shared.weights import save_canonical, save_hf
+
+    monkeypatch.setenv("GPT2_BASE_URL", served[0])
+    tree = model.backend.to_canonical(model.params, model.config)
+    save_hf(tree, model.config, tmp_path / "hf")
+    save_canonical(tree, model.config, tmp_path / "weights.safetensors")
+    expected = model.generate("Hello", 8, temperature=0.0)
+    sources = [tmp_path / "hf", tmp_path / "hf" / "model.safetensors"]
+    sources += [tmp_path / "weights.safetensors", openai_checkpoint_dir]
+    for source in sources:
+        loaded = gpt2.load_checkpoint(source, models_dir=served[1])
+        assert loaded.backend.name == "functional"
+        assert loaded.generate("Hello", 8, temperature=0.0) == expected, source
+    haiku = gpt2.load_checkpoint(tmp_path / "hf", "haiku", models_dir=served[1])
+    assert haiku.backend.name == "haiku"
+    chars = GPT2Config(n_embd=16, n_head=2, n_layer=1, n_vocab=27, n_ctx=16)
+    save_canonical(init_params(chars, jax.random.PRNGKey(0)), chars, tmp_path / "chars.safetensors")
+    with pytest.raises(ValueError, match="has a vocabulary of 27 ids where GPT-2's tokenizer has"):
+        gpt2.load_checkpoint(tmp_path / "chars.safetensors")
+
+
 def test_load_checkpoint_is_part_of_the_facade():
     assert gpt2.load_checkpoint.__module__ == "shared.api"

@@ -182,6 +182,13 @@ def test_an_empty_prompt_prints_an_unconditional_sample(env, model):
     assert out == expected
 
 
+def test_checkpoint_samples_weights_that_convert_wrote(env, model, tmp_path):
+    ok(gpt2(env, "convert", "124M", str(tmp_path / "hf"), "--to", "hf"))
+    out = ok(gpt2(env, "generate", "--checkpoint", str(tmp_path / "hf"), "--prompt", "Hello",
+                  "--temperature", "0", "--max-new-tokens", "8", "--backend", "haiku"))  # fmt: skip
+    assert out == "Hello" + model.generate("Hello", 8, temperature=0)[0] + "\n"
+
+
 def test_seed_spellings_are_accepted(env, model):
     out = ok(gpt2(env, "generate", "--prompt", "Hi", "--n_tokens_to_generate", "6",
                   "--model_size", "gpt2", "--top_k", "3", "--top_p", "0.5", "--seed", "2"))  # fmt: skip

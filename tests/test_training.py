@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -449,10 +450,49 @@ def test_fine_tuning_openai_weights_then_export_to_hf(openai_server, tmp_path, m
         np.testing.assert_array_equal(params.flatten(exported)[path], value)
 
 
+def test_fine_tuning_starts_from_weights_that_convert_reads(tiny_config, char_data, tmp_path):
+    """`init_from` a path: HF weights (here as transformers would save them) start the run,
+    cropped to block_size, and a run's out_dir can start another run."""
+    tree = params.init_params(tiny_config, jax.random.PRNGKey(3))
+    weights.save_hf(tree, tiny_config, tmp_path / "hf")
+    text = tmp_path / "text.txt"
+    text.write_text(TINY_SHAKESPEARE.read_text()[:20_000])
+    data.prepare([text], tmp_path / "data", "gpt2", bpe_dir=BPE_DIR)
+    config = _config(tmp_path / "data", tmp_path / "ft", init_from=str(tmp_path / "hf"),
+                     max_iters=2, eval_interval=2, save_interval=2, learning_rate=1e-4, min_lr=1e-5)  # fmt: skip
+
+    def starting_tree(trainer):
+        return params.flatten(
+            trainer.backend.to_canonical(trainer.state.params, trainer.model_config)
+        )
+
+    start = starting_tree(Trainer(config.replace(eval_only=True)))
+    for path, value in params.flatten({**tree, "wpe": tree["wpe"][:32]}).items():
+        np.testing.assert_array_equal(start[path], value)
+    Trainer(config).run()
+    tuned, tuned_config = weights.load_weights(tmp_path / "ft")
+    assert tuned_config == dataclasses.replace(tiny_config, n_ctx=32)
+    assert not np.array_equal(tuned["blocks"]["mlp"]["c_fc"]["w"], start["blocks/mlp/c_fc/w"])
+    again = starting_tree(
+        Trainer(config.replace(init_from=str(tmp_path / "ft"), out_dir=str(tmp_path / "ft2")))
+    )
+    for path, value in params.flatten(tuned).items():
+        np.testing.assert_array_equal(again[path], value)
+    with pytest.raises(
+        GPT2Error, match=r"Fine-tuning .*hf \(50257 token ids\) needs data prepared"
+    ):
+        Trainer(config.replace(data_dir=str(char_data), out_dir=str(tmp_path / "chars")))
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         ({"block_size": 2000}, "has 1,080 tokens, fewer than one block of 2000"),
+        (
+            {"init_from": "/nonexistent/weights"},
+            r"init_from must be scratch, resume, a GPT-2 size \(124M, 355M, 774M, 1558M\) or the "
+            "path of weights to fine-tune, got '/nonexistent/weights', which is none of them.",
+        ),
         ({"data_dir": "/nonexistent/data"}, "has no prepared train data"),
         ({"init_from": "resume"}, "No checkpoint in"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),

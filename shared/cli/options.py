@@ -23,8 +23,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--backend", default=None,
-        help="functional, haiku or keras; default functional, or with --checkpoint the backend "
-        "it was trained on",
+        help="functional, haiku or keras; default functional, or with --checkpoint of a "
+        "training run the backend it was trained on",
     )  # fmt: skip
     add_models_dir(parser)
     parser.add_argument(
@@ -34,9 +34,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def add_checkpoint(parser: argparse.ArgumentParser, use: str) -> None:
     parser.add_argument(
-        "--checkpoint", default=None, metavar="OUT_DIR",
-        help=f"{use} a model trained with `gpt2 train` instead of OpenAI's: its out_dir for the "
-        "newest checkpoint, OUT_DIR/best for the best by val loss",
+        "--checkpoint", default=None, metavar="PATH",
+        help=f"{use} other weights than OpenAI's: a `gpt2 train` out_dir (its newest "
+        "checkpoint), OUT_DIR/best (the best by val loss), or an HF folder or model.safetensors, "
+        "a canonical .safetensors or an OpenAI TF folder",
     )  # fmt: skip
 
 

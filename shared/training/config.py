@@ -34,13 +34,17 @@ class TrainingConfig:
     """A training run. Defaults follow nanoGPT's GPT-2 recipe scaled to one machine.
 
     init_from: "scratch" (a new model of `model_size` or the n_* fields), a GPT-2 size to fine-tune
-    from OpenAI's weights, or "resume" (continue the checkpoint in out_dir exactly).
+    from OpenAI's weights, the path of other weights to fine-tune (any source `gpt2 convert`
+    reads), or "resume" (continue the checkpoint in out_dir exactly).
     """
 
     data_dir: str = _flag("", "folder written by `gpt2 prepare`; a resume defaults to its run's")
     out_dir: str = _flag("out", "the run's folder: checkpoints/, best/, metrics.jsonl")
     init_from: str = _flag(
-        "scratch", "scratch, resume (continue out_dir's run exactly) or a GPT-2 size to fine-tune"
+        "scratch",
+        "scratch, resume (continue out_dir's run exactly), a GPT-2 size to fine-tune, or weights "
+        "to fine-tune: an HF folder, a .safetensors file, an OpenAI TF folder, or another run's "
+        "out_dir (or OUT_DIR/best)",
     )
     backend: str = _flag("functional", "functional, haiku or keras")
     # model (scratch); n_* override model_size's shape, block_size caps the context
@@ -105,9 +109,14 @@ class TrainingConfig:
             value = getattr(self, name)
             if value is not None and not allowed(value):
                 raise GPT2Error(f"{name} must be {what}, got {value}.")
-        if self.init_from not in INIT_FROM and self.init_from.lower() not in SIZE_ALIASES:
+        if not (
+            self.init_from in INIT_FROM
+            or self.init_from.lower() in SIZE_ALIASES
+            or Path(self.init_from).exists()
+        ):
             raise GPT2Error(
-                f"init_from must be one of {', '.join(INIT_FROM)}, got {self.init_from!r}."
+                f"init_from must be scratch, resume, a GPT-2 size ({', '.join(MODEL_SIZES)}) or "
+                f"the path of weights to fine-tune, got {self.init_from!r}, which is none of them."
             )
         from shared.backend import backend_names  # checked before any data or checkpoint is read
 

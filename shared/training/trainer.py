@@ -53,12 +53,14 @@ def stream_key(seed: int, stream: int) -> jax.Array:
 
 
 def pretrained_start(config: TrainingConfig, data_meta: dict) -> tuple[dict, GPT2Config]:
-    """OpenAI's `config.init_from` weights, checked against the data and cropped to block_size."""
-    tree, model_config, _ = weights.load_pretrained(config.init_from)
-    if data_meta["tokenizer"] != "gpt2" or data_meta["vocab_size"] > model_config.n_vocab:
+    """The weights `config.init_from` names (a GPT-2 size, downloaded if need be, or any source
+    `gpt2 convert` reads), checked against the data and cropped to block_size."""
+    tree, model_config = weights.load_weights(config.init_from)
+    if data_meta["tokenizer"] != "gpt2" or data_meta["vocab_size"] != model_config.n_vocab:
         raise GPT2Error(
-            f"Fine-tuning GPT-2 needs data prepared with the gpt2 tokenizer; {config.data_dir} "
-            f"uses {data_meta['tokenizer']} with {data_meta['vocab_size']} tokens."
+            f"Fine-tuning {config.init_from} ({model_config.n_vocab} token ids) needs data "
+            f"prepared with the gpt2 tokenizer; {config.data_dir} uses {data_meta['tokenizer']} "
+            f"with {data_meta['vocab_size']} tokens."
         )
     if config.block_size > model_config.n_ctx:
         raise GPT2Error(
