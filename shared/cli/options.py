@@ -42,11 +42,11 @@ def add_checkpoint(parser: argparse.ArgumentParser, use: str) -> None:
 
 
 def check_model_source(args: argparse.Namespace) -> None:
-    """Refuse --model-size with --checkpoint, whose size is the trained model's."""
+    """Refuse --model-size with --checkpoint, whose weights have their own size."""
     if args.checkpoint and args.model_size:
         raise ValueError(
             f"--model-size {args.model_size} does not apply to --checkpoint {args.checkpoint}, "
-            "whose size is the trained model's; give one of them."
+            "whose weights have their own size; give one of them."
         )
 
 
