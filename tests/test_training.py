@@ -479,7 +479,8 @@ def test_fine_tuning_starts_from_weights_that_convert_reads(tiny_config, char_da
     for path, value in params.flatten(tuned).items():
         np.testing.assert_array_equal(again[path], value)
     with pytest.raises(
-        GPT2Error, match=r"Fine-tuning .*hf \(50257 token ids\) needs data prepared"
+        GPT2Error,
+        match=r"weights with its 50257 token ids; .*hf has 50257 and .* uses the char tokenizer",
     ):
         Trainer(config.replace(data_dir=str(char_data), out_dir=str(tmp_path / "chars")))
 

@@ -32,6 +32,7 @@ from shared.distributed import mesh as mesh_lib
 from shared.distributed import partition, placement, runtime
 from shared.errors import GPT2Error
 from shared.loss import language_model_loss
+from shared.tokenizer import EOT_ID
 from shared.training import checkpoints
 from shared.training.config import RUNTIME_FIELDS, TrainingConfig
 from shared.training.metrics import PEAK_FLOPS, MetricsLog, console_line, flops_per_token
@@ -58,9 +59,10 @@ def pretrained_start(config: TrainingConfig, data_meta: dict) -> tuple[dict, GPT
     tree, model_config = weights.load_weights(config.init_from)
     if data_meta["tokenizer"] != "gpt2" or data_meta["vocab_size"] != model_config.n_vocab:
         raise GPT2Error(
-            f"Fine-tuning {config.init_from} ({model_config.n_vocab} token ids) needs data "
-            f"prepared with the gpt2 tokenizer; {config.data_dir} uses {data_meta['tokenizer']} "
-            f"with {data_meta['vocab_size']} tokens."
+            f"Fine-tuning needs data prepared with the gpt2 tokenizer and weights with its "
+            f"{EOT_ID + 1} token ids; {config.init_from} has {model_config.n_vocab} and "
+            f"{config.data_dir} uses the {data_meta['tokenizer']} tokenizer with "
+            f"{data_meta['vocab_size']} tokens."
         )
     if config.block_size > model_config.n_ctx:
         raise GPT2Error(
