@@ -400,7 +400,8 @@ class KerasFit:
 
     def _initial_tree(self) -> tuple[dict, GPT2Config]:
         """The canonical weights to start from, as the shared trainer starts: its initialisation
-        for scratch, or OpenAI's weights checked against the data and cropped to block_size."""
+        for scratch, or the weights init_from names, checked against the data and cropped to
+        block_size (`pretrained_start`)."""
         config, vocab = self.config, self.train_data.meta["vocab_size"]
         if config.init_from == "scratch":
             model_config = config.model_config(vocab)
