@@ -329,7 +329,7 @@ class GPT2:
         if not isinstance(context, str):
             raise ValueError(f"context must be text (or empty), got {context!r}.")
         stride = self.config.n_ctx // 2 if stride is None else stride
-        boundary = getattr(self.tokenizer, "eot_id", None)
+        boundary = self._boundary
         text_ids = self.tokenizer.encode(text)
         ids = [*([boundary] if boundary is not None else []), *self.tokenizer.encode(context)]
         ids += text_ids
@@ -386,7 +386,7 @@ class GPT2:
         boundary, so its row is an unconditional sample, as OpenAI's
         `generate_unconditional_samples.py` and Hugging Face's `generate()` without input ids
         start one."""
-        boundary = getattr(self.tokenizer, "eot_id", None)
+        boundary = self._boundary
         rows = []
         for i, prompt in enumerate(prompts):
             if not prompt and boundary is None:
@@ -396,6 +396,11 @@ class GPT2:
                 )
             rows.append(self.tokenizer.encode(prompt) if prompt else [boundary])
         return rows
+
+    @property
+    def _boundary(self) -> int | None:
+        """`<|endoftext|>`'s id, GPT-2's document boundary; None for a character-level model."""
+        return getattr(self.tokenizer, "eot_id", None)
 
     @functools.lru_cache(maxsize=16)  # noqa: B019 - one model lives as long as its cache
     def _stop_tokens(self, stops: tuple[str, ...]) -> frozenset[int]:
