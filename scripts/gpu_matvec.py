@@ -1,13 +1,15 @@
-"""GPU experiment for issue #6: how fast XLA runs batch-1 decode's matrix-vector products with
-the weights stored [in, out] (all three backends now) against [out, in], and against [in, out]
-weights that JAX's layout API stores column-major on the device, and against the layout XLA
-picks itself (`Layout.AUTO`); the last two would change no backend.
+"""GPU experiment: how fast XLA runs batch-1 decode's matrix-vector products with the weights
+stored [in, out] (all three backends now) against [out, in], and against [in, out] weights that
+JAX's layout API stores column-major on the device, and against the layout XLA picks itself
+(`Layout.AUTO`); the last two would change no backend.
 
-The H200 profile of a batch-1 decode step showed the layer products running at 1-2 TB/s of the
-card's 3.4-3.6, and the MLP's second product split into a kernel that writes weight * activation
-[3072, 768] and a column reduction of it. This times the 48 products of the 12 layers, chained as
-in a decode step, in each layout and spelling, inside one jitted loop of decode steps, and prints
-the weight bytes read per second. Run on the device machine by .ci/gpu-check experiments.
+A GPU profile of a batch-1 decode step showed the layer products reading their weights well below
+the card's memory bandwidth, and the MLP's second product split into a kernel that writes
+weight * activation [3072, 768] and a column reduction of it (the figures are in the performance
+log of the docs). This times the 48 products of the 12 layers, chained as in a decode step, in
+each layout and spelling, inside one jitted loop of decode steps, and prints the weight bytes read
+per second. `scripts/gpu-bench experiments` runs it; `python scripts/gpu_matvec.py [STEPS]` alone
+too.
 """
 
 from __future__ import annotations

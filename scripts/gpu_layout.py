@@ -1,11 +1,11 @@
-"""GPU experiment for issue #6: whole-model decode with the blocks' kernels stored column-major.
+"""GPU experiment: whole-model decode with the blocks' kernels stored column-major.
 
-`.ci/gpu_matvec.py` times the 48 layer products alone; this times the library's own Generator
+`scripts/gpu_matvec.py` times the 48 layer products alone; this times the library's own Generator
 (124M, random weights, 32-token prompt, 256 new tokens, greedy) with its parameters as every
 backend holds them, then with each block kernel ([in, out]) moved to column-major memory by
 JAX's layout API, which `jax.jit` follows for committed arrays: the same programs, no backend
-changed. Rounds alternate the two placements. Run on the device machine by
-.ci/gpu-check experiments; `python .ci/gpu_layout.py haiku keras` picks other backends.
+changed. Rounds alternate the two placements. `scripts/gpu-bench experiments` runs it;
+`python scripts/gpu_layout.py haiku keras` picks other backends.
 """
 
 from __future__ import annotations
