@@ -3,7 +3,7 @@
 Each module takes its configuration in the constructor and creates its submodules there, so parameter
 names follow GPT-2's parts: `gpt2/~/h0/~/attn/~/c_attn` holds `w` [n_embd, 3*n_embd] and `b`.
 The blocks are separate modules called in a Python loop rather than `hk.layer_stack`, because on
-XLA:CPU a scan over stacked weights copies every layer's slice and decoded about 1.9x slower.
+XLA:CPU a scan over stacked weights copies every layer's slice and decoded much slower.
 Shapes: x is [batch, seq, n_embd].
 """
 

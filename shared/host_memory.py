@@ -1,16 +1,15 @@
 """Let a training process reuse the host memory it frees, so XLA:CPU's step buffers are not fresh pages.
 
-XLA:CPU allocates an execution's temporary buffer with malloc and frees it when the step ends (41-47
-MB for the character recipe's step). glibc serves blocks that large with fresh `mmap` pages and
-unmaps them on free, so every step page-faults through its whole buffer while the kernel zero-fills
-it: 12,400 faults, about 16 ms of a 59 ms character-recipe step on this project's CPUs. Raising
-malloc's mmap and trim thresholds keeps such blocks in the heap, where the next step finds the same,
-already mapped pages. Blocks above 64 MB malloc'd off the main thread, as XLA's executions are, are
-still mapped afresh whatever the settings (glibc's thread arenas grow in 64 MB heaps), so the 124M
-step's 1.6 GiB buffer (batch 4 x 256) faults as before. One arena for every thread
+XLA:CPU allocates an execution's temporary buffer with malloc and frees it when the step ends.
+glibc serves blocks that large with fresh `mmap` pages and unmaps them on free, so every step
+page-faults through its whole buffer while the kernel zero-fills it, a sizeable share of a small
+model's step. Raising malloc's mmap and trim thresholds keeps such blocks in the heap, where the
+next step finds the same, already mapped pages. Blocks above 64 MB malloc'd off the main thread, as
+XLA's executions are, are still mapped afresh whatever the settings (glibc's thread arenas grow in
+64 MB heaps), so the 124M step's much larger buffer faults as before. One arena for every thread
 (`M_ARENA_MAX=1`, which counts only if set before XLA's threads first malloc) would keep it, but
-serialises their mallocs: the 124M step ran 1.03-1.10x faster, the character recipe's 0.78-0.85x,
-decoding 0.95-0.97x, so it is not set here.
+serialises their mallocs: it sped up the 124M step but slowed the character recipe's step and
+decoding, so it is not set here (the figures are in the performance log of the docs).
 
 Only training asks for this (`gpt2 train`, Keras `fit`, the training benchmark): it changes the
 whole process's malloc, and generation measured the same with it.

@@ -22,12 +22,11 @@ class KVCache(NamedTuple):
 
     k, v:  one [batch * n_head, max_len, head_dim] array per layer (`head_rows`). Separate
            buffers, not one stacked array, so each layer's update happens in place: XLA on CPU
-           copies slices of a stacked array, which made the decode step almost twice as slow. One
-           row per (sequence, head), so that the attention products read the cache as stored. With
-           slots before heads, XLA on CPU transposed every layer's whole cache in every step (a
-           sixth of a batch-8 step); with [batch, n_head] as two axes, a batch of one made it
-           compute each layer's update twice, once into a copy of the cache (batch-1 decoding
-           1.2-1.3x slower).
+           copies slices of a stacked array, which made the decode step much slower. One row per
+           (sequence, head), so that the attention products read the cache as stored. With slots
+           before heads, XLA on CPU transposed every layer's whole cache in every step; with
+           [batch, n_head] as two axes, a batch of one made it compute each layer's update twice,
+           once into a copy of the cache, slowing batch-1 decoding.
     mask:  [batch, max_len] bool, False on left-padding slots (set once per batch by the driver)
     index: int32 scalar, the next slot to write; slots [0, index) are filled
 
@@ -114,8 +113,7 @@ def reorder_rows(cache: KVCache, rows: jax.Array) -> KVCache:
     from the cache of the beam it extends), copying only the filled slots.
 
     The slots are moved in place, `REORDER_CHUNK` at a time up to the one holding `index - 1`: a
-    search step copies half the cache on average instead of all of it (124M, 4 beams, 256 steps,
-    EPYC CPU: 1.08-1.12x the search steps/s).
+    search step copies half the cache on average instead of all of it.
     """
     head_rows = _head_row_indices(cache, rows)
     max_len = cache.mask.shape[1]
@@ -155,9 +153,8 @@ def attention_probabilities(q: jax.Array, k: jax.Array, mask: jax.Array) -> jax.
     scores = (scores * scale).reshape(batch, n_head, n_q, -1)
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     # JAX's newer softmax derivative keeps only the probabilities for the backward pass, where the
-    # default one also keeps the masked scores and their exponentials, each as large: the 124M
-    # training step (batch 4 x 256, EPYC CPU) needed 1.626 GiB of temporaries instead of 1.907,
-    # and ran 1.15-1.22x faster. The forward values are the same.
+    # default one also keeps the masked scores and their exponentials, each as large, so the
+    # training step needs less temporary memory and runs faster. The forward values are the same.
     with jax.softmax_custom_jvp(True):
         return jax.nn.softmax(scores, axis=-1)
 

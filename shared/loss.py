@@ -18,10 +18,9 @@ def target_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
     The target's logit is picked by a masked sum, not a gather: the derivative is then one
     elementwise pass over the logits (softmax minus one-hot) instead of a scatter into a
-    zero-filled [batch, seq, vocab] array, and no [batch, seq, vocab] log-softmax is kept. At
-    124M, batch 4 x 256, fp32 on CPU: the train step's temporaries 1.75 -> 1.34 GB, the loss's
-    own forward and backward 2.6x faster. A target outside the vocabulary gives NaN, not a
-    log-probability that looks real.
+    zero-filled [batch, seq, vocab] array, and no [batch, seq, vocab] log-softmax is kept: the
+    train step needs less temporary memory, and the loss's own forward and backward run faster.
+    A target outside the vocabulary gives NaN, not a log-probability that looks real.
     """
     logits = logits.astype(jnp.float32)
     vocab = logits.shape[-1]

@@ -1,10 +1,10 @@
 """Traced programs kept on disk (`jax.export`), so a warm `gpt2` process skips tracing the model.
 
 JAX's persistent compilation cache (`shared.compilation_cache`) skips XLA's compile, but each new
-process still traces the model and lowers it to StableHLO, only to compute that cache's key: for
-the 124M prefill on the EPYC CPU, 1.0 of the 1.4 s before the first token, and 0.6 s more before
-the decode loop. An exported program is read back in milliseconds and lowered as one call (on CPU
-the first such lowering imports SciPy for JAX's LAPACK setup, 0.4 s).
+process still traces the model and lowers it to StableHLO, only to compute that cache's key, and
+on CPU that is most of the wait before the first token and again before the decode loop. An
+exported program is read back in milliseconds and lowered as one call (on CPU the first such
+lowering also imports SciPy for JAX's LAPACK setup).
 
 A program's file is named by a hash of everything its trace depends on: the function, its static
 arguments, its arguments' structure, shapes and dtypes, the source of this library's packages, the
@@ -73,7 +73,7 @@ def bind(
 
     With the cache on, this is the exported program, read from the cache folder or exported into
     it, under a new `jax.jit` that donates `donate_argnums` (the function's own donations). Bind
-    once and call many times: finding the program costs about 0.5 ms (124M parameters, CPU).
+    once and call many times: finding the program flattens and types every argument each time.
     """
     if _directory is None:
         return functools.partial(function, **static)

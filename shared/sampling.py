@@ -147,8 +147,8 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
 
     Ties at the threshold are kept, so with equal logits the set can exceed k. The thresholds are
     found by bisection over the exact float values instead of a sort: sorting 50,257 logits per row
-    took a third of a batch-1 CPU decode step and half of a batch-8 one, while each of the 32
-    bisection passes is one fused reduction.
+    took a large share of a CPU decode step, while each of the 32 bisection passes is one fused
+    reduction.
     """
     vocab = logits.shape[-1]
     keys = _ordered_keys(logits)

@@ -21,7 +21,7 @@ from shared.benchmarks.timing import best_seconds
 from shared.config import GPT2Config, config_for_size
 from shared.generation import Generator
 
-# The character-level Tiny Shakespeare recipe of the training issue (nanoGPT's CPU example).
+# The character-level Tiny Shakespeare recipe the training docs use (nanoGPT's CPU example).
 CHAR_RECIPE = GPT2Config(n_embd=128, n_head=4, n_layer=4, n_vocab=65, n_ctx=64)
 CHAR_BATCH = 12
 

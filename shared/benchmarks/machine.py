@@ -45,9 +45,9 @@ def memory_bandwidth(megabytes: int | None = None, repeats: int = 10) -> float:
 
 
 # Matrix products whose best throughput stands for the CPU's peak: square ones and GPT-2's own
-# layer shapes (1024 rows). No single shape is the fastest on every CPU: on the 2-core EPYC a
-# 2048-square product ran at 57-67 GFLOP/s while the 124M training step's products reached
-# 75-80, which put the step's MFU above 100% against the square product alone.
+# layer shapes (1024 rows). No single shape is the fastest on every CPU: on some, GPT-2's own
+# shapes run faster than any square product, so the square products alone could put the training
+# step's MFU above 100%.
 CPU_PEAK_SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048), (1024, 768, 3072), (1024, 3072, 768))
 
 

@@ -20,7 +20,7 @@ from shared.weights.openai import is_downloaded
 
 @dataclasses.dataclass(frozen=True)
 class BenchSettings:
-    """What to measure; the defaults are the issue's (124M, prompt 32, 256 new tokens)."""
+    """What to measure; the defaults: 124M, a 32-token prompt, 256 new tokens."""
 
     size: str | GPT2Config = "124M"  # a config for tests; `gpt2 bench` takes a size name
     backends: tuple[str, ...] = ("functional",)
@@ -188,9 +188,9 @@ def _batch_ratios(
 def _decode_step_ratios(report: Report, settings: BenchSettings, rounds: int = 6) -> None:
     """Each backend's batch-1 decode step time against functional's, timed in alternation.
 
-    The per-backend sections run minutes apart, and this VM drifts by 10-15% over a run; taking
-    each backend's best over interleaved rounds keeps that drift out of the ratio. Three rounds
-    once read 1.10-1.11x where six, right after, read 0.95-1.00x, hence six.
+    The per-backend sections run minutes apart, and a virtual machine's speed can drift over a
+    run; taking each backend's best over interleaved rounds keeps that drift out of the ratio.
+    Three rounds proved too few to settle the ratio where six did, hence six.
     """
     generators = {
         name: Generator(*generation.random_model(settings.size, name)) for name in settings.backends
@@ -214,7 +214,7 @@ def _decode_step_ratios(report: Report, settings: BenchSettings, rounds: int = 6
 def _bfloat16(report: Report, settings: BenchSettings) -> None:
     """bf16 weights (and so a bf16 KV cache) vs fp32 on the functional backend, at batch 1 and the
     largest batch: speed, and how far the logits drift. Batch 1 reads mostly weights, the largest
-    batch mostly the cache (on the H200 at batch 64, attention's cache reads took 45% of a step)."""
+    batch mostly the cache."""
     config = config_for_size(settings.size)
     tokens = np.asarray(generation.random_prompts(1, settings.prompt_len, config), np.int32)
     models = {
