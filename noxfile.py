@@ -1,4 +1,5 @@
-"""Test automation: one session per backend, the conformance suite, the HF oracle, benchmarks, lint.
+"""Test automation: one session per backend, the conformance suite, the HF oracle, benchmarks, lint,
+the documentation site.
 
 `nox -l` lists them. Each session gets its own virtualenv with only what it needs.
 """
@@ -11,7 +12,7 @@ nox.options.sessions = ["lint", "tests-functional", "tests-haiku", "tests-keras"
 nox.options.reuse_existing_virtualenvs = True
 
 BACKEND_TESTS = {"haiku": "tests/haiku", "keras": "tests/keras"}
-# The CPU build of PyTorch this project's machines carry; a plain `torch` pulls CUDA wheels.
+# The CPU build of PyTorch, pinned; a plain `torch` pulls CUDA wheels.
 TORCH = "torch==2.13.0"
 
 
@@ -21,6 +22,15 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.8")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site into site/, failing on any warning: broken links, a page missing from
+    the nav, a docstring mkdocstrings cannot read. The CLI reference imports `shared.cli`, and the
+    API reference reads the code, so the package comes too (without its heavy extras)."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session(name="tests-functional")

@@ -65,3 +65,11 @@ def models_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "models"
     folder.mkdir()
     return folder
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many README and docs examples ran, and how long each took (tests/test_docs_examples.py)."""
+    from tests.support.doc_examples import summary
+
+    for line in summary():
+        terminalreporter.write_line(line)
