@@ -38,7 +38,7 @@ from tests.support.paths import REPO_ROOT, TINY_SHAKESPEARE
 
 README = REPO_ROOT / "README.md"
 CORPUS_CHARS = 20_000
-MIN_RUNNABLE_EXAMPLES = 1
+MIN_RUNNABLE_EXAMPLES = 24
 """README and docs together run at least this many examples (raise it as pages gain examples)."""
 MISNAMED_LANGUAGES = {"sh", "shell", "console", "zsh", "py", "python3"}
 """Fence languages that look like examples but would not run: spell them bash or python (run),
