@@ -29,7 +29,14 @@ from shared.params import Params, cast
 from shared.sampling import SamplingParams
 from shared.scoring import Scorer, TextScore
 from shared.stopping import StopStringCutter, tokens_containing
-from shared.tokenizer import ENDOFTEXT, EOT_ID, Tokenizer
+from shared.tokenizer import (
+    ENDOFTEXT,
+    EOT_ID,
+    CharTokenizer,
+    TextTokenizer,
+    Tokenizer,
+    downloaded_gpt2_tokenizer,
+)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -96,7 +103,7 @@ class GPT2:
 
     def __init__(
         self,
-        tokenizer: Tokenizer,
+        tokenizer: TextTokenizer,
         config: GPT2Config,
         backend: Backend,
         params: Any,
@@ -329,7 +336,7 @@ class GPT2:
         if not isinstance(context, str):
             raise ValueError(f"context must be text (or empty), got {context!r}.")
         stride = self.config.n_ctx // 2 if stride is None else stride
-        boundary = self._boundary
+        boundary = self.tokenizer.eot_id
         text_ids = self.tokenizer.encode(text)
         ids = [*([boundary] if boundary is not None else []), *self.tokenizer.encode(context)]
         ids += text_ids
@@ -386,7 +393,7 @@ class GPT2:
         boundary, so its row is an unconditional sample, as OpenAI's
         `generate_unconditional_samples.py` and Hugging Face's `generate()` without input ids
         start one."""
-        boundary = self._boundary
+        boundary = self.tokenizer.eot_id
         rows = []
         for i, prompt in enumerate(prompts):
             if not prompt and boundary is None:
@@ -396,11 +403,6 @@ class GPT2:
                 )
             rows.append(self.tokenizer.encode(prompt) if prompt else [boundary])
         return rows
-
-    @property
-    def _boundary(self) -> int | None:
-        """`<|endoftext|>`'s id, GPT-2's document boundary; None for a character-level model."""
-        return getattr(self.tokenizer, "eot_id", None)
 
     @functools.lru_cache(maxsize=16)  # noqa: B019 - one model lives as long as its cache
     def _stop_tokens(self, stops: tuple[str, ...]) -> frozenset[int]:
@@ -438,7 +440,6 @@ def load_checkpoint(
     or the stored character alphabet), on the backend it was trained on unless `backend` is
     given. Any other source `gpt2 convert` reads (an HF folder or `model.safetensors`, a
     canonical `.safetensors`, an OpenAI TF folder) gives those weights with GPT-2's tokenizer."""
-    from shared.data import CharTokenizer, downloaded_gpt2_tokenizer
     from shared.training.checkpoints import load_for_inference
 
     _check_options(dtype, mesh)
@@ -483,7 +484,7 @@ def _check_options(dtype: str, mesh: str | None) -> None:
 def from_canonical(
     tree: Params,
     config: GPT2Config,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     backend: Backend | str,
     dtype: str = "float32",
     *,

@@ -232,8 +232,8 @@ def test_an_empty_prompt_to_a_character_model_is_refused_in_one_sentence():
     import jax
 
     from shared.config import GPT2Config
-    from shared.data import CharTokenizer
     from shared.params import init_params
+    from shared.tokenizer import CharTokenizer
 
     config = GPT2Config(n_embd=16, n_head=2, n_layer=1, n_vocab=27, n_ctx=16)
     tokenizer = CharTokenizer(list(" abcdefghijklmnopqrstuvwxyz"))
