@@ -21,7 +21,6 @@ from shared import weights
 from shared.backend import Backend, get_backend
 from shared.beam_search import BeamParams, search
 from shared.config import GPT2Config
-from shared.errors import GPT2Error
 from shared.generation import Generator, check_max_new_tokens, check_seed, row_keys
 from shared.internals import attention_patterns, residual_stream
 from shared.numeric import is_integer
@@ -29,14 +28,7 @@ from shared.params import Params, cast
 from shared.sampling import SamplingParams
 from shared.scoring import Scorer, TextScore
 from shared.stopping import StopStringCutter, tokens_containing
-from shared.tokenizer import (
-    ENDOFTEXT,
-    EOT_ID,
-    CharTokenizer,
-    TextTokenizer,
-    Tokenizer,
-    downloaded_gpt2_tokenizer,
-)
+from shared.tokenizer import ENDOFTEXT, TextTokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -421,10 +413,8 @@ def load_model(
     """Download (once) and load OpenAI's GPT-2 of `model_size` into `backend` (on `mesh`)."""
     _check_options(dtype, mesh)
     impl = get_backend(backend)
-    tree, config, folder = weights.load_pretrained(
-        model_size, models_dir=models_dir, progress=progress
-    )
-    return from_canonical(tree, config, Tokenizer(folder, cache_ranks=True), impl, dtype, mesh=mesh)
+    source = weights.pretrained(model_size, models_dir=models_dir, progress=progress)
+    return from_canonical(source.tree, source.config, source.tokenizer, impl, dtype, mesh=mesh)
 
 
 def load_checkpoint(
@@ -439,36 +429,12 @@ def load_checkpoint(
     (`out_dir/best` the best by val loss) with the tokenizer its data was prepared with (GPT-2 BPE
     or the stored character alphabet), on the backend it was trained on unless `backend` is
     given. Any other source `gpt2 convert` reads (an HF folder or `model.safetensors`, a
-    canonical `.safetensors`, an OpenAI TF folder) gives those weights with GPT-2's tokenizer."""
-    from shared.training.checkpoints import load_for_inference
-
+    canonical `.safetensors`, an OpenAI TF folder, a size name) gives those weights with GPT-2's
+    tokenizer (`shared.weights.resolve`)."""
     _check_options(dtype, mesh)
-    try:
-        kind = weights.detect_format(path)
-    except GPT2Error:  # load_for_inference names what a run folder lacks
-        kind = "run"
-    if kind != "run":
-        tree, config = weights.load_weights(path)
-        if config.n_vocab != EOT_ID + 1:
-            raise ValueError(
-                f"{path} has a vocabulary of {config.n_vocab} ids where GPT-2's tokenizer has "
-                f"{EOT_ID + 1}; a weights file is read with that tokenizer, so sample a "
-                "character-level model from its training run's out_dir, which holds its alphabet."
-            )
-        if kind == "openai":  # OpenAI's folders carry the tokenizer's files
-            tokenizer = Tokenizer(path)
-        else:
-            tokenizer = downloaded_gpt2_tokenizer(models_dir, progress=False)
-        impl = get_backend(backend or "functional")
-        return from_canonical(tree, config, tokenizer, impl, dtype, mesh=mesh)
-    tree, config, meta = load_for_inference(path)
-    data = meta["data"]
-    if data["tokenizer"] == "char":
-        tokenizer = CharTokenizer(data["alphabet"])
-    else:
-        tokenizer = downloaded_gpt2_tokenizer(models_dir, progress=False)
-    impl = get_backend(backend or meta["backend"])
-    return from_canonical(tree, config, tokenizer, impl, dtype, mesh=mesh)
+    source = weights.resolve(path, models_dir=models_dir)
+    impl = get_backend(backend or source.backend or "functional")
+    return from_canonical(source.tree, source.config, source.tokenizer, impl, dtype, mesh=mesh)
 
 
 def _check_options(dtype: str, mesh: str | None) -> None:
