@@ -1,5 +1,6 @@
 """gpt2: the public face of gpt2-jax. Re-exports only; the logic lives in `shared/` and the backends."""
 
+from shared import beam_search
 from shared.api import GPT2, BeamText, from_canonical, load_checkpoint, load_model, main
 from shared.beam_search import BeamParams, Hypothesis
 from shared.config import MODEL_SIZES, GPT2Config
@@ -20,6 +21,7 @@ __all__ = [
     "SamplingParams",
     "TextScore",
     "Tokenizer",
+    "beam_search",
     "from_canonical",
     "load_checkpoint",
     "load_model",

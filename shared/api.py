@@ -11,7 +11,7 @@ import functools
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -21,44 +21,22 @@ from shared import weights
 from shared.backend import Backend, get_backend
 from shared.beam_search import BeamParams, search
 from shared.config import GPT2Config
-from shared.errors import GPT2Error
-from shared.generation import Generator, check_max_new_tokens, check_seed, row_keys
+from shared.generation import GREEDY, Generator
+from shared.generation_windows import sliding_stream
 from shared.internals import attention_patterns, residual_stream
-from shared.numeric import is_integer
 from shared.params import Params, cast
-from shared.sampling import SamplingParams
+from shared.request import Request
+from shared.sampling import SamplingParams, sampling_from
 from shared.scoring import Scorer, TextScore
 from shared.stopping import StopStringCutter, tokens_containing
-from shared.tokenizer import ENDOFTEXT, EOT_ID, Tokenizer
+from shared.tokenizer import ENDOFTEXT, TextTokenizer
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from shared.sampling import SamplingKeywords
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def check_request(
-    prompts: Sequence[str],
-    max_new_tokens: int,
-    num_samples: int = 1,
-    stop: Sequence[str] = (),
-    seed: int | None = None,
-) -> None:
-    """Fail with one sentence on a request no model could serve, before any model is loaded.
-
-    What depends on the model (a prompt longer than its context, an empty prompt to a model
-    without `<|endoftext|>`) is checked when it runs.
-    """
-    check_max_new_tokens(max_new_tokens)
-    bad = next((p for p in prompts if not isinstance(p, str)), None)
-    if bad is not None:
-        raise ValueError(f"Prompts are text to continue, got {bad!r}.")
-    if not is_integer(num_samples) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
-    if "" in stop:
-        raise ValueError("A stop string is empty; give text to stop before, or no --stop.")
-    bad = next((s for s in stop if not isinstance(s, str)), None)
-    if bad is not None:
-        raise ValueError(f"Stop strings are text to stop before, got {bad!r}.")
-    if seed is not None:
-        check_seed(seed)
 
 
 @dataclasses.dataclass
@@ -71,22 +49,6 @@ class BeamText:
     finish_reason: str
 
 
-def segments(prompt_length: int, max_new_tokens: int, n_ctx: int, slide: bool) -> tuple[int, ...]:
-    """How many tokens each prefill-and-decode segment of one row generates.
-
-    Without `slide`, one segment. With it, the first segment uses the whole context, then each
-    sees the last tokens that leave room for at least half a context of new ones.
-    """
-    if not slide:
-        return (max_new_tokens,)
-    plan, length, remaining = [], prompt_length, max_new_tokens
-    while remaining > 0:
-        new_tokens = min(remaining, max(n_ctx - length, n_ctx // 2))
-        plan.append(new_tokens)
-        length, remaining = length + new_tokens, remaining - new_tokens
-    return tuple(plan)
-
-
 class GPT2:
     """A loaded GPT-2: tokenizer, config, backend and its parameters, and a compiled-once generator.
 
@@ -96,7 +58,7 @@ class GPT2:
 
     def __init__(
         self,
-        tokenizer: Tokenizer,
+        tokenizer: TextTokenizer,
         config: GPT2Config,
         backend: Backend,
         params: Any,
@@ -117,23 +79,23 @@ class GPT2:
         prompts: str | Sequence[str],
         max_new_tokens: int = 50,
         *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        repetition_penalty: float = 1.0,
-        no_repeat_ngram_size: int = 0,
+        sampling: SamplingParams | None = None,
         stop: str | Sequence[str] = (),
         seed: int | None = None,
         num_samples: int = 1,
         truncate: bool = False,
+        **keywords: Unpack[SamplingKeywords],
     ) -> list[str]:
-        """Continuations of every prompt, `num_samples` each (rows ordered prompt by prompt)."""
+        """Continuations of every prompt, `num_samples` each (rows ordered prompt by prompt).
+
+        The sampling settings come as `sampling=SamplingParams(...)` or as its keywords
+        (`temperature`, `top_k`, `top_p`, `repetition_penalty`, `no_repeat_ngram_size`), not both.
+        """
         chunk = 32 if stop else None
         texts: list[str] | None = None
         for deltas in self.stream(
-            prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-            stop=stop, seed=seed, num_samples=num_samples, truncate=truncate, chunk=chunk,
+            prompts, max_new_tokens, sampling=sampling, stop=stop, seed=seed,
+            num_samples=num_samples, truncate=truncate, chunk=chunk, **keywords,
         ):  # fmt: skip
             texts = deltas if texts is None else [t + d for t, d in zip(texts, deltas, strict=True)]
         assert texts is not None
@@ -144,39 +106,36 @@ class GPT2:
         prompts: str | Sequence[str],
         max_new_tokens: int = 50,
         *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        repetition_penalty: float = 1.0,
-        no_repeat_ngram_size: int = 0,
+        sampling: SamplingParams | None = None,
         stop: str | Sequence[str] = (),
         seed: int | None = None,
         num_samples: int = 1,
         truncate: bool = False,
         chunk: int | None = 1,
+        **keywords: Unpack[SamplingKeywords],
     ) -> Iterator[list[str]]:
         """Yield, for every row, the text produced since the last yield (every `chunk` tokens).
 
         `truncate` lets prompt + new tokens exceed the context: the model sees the prompt's end,
         then a window sliding along the text that leaves room for the segment's new tokens, at
-        least half a context of them (`segments`).
+        least half a context of them (`shared.generation_windows`).
         """
-        sampling = SamplingParams(
-            temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size
-        )
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        stop = [stop] if isinstance(stop, str) else list(stop or ())
-        check_request(prompts, max_new_tokens, num_samples, stop, seed)
-        max_new_tokens, num_samples = int(max_new_tokens), int(num_samples)
-        encoded = self.encode_prompts(prompts, max_new_tokens, truncate)
-        rows = [ids for ids in encoded for _ in range(num_samples)]
-        stops = (*stop, ENDOFTEXT)
+        request = Request(
+            prompts, max_new_tokens, sampling_from(sampling, keywords), stop, seed, num_samples,
+            truncate,
+        )  # fmt: skip
+        encoded = self.encode_prompts(request.prompts, request.max_new_tokens, request.truncate)
+        rows = [ids for ids in encoded for _ in range(request.num_samples)]
+        stops = (*request.stop, ENDOFTEXT)
         decoders = [self.tokenizer.stream_decoder() for _ in rows]
         cutters = [StopStringCutter(stops) for _ in rows]
-        seed = int.from_bytes(os.urandom(4), "little") >> 1 if seed is None else int(seed)
-        tokens = self._ids_stream(
-            rows, max_new_tokens, sampling, self._stop_tokens(stops), seed, chunk, truncate
+        seed = (
+            int.from_bytes(os.urandom(4), "little") >> 1 if request.seed is None else request.seed
         )
+        tokens = sliding_stream(
+            self.generator, rows, request.max_new_tokens, request.sampling,
+            stop_tokens=self._stop_tokens(stops), seed=seed, chunk=chunk, slide=request.truncate,
+        )  # fmt: skip
         for new, done in tokens:
             deltas = []
             for ids, finished, decoder, cutter in zip(new, done, decoders, cutters, strict=True):
@@ -185,73 +144,6 @@ class GPT2:
             yield deltas
             if all(c.stopped or d for c, d in zip(cutters, done, strict=True)):
                 return
-
-    def _ids_stream(
-        self,
-        rows: list[list[int]],
-        max_new_tokens: int,
-        sampling: SamplingParams,
-        stop_tokens: frozenset[int],
-        seed: int,
-        chunk: int | None,
-        slide: bool,
-    ) -> Iterator[tuple[list[list[int]], list[bool]]]:
-        """The generator's stream; with `slide`, text longer than the context keeps going in
-        segments that each see the last half-context of what came before.
-
-        A row's segments depend only on its own length, so rows are batched with the rows that
-        share their segments, and each keeps the keys of its place in the whole batch: a row
-        yields the same tokens whatever other prompts it is batched with.
-        """
-        plans: dict[tuple[int, ...], list[int]] = {}
-        for row, ids in enumerate(rows):
-            plan = segments(len(ids), max_new_tokens, self.config.n_ctx, slide)
-            plans.setdefault(plan, []).append(row)
-        new: list[list[int]] = [[] for _ in rows]
-        done = [False] * len(rows)
-        for plan, group in plans.items():
-            for group_new, group_done in self._segment_stream(
-                [rows[r] for r in group], group, len(rows), plan, sampling, stop_tokens, seed, chunk
-            ):
-                for row, ids, finished in zip(group, group_new, group_done, strict=True):
-                    new[row], done[row] = ids, finished
-                yield new, list(done)
-                new = [[] for _ in rows]
-
-    def _segment_stream(
-        self,
-        rows: list[list[int]],
-        places: list[int],
-        batch: int,
-        plan: tuple[int, ...],
-        sampling: SamplingParams,
-        stop_tokens: frozenset[int],
-        seed: int,
-        chunk: int | None,
-    ) -> Iterator[tuple[list[list[int]], list[bool]]]:
-        """Rows that share the segment lengths `plan`, at `places` of a batch of `batch` rows."""
-        n_ctx = self.config.n_ctx
-        history = [list(r) for r in rows]
-        stopped = [False] * len(rows)
-        whole = places == list(range(batch))
-        for segment, new_tokens in enumerate(plan):
-            if all(stopped):
-                return
-            last = segment == len(plan) - 1
-            contexts = [h[-(n_ctx - new_tokens) :] for h in history]
-            # Wrapped into the signed 64 bits that PRNG keys are made from.
-            segment_seed = (seed + 7919 * segment + 2**63) % 2**64 - 2**63
-            # The whole batch keys its rows from the seed inside the jitted prefill.
-            keys = None if whole else row_keys(segment_seed, batch)[np.asarray(places)]
-            for new, done in self.generator.stream(
-                contexts, new_tokens, sampling, stop_tokens=stop_tokens, keys=keys,
-                seed=segment_seed, chunk=chunk,
-            ):  # fmt: skip
-                new = [[] if s else ids for s, ids in zip(stopped, new, strict=True)]
-                for row, ids in enumerate(new):
-                    history[row] += ids
-                    stopped[row] |= done[row] and bool(ids) and ids[-1] in stop_tokens
-                yield new, [s or (d and last) for s, d in zip(stopped, done, strict=True)]
 
     def beam_search(
         self,
@@ -277,11 +169,9 @@ class GPT2:
         beam = BeamParams(
             num_beams, length_penalty, num_return, repetition_penalty, no_repeat_ngram_size
         )
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        stop = [stop] if isinstance(stop, str) else list(stop or ())
-        check_request(prompts, max_new_tokens, 1, stop)
-        max_new_tokens = int(max_new_tokens)
-        encoded = self.prompt_ids(prompts)
+        request = Request(prompts, max_new_tokens, stop=stop)
+        max_new_tokens = request.max_new_tokens
+        encoded = self.prompt_ids(request.prompts)
         if truncate:
             room = self.config.n_ctx - max_new_tokens
             if room < 1:
@@ -291,7 +181,7 @@ class GPT2:
                     "the text, so ask for fewer."
                 )
             encoded = [ids[-room:] for ids in encoded]
-        stops = (*stop, ENDOFTEXT)
+        stops = (*request.stop, ENDOFTEXT)
         results = []
         for hypotheses in search(
             self.generator, encoded, max_new_tokens, beam,
@@ -329,7 +219,7 @@ class GPT2:
         if not isinstance(context, str):
             raise ValueError(f"context must be text (or empty), got {context!r}.")
         stride = self.config.n_ctx // 2 if stride is None else stride
-        boundary = self._boundary
+        boundary = self.tokenizer.eot_id
         text_ids = self.tokenizer.encode(text)
         ids = [*([boundary] if boundary is not None else []), *self.tokenizer.encode(context)]
         ids += text_ids
@@ -386,7 +276,7 @@ class GPT2:
         boundary, so its row is an unconditional sample, as OpenAI's
         `generate_unconditional_samples.py` and Hugging Face's `generate()` without input ids
         start one."""
-        boundary = self._boundary
+        boundary = self.tokenizer.eot_id
         rows = []
         for i, prompt in enumerate(prompts):
             if not prompt and boundary is None:
@@ -396,11 +286,6 @@ class GPT2:
                 )
             rows.append(self.tokenizer.encode(prompt) if prompt else [boundary])
         return rows
-
-    @property
-    def _boundary(self) -> int | None:
-        """`<|endoftext|>`'s id, GPT-2's document boundary; None for a character-level model."""
-        return getattr(self.tokenizer, "eot_id", None)
 
     @functools.lru_cache(maxsize=16)  # noqa: B019 - one model lives as long as its cache
     def _stop_tokens(self, stops: tuple[str, ...]) -> frozenset[int]:
@@ -419,10 +304,8 @@ def load_model(
     """Download (once) and load OpenAI's GPT-2 of `model_size` into `backend` (on `mesh`)."""
     _check_options(dtype, mesh)
     impl = get_backend(backend)
-    tree, config, folder = weights.load_pretrained(
-        model_size, models_dir=models_dir, progress=progress
-    )
-    return from_canonical(tree, config, Tokenizer(folder, cache_ranks=True), impl, dtype, mesh=mesh)
+    source = weights.pretrained(model_size, models_dir=models_dir, progress=progress)
+    return from_canonical(source.tree, source.config, source.tokenizer, impl, dtype, mesh=mesh)
 
 
 def load_checkpoint(
@@ -437,37 +320,12 @@ def load_checkpoint(
     (`out_dir/best` the best by val loss) with the tokenizer its data was prepared with (GPT-2 BPE
     or the stored character alphabet), on the backend it was trained on unless `backend` is
     given. Any other source `gpt2 convert` reads (an HF folder or `model.safetensors`, a
-    canonical `.safetensors`, an OpenAI TF folder) gives those weights with GPT-2's tokenizer."""
-    from shared.data import CharTokenizer, downloaded_gpt2_tokenizer
-    from shared.training.checkpoints import load_for_inference
-
+    canonical `.safetensors`, an OpenAI TF folder, a size name) gives those weights with GPT-2's
+    tokenizer (`shared.weights.resolve`)."""
     _check_options(dtype, mesh)
-    try:
-        kind = weights.detect_format(path)
-    except GPT2Error:  # load_for_inference names what a run folder lacks
-        kind = "run"
-    if kind != "run":
-        tree, config = weights.load_weights(path)
-        if config.n_vocab != EOT_ID + 1:
-            raise ValueError(
-                f"{path} has a vocabulary of {config.n_vocab} ids where GPT-2's tokenizer has "
-                f"{EOT_ID + 1}; a weights file is read with that tokenizer, so sample a "
-                "character-level model from its training run's out_dir, which holds its alphabet."
-            )
-        if kind == "openai":  # OpenAI's folders carry the tokenizer's files
-            tokenizer = Tokenizer(path)
-        else:
-            tokenizer = downloaded_gpt2_tokenizer(models_dir, progress=False)
-        impl = get_backend(backend or "functional")
-        return from_canonical(tree, config, tokenizer, impl, dtype, mesh=mesh)
-    tree, config, meta = load_for_inference(path)
-    data = meta["data"]
-    if data["tokenizer"] == "char":
-        tokenizer = CharTokenizer(data["alphabet"])
-    else:
-        tokenizer = downloaded_gpt2_tokenizer(models_dir, progress=False)
-    impl = get_backend(backend or meta["backend"])
-    return from_canonical(tree, config, tokenizer, impl, dtype, mesh=mesh)
+    source = weights.resolve(path, models_dir=models_dir)
+    impl = get_backend(backend or source.backend or "functional")
+    return from_canonical(source.tree, source.config, source.tokenizer, impl, dtype, mesh=mesh)
 
 
 def _check_options(dtype: str, mesh: str | None) -> None:
@@ -483,7 +341,7 @@ def _check_options(dtype: str, mesh: str | None) -> None:
 def from_canonical(
     tree: Params,
     config: GPT2Config,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     backend: Backend | str,
     dtype: str = "float32",
     *,
@@ -503,18 +361,17 @@ def main(
     model_size: str = "124M",
     models_dir: str | Path | None = None,
     *,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
-    repetition_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
+    sampling: SamplingParams | None = None,
     seed: int | None = None,
     backend: str = "functional",
+    **keywords: Unpack[SamplingKeywords],
 ) -> str:
-    """picoGPT's entry point: the continuation of `prompt` (greedy unless a temperature is given)."""
+    """picoGPT's entry point: the continuation of `prompt` (greedy unless a temperature is given,
+    as keywords or `sampling`, as in `GPT2.generate`)."""
+    request = Request(
+        prompt, n_tokens_to_generate, sampling_from(sampling, keywords, GREEDY), seed=seed
+    )
     model = load_model(model_size, backend, models_dir=models_dir)
     return model.generate(
-        prompt, n_tokens_to_generate, temperature=temperature, top_k=top_k, top_p=top_p,
-        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-        seed=seed,
-    )[0]  # fmt: skip
+        request.prompts, request.max_new_tokens, sampling=request.sampling, seed=request.seed
+    )[0]

@@ -85,3 +85,8 @@ def get_backend(name: str) -> Backend:
         raise ValueError(f"Unknown backend {name!r}; available backends: {', '.join(_REGISTRY)}.")
     module_name, attribute = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module_name), attribute)
+
+
+def backend_packages() -> list[str]:
+    """The packages the registered backends live in (their source keys `shared.program_cache`)."""
+    return list(dict.fromkeys(spec.split(".")[0] for spec in _REGISTRY.values()))

@@ -30,6 +30,7 @@ from shared.config import GPT2Config
 from shared.generation import (
     Generator,
     apply_repeat_rules,
+    check_max_new_tokens,
     check_token_ids,
     left_pad,
     prefill,
@@ -266,6 +267,7 @@ def search(
 
     A hypothesis ends at a stop token or after max_new_tokens.
     """
+    check_max_new_tokens(max_new_tokens)
     generator.check_lengths(prompts, max_new_tokens)
     stop_tokens = set(stop_tokens)
     config = generator.config

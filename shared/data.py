@@ -21,7 +21,7 @@ import numpy as np
 
 from shared.atomic import atomic_path
 from shared.errors import GPT2Error, check_writable
-from shared.tokenizer import StreamDecoder, Tokenizer
+from shared.tokenizer import CharTokenizer, Tokenizer, downloaded_gpt2_tokenizer
 
 TOKENIZERS = ("gpt2", "char")
 CHUNK_CHARS = 1 << 20
@@ -170,41 +170,6 @@ def _slice_chunks(chunks: Iterable[str], lo: int, hi: int) -> Iterator[str]:
             return
 
 
-class CharTokenizer:
-    """One token per character of the corpus' alphabet (the classic char-level recipe)."""
-
-    def __init__(self, alphabet: Sequence[str]) -> None:
-        self.alphabet = list(alphabet)
-        self._ids = {c: i for i, c in enumerate(self.alphabet)}
-
-    @property
-    def n_vocab(self) -> int:
-        return len(self.alphabet)
-
-    def encode(self, text: str) -> list[int]:
-        try:
-            return [self._ids[c] for c in text]
-        except KeyError:
-            unknown = "".join(sorted(set(text) - set(self._ids)))
-            raise ValueError(
-                f"The text has characters outside this model's alphabet ({unknown!r}); use only "
-                f"the {self.n_vocab} characters it was trained on."
-            ) from None
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self.alphabet[int(i)] for i in ids)
-
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        return self.decode(ids).encode("utf-8")
-
-    def vocabulary(self) -> list[bytes]:
-        """Every token's bytes, indexed by id."""
-        return [c.encode("utf-8") for c in self.alphabet]
-
-    def stream_decoder(self) -> StreamDecoder:
-        return StreamDecoder(self)
-
-
 def _write_tokens(
     path: Path,
     documents: Iterator[Iterator[str]],
@@ -283,19 +248,6 @@ def prepare(
 
 def _gpt2_tokenizer(bpe_dir: str | os.PathLike[str] | None) -> Tokenizer:
     return downloaded_gpt2_tokenizer() if bpe_dir is None else Tokenizer(bpe_dir)
-
-
-def downloaded_gpt2_tokenizer(
-    models_dir: str | os.PathLike[str] | None = None, *, progress: bool = True
-) -> Tokenizer:
-    """GPT-2's tokenizer from the 124M files in the models folder, downloaded on first use.
-
-    The library owns that folder, so the tokenizer keeps its derived ranks there.
-    """
-    from shared.weights import openai
-
-    folder = openai.download("124M", models_dir, files=openai.TOKENIZER_FILES, progress=progress)
-    return Tokenizer(folder, cache_ranks=True)
 
 
 class TokenDataset:

@@ -234,10 +234,9 @@ def check_max_new_tokens(max_new_tokens: int) -> None:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
 
 
-def check_prompts(prompts: Sequence[Sized], max_new_tokens: int) -> None:
-    """Fail with one sentence if max_new_tokens is below 1 or a prompt of token ids is empty
-    (an empty text prompt is `<|endoftext|>`'s id by then: `GPT2.prompt_ids`)."""
-    check_max_new_tokens(max_new_tokens)
+def check_prompts(prompts: Sequence[Sized]) -> None:
+    """Fail with one sentence if a prompt of token ids is empty (an empty text prompt is
+    `<|endoftext|>`'s id by then: `GPT2.prompt_ids`)."""
     for i, prompt in enumerate(prompts):
         if len(prompt) == 0:  # not `not prompt`: numpy arrays of ids have no truth value
             raise ValueError(f"Prompt {i} is empty; give at least one token of text.")
@@ -296,8 +295,8 @@ class Generator:
     def check_lengths(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
         """Fail with one sentence if a prompt is empty, holds an id outside the vocabulary (the
         backends' embedding lookups would disagree on it) or prompt + new tokens exceed the
-        context."""
-        check_prompts(prompts, max_new_tokens)
+        context. max_new_tokens is an integer >= 1 by then (`check_max_new_tokens`)."""
+        check_prompts(prompts)
         if len(prompts) == 0:
             raise ValueError("Give at least one prompt.")
         for i, prompt in enumerate(prompts):
@@ -346,6 +345,7 @@ class Generator:
         the per-row keys derived from `seed`. `chunk` None: one yield after the first token, one
         at the end.
         """
+        check_max_new_tokens(max_new_tokens)
         self.check_lengths(prompts, max_new_tokens)
         stop_tokens = list(stop_tokens)
         self._check_options(stop_tokens, keys, len(prompts), seed, chunk)

@@ -27,10 +27,10 @@ from typing import Any
 import jax
 
 from shared.atomic import atomic_path
-from shared.backend import Backend
+from shared.backend import Backend, backend_packages
 from shared.versions import installed_version
 
-PACKAGES = ("shared", "functional_impl", "haiku_impl", "keras_impl")
+PACKAGES = ("shared", *backend_packages())
 TRACING_LIBRARIES = ("jax", "jaxlib", "dm-haiku", "keras", "numpy")
 
 _directory: Path | None = None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, TypedDict
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +65,41 @@ class SamplingParams:
         compiles nothing). The repetition penalty applies before the draw (`penalize_repeats`)."""
         top_k = min(self.top_k or 0, np.iinfo(np.int32).max)  # any k past the vocabulary keeps all
         return np.float32(self.temperature), np.int32(top_k), np.float32(self.top_p)
+
+
+class SamplingKeywords(TypedDict, total=False):
+    """`SamplingParams`' fields as keywords, as `GPT2.generate`, `stream` and `main` take them."""
+
+    temperature: float
+    top_k: int | None
+    top_p: float
+    repetition_penalty: float
+    no_repeat_ngram_size: int
+
+
+def sampling_from(
+    sampling: SamplingParams | None,
+    keywords: Mapping[str, Any],
+    default: SamplingParams | None = None,
+) -> SamplingParams:
+    """The settings a call gives, either as `sampling` or as keywords that change `default`
+    (`SamplingParams()` unless given)."""
+    unknown = [name for name in keywords if name not in SamplingKeywords.__annotations__]
+    if unknown:
+        raise TypeError(
+            f"Unexpected keyword argument {unknown[0]!r}; the sampling settings are "
+            f"{', '.join(SamplingKeywords.__annotations__)}."
+        )
+    if sampling is None:
+        return dataclasses.replace(default or SamplingParams(), **keywords)
+    if not isinstance(sampling, SamplingParams):
+        raise TypeError(f"sampling must be a SamplingParams (or None), got {sampling!r}.")
+    if keywords:
+        raise ValueError(
+            f"Give the sampling settings either as sampling=SamplingParams(...) or as keywords "
+            f"({', '.join(keywords)}), not both."
+        )
+    return sampling
 
 
 def check_repeat_rules(repetition_penalty: float, no_repeat_ngram_size: int) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared.tokenizer import Tokenizer
+from shared.tokenizer import TextTokenizer
 
 
-def tokens_containing(tokenizer: Tokenizer, stops: Sequence[str]) -> set[int]:
+def tokens_containing(tokenizer: TextTokenizer, stops: Sequence[str]) -> set[int]:
     """Ids of every token whose bytes contain one of `stops` whole."""
     needles = [s.encode("utf-8") for s in stops if s]
     if not needles:

@@ -1,4 +1,9 @@
-"""GPT-2 byte-level BPE through tiktoken, built from a checkpoint's own `encoder.json` + `vocab.bpe`."""
+"""Tokenizers: text <-> token ids, every one behind the `TextTokenizer` protocol.
+
+`Tokenizer` is GPT-2's byte-level BPE through tiktoken, built from a checkpoint's own
+`encoder.json` + `vocab.bpe`; `CharTokenizer` is one token per character of a training corpus'
+alphabet (`gpt2 prepare --tokenizer char`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ import base64
 import codecs
 import contextlib
 import hashlib
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
@@ -26,6 +33,32 @@ RANKS_NAME = "gpt2.tiktoken"
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 # GPT-2's pre-tokenizer regex in tiktoken's possessive form (same splits as OpenAI's original).
 _PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+
+@runtime_checkable
+class TextTokenizer(Protocol):
+    """What generation, scoring and stop strings need of a tokenizer.
+
+    `eot_id` is `<|endoftext|>`'s id, GPT-2's document boundary that starts an unconditional
+    sample and the score of a text's first token; None for a tokenizer without one (characters).
+    """
+
+    eot_id: int | None
+
+    @property
+    def n_vocab(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes: ...
+
+    def vocabulary(self) -> list[bytes]:
+        """Every token's bytes, indexed by id."""
+        ...
+
+    def stream_decoder(self) -> StreamDecoder: ...
 
 
 def _derive_ranks(folder: Path) -> dict[bytes, int]:
@@ -128,11 +161,61 @@ class Tokenizer:
         return StreamDecoder(self)
 
 
+class CharTokenizer:
+    """One token per character of the corpus' alphabet (the classic char-level recipe)."""
+
+    eot_id: None = None
+
+    def __init__(self, alphabet: Sequence[str]) -> None:
+        self.alphabet = list(alphabet)
+        self._ids = {c: i for i, c in enumerate(self.alphabet)}
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.alphabet)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self._ids[c] for c in text]
+        except KeyError:
+            unknown = "".join(sorted(set(text) - set(self._ids)))
+            raise ValueError(
+                f"The text has characters outside this model's alphabet ({unknown!r}); use only "
+                f"the {self.n_vocab} characters it was trained on."
+            ) from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.alphabet[int(i)] for i in ids)
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        return self.decode(ids).encode("utf-8")
+
+    def vocabulary(self) -> list[bytes]:
+        """Every token's bytes, indexed by id."""
+        return [c.encode("utf-8") for c in self.alphabet]
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
+
+
+def downloaded_gpt2_tokenizer(
+    models_dir: str | os.PathLike[str] | None = None, *, progress: bool = True
+) -> Tokenizer:
+    """GPT-2's tokenizer from the 124M files in the models folder, downloaded on first use.
+
+    The library owns that folder, so the tokenizer keeps its derived ranks there.
+    """
+    from shared.weights import openai
+
+    folder = openai.download("124M", models_dir, files=openai.TOKENIZER_FILES, progress=progress)
+    return Tokenizer(folder, cache_ranks=True)
+
+
 class StreamDecoder:
     """Turns token ids into text as they arrive, holding back a multi-byte character split
     across tokens (an emoji is often two or three tokens) until it is complete."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: TextTokenizer) -> None:
         self._tokenizer = tokenizer
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 

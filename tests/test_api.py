@@ -75,6 +75,22 @@ def test_generated_text_never_contains_endoftext(model):
         assert ENDOFTEXT not in text
 
 
+def test_sampling_settings_come_as_sampling_params_or_as_keywords_not_both(model):
+    settings = gpt2.SamplingParams(temperature=0.7, top_k=20, repetition_penalty=1.2)
+    keywords = {"temperature": 0.7, "top_k": 20, "repetition_penalty": 1.2}
+    expected = model.generate("Hello", 8, seed=3, **keywords)
+    assert model.generate("Hello", 8, sampling=settings, seed=3) == expected
+    assert next(model.stream("Hello", 8, sampling=settings, seed=3)) == next(
+        model.stream("Hello", 8, seed=3, **keywords)
+    )
+    with pytest.raises(
+        ValueError, match=r"either as sampling=SamplingParams\(...\) or as keywords"
+    ):
+        model.generate("Hello", 8, sampling=settings, top_p=0.9)
+    with pytest.raises(TypeError, match="Unexpected keyword argument 'topk'"):
+        model.generate("Hello", 8, topk=5)
+
+
 def test_samples_of_one_prompt_differ_but_reproduce(model):
     a = model.generate("Hi", 10, temperature=50.0, seed=9, num_samples=3)
     assert len(set(a)) == 3
@@ -143,7 +159,7 @@ def test_truncate_continues_from_the_end_of_the_text_as_it_slides(model):
 
     160 tokens of prompt, 80 new ones, a context of 128: the first segment sees the prompt's last
     64 tokens and writes 64, filling the context; the next sees the text's last 112 tokens and
-    writes the remaining 16 (`shared.api.segments`).
+    writes the remaining 16 (`shared.generation_windows.segments`).
     """
     prompt = " ".join(str(n) for n in range(100, 260))  # one token per number
     ids = model.tokenizer.encode(prompt)
@@ -232,8 +248,8 @@ def test_an_empty_prompt_to_a_character_model_is_refused_in_one_sentence():
     import jax
 
     from shared.config import GPT2Config
-    from shared.data import CharTokenizer
     from shared.params import init_params
+    from shared.tokenizer import CharTokenizer
 
     config = GPT2Config(n_embd=16, n_head=2, n_layer=1, n_vocab=27, n_ctx=16)
     tokenizer = CharTokenizer(list(" abcdefghijklmnopqrstuvwxyz"))
@@ -280,3 +296,9 @@ def test_load_checkpoint_reads_every_weights_source_convert_reads(
 
 def test_load_checkpoint_is_part_of_the_facade():
     assert gpt2.load_checkpoint.__module__ == "shared.api"
+
+
+def test_the_token_level_beam_search_is_part_of_the_facade():
+    from shared import beam_search
+
+    assert gpt2.beam_search is beam_search and "beam_search" in gpt2.__all__

@@ -13,7 +13,7 @@ import pytest
 from shared import data
 from shared.cli import main as gpt2_cli
 from shared.errors import GPT2Error
-from shared.tokenizer import RANKS_NAME, Tokenizer
+from shared.tokenizer import RANKS_NAME, CharTokenizer, Tokenizer
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 
 
@@ -63,7 +63,7 @@ def test_character_tokenizer_stores_its_alphabet(tmp_path):
         1_003_854,
         111_540,
     )
-    chars = data.CharTokenizer(meta["alphabet"])
+    chars = CharTokenizer(meta["alphabet"])
     assert chars.decode(_tokens(tmp_path, "train")[:14]) == "First Citizen:"
 
 

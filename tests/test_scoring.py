@@ -13,11 +13,10 @@ import pytest
 from shared.api import from_canonical
 from shared.backend import get_backend
 from shared.config import GPT2Config
-from shared.data import CharTokenizer
 from shared.loss import language_model_loss
 from shared.params import init_params
 from shared.scoring import TextScore, plan_windows
-from shared.tokenizer import Tokenizer
+from shared.tokenizer import CharTokenizer, Tokenizer
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 
 CONFIG = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=50257, n_ctx=32)

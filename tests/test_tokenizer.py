@@ -8,7 +8,14 @@ import shutil
 import pytest
 
 from shared.errors import GPT2Error
-from shared.tokenizer import EOT_ID, RANKS_NAME, RANKS_SHA256, Tokenizer
+from shared.tokenizer import (
+    EOT_ID,
+    RANKS_NAME,
+    RANKS_SHA256,
+    CharTokenizer,
+    TextTokenizer,
+    Tokenizer,
+)
 from tests.support.paths import BPE_DIR
 
 TEXTS = [
@@ -27,6 +34,14 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def tokenizer():
     return Tokenizer(BPE_DIR)
+
+
+def test_both_tokenizers_are_text_tokenizers_and_only_bpe_has_a_document_boundary(tokenizer):
+    chars = CharTokenizer(list(" abc"))
+    assert isinstance(tokenizer, TextTokenizer) and isinstance(chars, TextTokenizer)
+    assert (tokenizer.eot_id, chars.eot_id) == (EOT_ID, None)
+    decoder = chars.stream_decoder()
+    assert decoder.push(chars.encode("a b")) + decoder.flush() == "a b"
 
 
 def test_hello_world_has_the_known_ids(tokenizer):

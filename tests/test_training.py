@@ -27,6 +27,7 @@ from shared.training import checkpoints
 from shared.training.config import TrainingConfig, given_values
 from shared.training.optimizer import learning_rate_schedule
 from shared.training.trainer import Trainer, changed_settings, resume_config
+from shared.weights import runs
 from tests.support import metrics
 from tests.support.corpus import prepared_characters
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
@@ -48,7 +49,7 @@ def _config(data_dir, out_dir, /, **overrides):
 
 
 def _final_params(out_dir):
-    tree, _, meta = checkpoints.load_for_inference(out_dir)
+    tree, _, meta = runs.load_for_inference(out_dir)
     return meta["step"], tree
 
 
@@ -156,6 +157,22 @@ def test_generate_from_a_checkpoint_on_the_backend_asked_for(finished_run):
     assert "characters outside this model's alphabet ('é')" in unknown.stderr
 
 
+def test_a_run_loads_for_inference_without_the_training_package(finished_run):
+    """Reading a run's checkpoint is weights I/O (`shared.weights.runs`): a model loaded from it
+    generates without `shared.training` ever being imported."""
+    script = (
+        "import sys, gpt2; "
+        f"model = gpt2.load_checkpoint({str(finished_run)!r}); "
+        "model.generate('ROMEO:', 2, temperature=0); "
+        "print(sorted(m for m in sys.modules if m.startswith('shared.training')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 @pytest.mark.slow
 def test_score_a_checkpoint_on_held_out_text(finished_run):
     """`gpt2 score --checkpoint`: the character model's figures, as the Python API computes
@@ -183,8 +200,8 @@ def test_a_resumed_run_replaces_best_only_with_a_better_model(finished_run, tmp_
     assert checkpoints.read_meta(out, checkpoints.BEST) == best
     # out/best names the best model wherever a checkpoint is read: generate, convert, Python.
     (last, _, last_meta), (_, _, kept_meta) = (
-        checkpoints.load_for_inference(out),
-        checkpoints.load_for_inference(out / "best"),
+        runs.load_for_inference(out),
+        runs.load_for_inference(out / "best"),
     )
     assert (last_meta["step"], kept_meta["step"]) == (22, 20)
     assert gpt2_cli(["convert", str(out / "best"), str(tmp_path / "best.safetensors"),

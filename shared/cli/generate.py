@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from typing import TYPE_CHECKING
 
 from shared.cli.options import (
     add_checkpoint,
@@ -13,6 +14,9 @@ from shared.cli.options import (
     load_model,
     unescape,
 )
+
+if TYPE_CHECKING:
+    from shared.request import Request
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -102,32 +106,29 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.prompt) == args.interactive:
         raise ValueError("Give either --prompt (repeatable) or --interactive, not both or neither.")
     check_model_source(args)
-    options = {
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "repetition_penalty": args.repetition_penalty,
-        "no_repeat_ngram_size": args.no_repeat_ngram_size,
-        "stop": [unescape(s) for s in args.stop],
-        "num_samples": args.num_samples,
-        "truncate": args.truncate,
-    }
-    # Check the request before the (possibly long) download and load.
-    from shared import api
+    # The request the model will serve, checked before the (possibly long) download and load.
+    from shared.request import Request
     from shared.sampling import SamplingParams
 
-    SamplingParams(
-        args.temperature, options["top_k"], args.top_p, args.repetition_penalty,
-        args.no_repeat_ngram_size,
+    request = Request(
+        args.prompt, args.max_new_tokens,
+        SamplingParams(
+            args.temperature, args.top_k, args.top_p, args.repetition_penalty,
+            args.no_repeat_ngram_size,
+        ),
+        [unescape(s) for s in args.stop], args.seed, args.num_samples, args.truncate,
     )  # fmt: skip
-    api.check_request(
-        args.prompt, args.max_new_tokens, args.num_samples, options["stop"], args.seed
-    )
-
     if args.num_beams != 1:
-        options = _beam_options(args, options)
+        options = _beam_options(args, request)
     elif args.length_penalty != 1.0:
         raise ValueError("--length-penalty scores beam search's hypotheses; add --num-beams.")
+    else:
+        options = {
+            "sampling": request.sampling,
+            "stop": request.stop,
+            "num_samples": request.num_samples,
+            "truncate": request.truncate,
+        }
 
     model = load_model(args, mesh=args.mesh)
     if args.interactive:
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 SAMPLING_ONLY = {"temperature": 1.0, "top_k": 40, "top_p": 1.0, "seed": None}
 
 
-def _beam_options(args: argparse.Namespace, options: dict) -> dict:
+def _beam_options(args: argparse.Namespace, request: Request) -> dict:
     """The beam search's settings from the command line, refusing the options that only
     sampling uses."""
     from shared.beam_search import BeamParams
@@ -152,8 +153,8 @@ def _beam_options(args: argparse.Namespace, options: dict) -> dict:
             "choose among sampled tokens); drop them or --num-beams."
         )
     beam = BeamParams(
-        args.num_beams, args.length_penalty, args.num_samples, args.repetition_penalty,
-        args.no_repeat_ngram_size,
+        args.num_beams, args.length_penalty, request.num_samples,
+        request.sampling.repetition_penalty, request.sampling.no_repeat_ngram_size,
     )  # fmt: skip
     return {
         "num_beams": beam.num_beams,
@@ -161,8 +162,8 @@ def _beam_options(args: argparse.Namespace, options: dict) -> dict:
         "num_return": beam.num_return,
         "repetition_penalty": beam.repetition_penalty,
         "no_repeat_ngram_size": beam.no_repeat_ngram_size,
-        "stop": options["stop"],
-        "truncate": options["truncate"],
+        "stop": request.stop,
+        "truncate": request.truncate,
     }
 
 

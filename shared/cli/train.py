@@ -59,14 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from shared import compilation_cache
 
     compilation_cache.enable()
-    if config.keras_fit and not config.eval_only:
-        from keras_impl.fit import KerasFit
+    from shared.training.trainers import trainer_for
 
-        result = KerasFit(config).run()
-    else:  # the shared trainer also evaluates for --keras-fit runs: the same loss, any backend
-        from shared.training.trainer import Trainer
-
-        result = Trainer(config).run()
+    result = trainer_for(config).run()
     if config.eval_only:
         from shared.training.metrics import console_line
 

@@ -38,6 +38,7 @@ from shared.training.config import RUNTIME_FIELDS, TrainingConfig
 from shared.training.metrics import PEAK_FLOPS, MetricsLog, console_line, flops_per_token
 from shared.training.optimizer import learning_rate_schedule, make_optimizer
 from shared.training.step import make_train_step
+from shared.weights import runs
 
 
 @jax.jit
@@ -56,7 +57,8 @@ def stream_key(seed: int, stream: int) -> jax.Array:
 def pretrained_start(config: TrainingConfig, data_meta: dict) -> tuple[dict, GPT2Config]:
     """The weights `config.init_from` names (a GPT-2 size, downloaded if need be, or any source
     `gpt2 convert` reads), checked against the data and cropped to block_size."""
-    tree, model_config = weights.load_weights(config.init_from)
+    start = weights.resolve(config.init_from)
+    tree, model_config = start.tree, start.config
     if data_meta["tokenizer"] != "gpt2" or data_meta["vocab_size"] != model_config.n_vocab:
         raise GPT2Error(
             f"Fine-tuning needs data prepared with the gpt2 tokenizer and weights with its "
@@ -222,7 +224,7 @@ class Trainer:
             model_config = GPT2Config.from_hparams(meta["model"])
             if config.eval_only:
                 target = self._params_target(backend, model_config)
-                params = checkpoints.restore_params(config.out_dir, step, target)
+                params = runs.restore_params(config.out_dir, step, target)
                 return backend, model_config, TrainState(params, None, step)
             target = self._restore_target(backend, model_config)
             saved = checkpoints.restore_state(config.out_dir, step, target)

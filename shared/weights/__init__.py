@@ -1,16 +1,22 @@
-"""Weights I/O: OpenAI's downloads, Hugging Face files and our own canonical cache, all read into
-and written from the one canonical tree.
+"""Weights I/O: OpenAI's downloads, Hugging Face files, our own canonical cache and training runs'
+checkpoints, all read into and written from the one canonical tree.
 
-`load_pretrained("124M")` is the entry point for inference: the first call downloads OpenAI's
-checkpoint and converts it (the only time TensorFlow is imported); later calls read the converted
-`model.canonical.safetensors` beside it. `convert` backs the `gpt2 convert` command.
+`resolve(source)` is the entry point: it tells once what a source is (a size name, an OpenAI, Hugging
+Face or canonical file or folder, a `gpt2 train` out_dir) and gives its tree, config and tokenizer.
+A size's first use downloads OpenAI's checkpoint and converts it (`load_pretrained`, the only time
+TensorFlow is imported); later uses read the converted `model.canonical.safetensors` beside it.
+`convert` backs the `gpt2 convert` command.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from shared.config import GPT2Config
 from shared.errors import GPT2Error, check_writable
@@ -22,8 +28,12 @@ from shared.weights.hf import load_hf, save_hf
 from shared.weights.openai import download, downloaded_sizes, models_dir, resolve_size
 from shared.weights.tf_checkpoint import CorruptCheckpointError, load_tf_checkpoint
 
+if TYPE_CHECKING:
+    from shared.tokenizer import TextTokenizer
+
 __all__ = [
     "CANONICAL_NAME",
+    "Resolved",
     "convert",
     "detect_format",
     "download",
@@ -34,6 +44,7 @@ __all__ = [
     "load_tf_checkpoint",
     "load_weights",
     "models_dir",
+    "resolve",
     "save_canonical",
     "save_hf",
 ]
@@ -116,33 +127,114 @@ def detect_format(path: Source) -> str:
     )
 
 
-def load_weights(src: Source) -> tuple[Params, GPT2Config]:
-    """Load any supported checkpoint (path of any format, or an OpenAI size name).
+@dataclasses.dataclass(eq=False)
+class Resolved:
+    """What a weights source holds: the canonical tree, its config and how its text is read.
+
+    kind: "size" (OpenAI's, by name), "openai", "hf", "canonical" or "run" (a `gpt2 train`
+    out_dir or its `best/`). backend and meta: a run's backend and its checkpoint's metadata
+    (None for other sources).
+    """
+
+    tree: Params
+    config: GPT2Config
+    kind: str
+    backend: str | None = None
+    meta: dict[str, Any] | None = None
+    read_tokenizer: Callable[[], TextTokenizer] = dataclasses.field(repr=False, kw_only=True)
+
+    @functools.cached_property
+    def tokenizer(self) -> TextTokenizer:
+        """The tokenizer the weights were trained with, read on first use (so converting
+        weights never fetches one): GPT-2's BPE (OpenAI's folders carry its files; other
+        sources take the downloaded 124M ones), or a run's character alphabet."""
+        return self.read_tokenizer()
+
+
+def resolve(source: Source, *, models_dir: Source | None = None, progress: bool = True) -> Resolved:
+    """The weights of `source`: an OpenAI size name or alias (downloaded to `models_dir` if need
+    be, with a progress bar unless `progress` is False), an OpenAI TF folder, a Hugging Face
+    folder or `model.safetensors`, a canonical `.safetensors`, or a `gpt2 train` out_dir (its
+    newest checkpoint; `out_dir/best` the best by val loss).
 
     A size name wins over a folder of that name holding no weights, such as the `gpt2` package
     folder of this repository's root.
     """
-    path = Path(src)
-    if not path.exists() or (path.is_dir() and not _holds_weights(path) and _names_a_size(src)):
+    path = Path(source)
+    if not path.exists() or (path.is_dir() and not _holds_weights(path) and _names_a_size(source)):
         try:
-            size = resolve_size(str(src))
+            size = resolve_size(str(source))
         except GPT2Error:
-            raise GPT2Error(f"{src} does not exist and is not a GPT-2 size name.") from None
-        tree, config, _ = load_pretrained(size)
-        return tree, config
+            raise GPT2Error(f"{source} does not exist and is not a GPT-2 size name.") from None
+        return pretrained(size, models_dir=models_dir, progress=progress)
     kind = detect_format(path)
     if kind == "run":
-        from shared.training.checkpoints import load_for_inference
-
-        tree, config, _ = load_for_inference(path)
-        return tree, config
+        return _run(path, models_dir)
     if kind == "openai":
-        return load_tf_checkpoint(path)
-    if kind == "hf":
-        return load_hf(path)
-    if path.is_dir():
-        path = path / CANONICAL_NAME if (path / CANONICAL_NAME).is_file() else path / HF_NAME
-    return load_canonical(path)
+        tree, config = load_tf_checkpoint(path)
+    elif kind == "hf":
+        tree, config = load_hf(path)
+    else:
+        if path.is_dir():
+            path = path / CANONICAL_NAME if (path / CANONICAL_NAME).is_file() else path / HF_NAME
+        tree, config = load_canonical(path)
+
+    def gpt2_tokenizer() -> TextTokenizer:
+        from shared.tokenizer import EOT_ID, Tokenizer, downloaded_gpt2_tokenizer
+
+        if config.n_vocab != EOT_ID + 1:
+            raise ValueError(
+                f"{source} has a vocabulary of {config.n_vocab} ids where GPT-2's tokenizer has "
+                f"{EOT_ID + 1}; a weights file is read with that tokenizer, so sample a "
+                "character-level model from its training run's out_dir, which holds its alphabet."
+            )
+        if kind == "openai":  # OpenAI's folders carry the tokenizer's files
+            return Tokenizer(source)
+        return downloaded_gpt2_tokenizer(models_dir, progress=False)
+
+    return Resolved(tree, config, kind, read_tokenizer=gpt2_tokenizer)
+
+
+def pretrained(
+    size: str,
+    *,
+    models_dir: Source | None = None,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> Resolved:
+    """OpenAI's GPT-2 `size` (`load_pretrained`) with the tokenizer of its folder, which this
+    library manages and so keeps the tokenizer's derived ranks in."""
+    tree, config, folder = load_pretrained(size, models_dir, base_url, progress)
+
+    def folder_tokenizer() -> TextTokenizer:
+        from shared.tokenizer import Tokenizer
+
+        return Tokenizer(folder, cache_ranks=True)
+
+    return Resolved(tree, config, "size", read_tokenizer=folder_tokenizer)
+
+
+def _run(path: Path, models_dir: Source | None) -> Resolved:
+    """A training run's checkpoint with the tokenizer its data was prepared with. Orbax is read
+    here only, so other sources start without it."""
+    from shared.tokenizer import CharTokenizer, downloaded_gpt2_tokenizer
+    from shared.weights import runs
+
+    tree, config, meta = runs.load_for_inference(path)
+    data = meta["data"]
+
+    def run_tokenizer() -> TextTokenizer:
+        if data["tokenizer"] == "char":
+            return CharTokenizer(data["alphabet"])
+        return downloaded_gpt2_tokenizer(models_dir, progress=False)
+
+    return Resolved(tree, config, "run", meta["backend"], meta, read_tokenizer=run_tokenizer)
+
+
+def load_weights(src: Source) -> tuple[Params, GPT2Config]:
+    """The (canonical tree, config) of any source `resolve` reads."""
+    resolved = resolve(src)
+    return resolved.tree, resolved.config
 
 
 def _holds_weights(folder: Path) -> bool:
@@ -171,10 +263,10 @@ def convert(src: Source, dst: Source, to: str) -> Path:
         raise GPT2Error(f"Cannot convert to {to!r}; choose 'hf' or 'canonical'.")
     target = Path(dst) if to == "hf" else _canonical_file(dst)
     check_writable("dst", target, folder=to == "hf")  # before a possible download
-    tree, config = load_weights(src)
+    weights = resolve(src)
     if to == "hf":
-        return save_hf(tree, config, target)
-    return save_canonical(tree, config, target)
+        return save_hf(weights.tree, weights.config, target)
+    return save_canonical(weights.tree, weights.config, target)
 
 
 def _canonical_file(dst: Source) -> Path:

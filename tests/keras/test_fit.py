@@ -27,6 +27,7 @@ from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.optimizer import learning_rate_schedule
 from shared.training.trainer import Trainer
+from shared.weights import runs
 from tests.support import metrics
 from tests.support.corpus import prepared_characters
 from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
@@ -98,7 +99,7 @@ def test_fit_with_remat_trains_the_run_it_would_train_without(straight, char_dat
 
 def test_the_checkpoint_loads_for_inference_with_the_trained_models_logits(straight):
     out, run = straight
-    tree, model_config, meta = checkpoints.load_for_inference(out)
+    tree, model_config, meta = runs.load_for_inference(out)
     assert meta["step"] == 40 and meta["backend"] == "keras" and meta["training"]["keras_fit"]
     tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, model_config.n_vocab)
     positions = jnp.broadcast_to(jnp.arange(16), tokens.shape)
@@ -132,8 +133,8 @@ def test_a_keras_fit_run_killed_by_sigterm_resumes_exactly(straight, char_data, 
     assert metrics.logged_iters(out) == list(range(2, 41, 2))  # continued, not repeated
     assert metrics.losses(out) == metrics.losses(straight[0])
     (a, _, meta_a), (b, _, meta_b) = (
-        checkpoints.load_for_inference(straight[0]),
-        checkpoints.load_for_inference(out),
+        runs.load_for_inference(straight[0]),
+        runs.load_for_inference(out),
     )
     assert meta_a["step"] == meta_b["step"] == 40
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -161,7 +162,7 @@ def test_fit_and_the_shared_trainer_take_turns_on_one_run(straight, char_data, t
     run = KerasFit(
         _config(char_data, out, init_from="resume", max_iters=48, gradient_accumulation_steps=1)
     )
-    saved = checkpoints.load_for_inference(out)[0]
+    saved = runs.load_for_inference(out)[0]
     model = backend.from_canonical(saved, run.model_config)
     for variable in run.model.trainable_variables:
         np.testing.assert_array_equal(
@@ -245,7 +246,7 @@ def test_fine_tuning_openai_weights_with_fit(openai_server, tmp_path, monkeypatc
                      learning_rate=1e-4, min_lr=1e-5, warmup_iters=0, dropout=0.0)  # fmt: skip
     start, _, _ = weights.load_pretrained("124M")
     KerasFit(config).run()
-    tree, model_config, _ = checkpoints.load_for_inference(tmp_path / "ft")
+    tree, model_config, _ = runs.load_for_inference(tmp_path / "ft")
     assert model_config.n_ctx == 32 and model_config.n_vocab == 50257
     moved = np.abs(tree["blocks"]["mlp"]["c_fc"]["w"] - start["blocks"]["mlp"]["c_fc"]["w"]).max()
     assert 0 < moved < 0.01

@@ -42,7 +42,7 @@ def test_the_python_api_and_gpt2_generate_take_a_mesh():
     from shared.backend import get_backend
     from shared.cli import build_parser
     from shared.config import GPT2Config
-    from shared.data import CharTokenizer
+    from shared.tokenizer import CharTokenizer
 
     args = build_parser().parse_args(["generate", "--mesh", "data=2,fsdp=4", "--prompt", "x"])
     assert args.mesh == "data=2,fsdp=4"

@@ -12,9 +12,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from shared import params
-from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.trainer import Trainer
+from shared.weights import runs
 from tests.support import metrics
 
 TOLERANCE = 1e-5
@@ -138,7 +138,7 @@ continued on 2x4. Each result is then read back onto this process' single device
 
 
 def _final_params(out_dir) -> tuple[int, dict]:
-    tree, _, meta = checkpoints.load_for_inference(out_dir)
+    tree, _, meta = runs.load_for_inference(out_dir)
     return meta["step"], {k: np.asarray(v) for k, v in params.flatten(tree).items()}
 
 
