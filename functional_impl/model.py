@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from shared import kv_cache
+from shared import attention, kv_cache
 from shared.activations import gelu
 from shared.apply_options import ApplyOptions
 from shared.config import check_tokens
@@ -53,7 +53,7 @@ def mha(
     batch, seq, n_embd = x.shape
     qkv = linear(x, **c_attn).reshape(batch, seq, 3, n_head, n_embd // n_head)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    heads, *rest = kv_cache.self_attention(
+    heads, *rest = attention.self_attention(
         q, k, v, mask, layer_cache, index, dropout, return_probabilities=return_probabilities
     )
     return linear(heads.reshape(batch, seq, n_embd), **c_proj), *rest
@@ -119,7 +119,7 @@ def gpt2(
     check_tokens(tokens.shape, wpe.shape[0])
     dropout, attentions = options.dropout, options.output == "attentions"
     x = drop(lookup(wte, tokens) + lookup(wpe, positions), dropout, EMBEDDINGS)
-    mask = kv_cache.attention_mask(cache, tokens.shape[1])
+    mask = attention.attention_mask(cache, tokens.shape[1])
     index = None if cache is None else cache.index
     layer_caches = (
         [None] * _n_layers(blocks) if cache is None else list(zip(cache.k, cache.v, strict=True))

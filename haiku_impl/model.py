@@ -16,7 +16,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from shared import kv_cache
+from shared import attention, kv_cache
 from shared.activations import gelu
 from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config, check_tokens
@@ -92,7 +92,7 @@ class CausalSelfAttention(hk.Module):
         batch, seq, n_embd = x.shape
         qkv = self.c_attn(x).reshape(batch, seq, 3, self.n_head, n_embd // self.n_head)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        heads, *rest = kv_cache.self_attention(
+        heads, *rest = attention.self_attention(
             q, k, v, mask, layer_cache, index, dropout, return_probabilities=return_probabilities
         )
         return self.c_proj(heads.reshape(batch, seq, n_embd)), *rest
@@ -175,7 +175,7 @@ class GPT2(hk.Module):
         seq = tokens.shape[1]
         embedded = lookup(self.wte.embeddings, tokens) + lookup(self.wpe.embeddings, positions)
         x = drop(embedded, dropout, EMBEDDINGS)
-        mask = kv_cache.attention_mask(cache, seq)
+        mask = attention.attention_mask(cache, seq)
         index = None if cache is None else cache.index
         layer_caches = (
             [None] * len(self.blocks) if cache is None else zip(cache.k, cache.v, strict=True)

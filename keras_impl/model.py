@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from keras_impl.layers import GPT2_INIT_STD, LayerNorm, TransformerBlock
-from shared import kv_cache
+from shared import attention, kv_cache
 from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config, check_tokens
 from shared.dropout import EMBEDDINGS, drop
@@ -112,7 +112,7 @@ class GPT2LM(keras.Model):
         if positions is None:
             positions = ops.arange(seq)[None, :]
         x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)
-        attention_mask = kv_cache.attention_mask(cache, seq)
+        attention_mask = attention.attention_mask(cache, seq)
         index = None if cache is None else cache.index
         new_k, new_v, block_inputs, probabilities = [], [], [], []
         for i, block in enumerate(self.blocks):

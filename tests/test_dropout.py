@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import functional_impl.model
-import shared.kv_cache
+import shared.attention
 from functional_impl.backend import backend
 from functional_impl.model import gpt2
 from shared import dropout, params
@@ -72,7 +72,7 @@ def test_dropout_is_applied_at_gpt2s_four_places(tree, monkeypatch):
         return dropout.drop(x, drop_out, place)
 
     monkeypatch.setattr(functional_impl.model, "drop", spy)
-    monkeypatch.setattr(shared.kv_cache, "drop", spy)
+    monkeypatch.setattr(shared.attention, "drop", spy)
     _logits(tree, Dropout(0.1, jax.random.PRNGKey(5)))
     hidden, probs = (2, 7, CONFIG.n_embd), (2, CONFIG.n_head, 7, 7)
     block = [(ATTENTION, probs), (ATTENTION_OUTPUT, hidden), (MLP_OUTPUT, hidden)]

@@ -11,8 +11,8 @@ import pytest
 from functional_impl.model import layer_norm, transformer_block
 from shared.api import from_canonical
 from shared.apply_options import ApplyOptions
+from shared.attention import attention_mask
 from shared.config import GPT2Config
-from shared.kv_cache import attention_mask
 from shared.logits import tied_logits
 from shared.params import init_params, unstack_blocks
 from shared.tokenizer import Tokenizer
