@@ -1,4 +1,4 @@
-"""`ApplyOptions`, the options of one forward pass: flags static under jit, the dropout key traced."""
+"""`ApplyOptions`, the options of a forward pass: flags static under jit, the dropout key traced."""
 
 from __future__ import annotations
 
