@@ -8,19 +8,21 @@ import pytest
 
 from conformance.conftest import TINY, compared_with_reference
 from conformance.report import max_abs_diff
+from shared.apply_options import ApplyOptions
 from shared.weights import load_tf_checkpoint
 from tests.support.openai_checkpoint import write_openai_checkpoint
 
 LOGITS_TOLERANCE = 1e-4
 
 
-def forward(backend, tree, config, tokens, **output):
+def forward(backend, tree, config, tokens, output="logits"):
     """Full (cache-less) forward of `tokens` [batch, seq] with canonical weights `tree`: the
-    logits, or what `output` (hidden_states=True or attentions=True) asks for."""
+    logits, or what `output` ("hidden_states" or "attentions") asks for."""
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    apply = jax.jit(backend.apply, static_argnames=("config", "hidden_states", "attentions"))
+    apply = jax.jit(backend.apply, static_argnames=("config", "options"))
     params = backend.from_canonical(tree, config)
-    result, _ = apply(params, tokens, positions, None, config=config, **output)
+    options = ApplyOptions(output=output)
+    result, _ = apply(params, tokens, positions, None, config=config, options=options)
     return result
 
 
@@ -39,7 +41,7 @@ def test_hidden_states_match_the_reference(backend, reference, config, config_na
     """The residual stream at every depth, so a disagreement is placed in its layer."""
     tokens = jax.random.randint(jax.random.PRNGKey(4), (2, 24), 0, config.n_vocab)
     got, expected = (
-        forward(b, canonical, config, tokens, hidden_states=True) for b in (backend, reference)
+        forward(b, canonical, config, tokens, "hidden_states") for b in (backend, reference)
     )
     assert got.shape == (config.n_layer + 1, 2, 24, config.n_embd)
     report.check("hidden states, every layer, vs functional", backend.name, config_name,
@@ -52,7 +54,7 @@ def test_attentions_match_the_reference(backend, reference, config, config_name,
     """Every block's attention probabilities, so a disagreement is placed in its layer and head."""
     tokens = jax.random.randint(jax.random.PRNGKey(5), (2, 24), 0, config.n_vocab)
     got, expected = (
-        forward(b, canonical, config, tokens, attentions=True) for b in (backend, reference)
+        forward(b, canonical, config, tokens, "attentions") for b in (backend, reference)
     )
     assert got.shape == (config.n_layer, 2, config.n_head, 24, 24)
     report.check("attention probabilities, every layer, vs functional", backend.name,
@@ -87,9 +89,10 @@ def test_last_only_gives_the_last_position_of_the_full_logits(
     """What a prefill asks for: the last position's logits, cut before the output projection."""
     tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 24), 0, config.n_vocab)
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    apply = jax.jit(backend.apply, static_argnames=("config", "last_only"))
+    apply = jax.jit(backend.apply, static_argnames=("config", "options"))
     params = backend.from_canonical(canonical, config)
-    last, _ = apply(params, tokens, positions, None, config=config, last_only=True)
+    options = ApplyOptions(last_only=True)
+    last, _ = apply(params, tokens, positions, None, config=config, options=options)
     assert last.shape == (2, 1, config.n_vocab)
     diff = max_abs_diff(last, forward(backend, canonical, config, tokens)[:, -1:])
     report.check("last_only logits vs full logits", backend.name, config_name, diff, 1e-5)

@@ -9,6 +9,7 @@ import pytest
 from conformance.conftest import CONFIGS, TINY, canonical_tree, compared_with_reference
 from conformance.report import max_rel_diff
 from shared import params
+from shared.apply_options import ApplyOptions
 from shared.dropout import Dropout
 from shared.loss import language_model_loss
 from shared.training.config import TrainingConfig
@@ -25,7 +26,7 @@ def _tokens(config, batch=2, length=33):
 def _gradient_program(backend, config, tokens, remat=False):
     return jax.jit(
         lambda p, d: jax.value_and_grad(language_model_loss, argnums=1)(
-            backend, p, tokens, config=config, dropout=d, remat=remat
+            backend, p, tokens, config=config, options=ApplyOptions(dropout=d, remat=remat)
         )
     )
 

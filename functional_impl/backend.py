@@ -7,8 +7,8 @@ import jax.numpy as jnp
 
 from functional_impl.model import gpt2
 from shared import kv_cache, params
+from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
-from shared.dropout import Dropout
 from shared.kv_cache import KVCache
 from shared.params import Params
 
@@ -43,16 +43,11 @@ class FunctionalBackend:
         cache: KVCache | None,
         *,
         config: GPT2Config,
-        dropout: Dropout | None = None,
-        last_only: bool = False,
-        remat: bool = False,
-        hidden_states: bool = False,
-        attentions: bool = False,
+        options: ApplyOptions = ApplyOptions(),
     ) -> tuple[jax.Array, KVCache | None]:
         return gpt2(
             tokens, positions, **tree, n_head=config.n_head, eps=config.ln_eps, cache=cache,
-            dropout=dropout, last_only=last_only, remat=remat, hidden_states=hidden_states,
-            attentions=attentions,
+            options=options,
         )  # fmt: skip
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

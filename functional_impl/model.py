@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from shared import kv_cache
+from shared import attention, kv_cache
 from shared.activations import gelu
+from shared.apply_options import ApplyOptions
 from shared.config import check_tokens
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.embedding import lookup
@@ -52,7 +53,7 @@ def mha(
     batch, seq, n_embd = x.shape
     qkv = linear(x, **c_attn).reshape(batch, seq, 3, n_head, n_embd // n_head)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    heads, *rest = kv_cache.self_attention(
+    heads, *rest = attention.self_attention(
         q, k, v, mask, layer_cache, index, dropout, return_probabilities=return_probabilities
     )
     return linear(heads.reshape(batch, seq, n_embd), **c_proj), *rest
@@ -104,25 +105,21 @@ def gpt2(
     n_head: int,
     eps: float = 1e-5,
     cache: KVCache | None = None,
-    dropout: Dropout | None = None,
-    last_only: bool = False,
-    remat: bool = False,
-    hidden_states: bool = False,
-    attentions: bool = False,
+    options: ApplyOptions = ApplyOptions(),
 ) -> tuple[jax.Array, KVCache | None]:
     """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (output tied to `wte`), or
-    [batch, 1, n_vocab] of the last position with `last_only`, or with `hidden_states` the
-    residual stream [n_layer + 1, batch, seq, n_embd], or with `attentions` every block's
-    attention probabilities [n_layer, batch, n_head, seq, keys] (`shared.logits.model_output`).
+    what `options.output` asks for in their place (`shared.apply_options.ApplyOptions`).
 
     `blocks` is either the canonical stacked tree, run with `lax.scan`, or one dict per layer, run
-    as an unrolled loop over separate buffers (the faster choice for decoding on CPU). `dropout`
-    is for training only (`shared.dropout`); None runs the deterministic forward. `remat` keeps
-    only each block's input for the backward pass, which recomputes the rest (`jax.checkpoint`).
+    as an unrolled loop over separate buffers (the faster choice for decoding on CPU).
+    `options.dropout` is for training only (`shared.dropout`); None runs the deterministic
+    forward. `options.remat` keeps only each block's input for the backward pass, which
+    recomputes the rest (`jax.checkpoint`).
     """
     check_tokens(tokens.shape, wpe.shape[0])
+    dropout, attentions = options.dropout, options.output == "attentions"
     x = drop(lookup(wte, tokens) + lookup(wpe, positions), dropout, EMBEDDINGS)
-    mask = kv_cache.attention_mask(cache, tokens.shape[1])
+    mask = attention.attention_mask(cache, tokens.shape[1])
     index = None if cache is None else cache.index
     layer_caches = (
         [None] * _n_layers(blocks) if cache is None else list(zip(cache.k, cache.v, strict=True))
@@ -136,13 +133,14 @@ def gpt2(
         )  # fmt: skip
         return x, layer_cache, probabilities[0] if attentions else None
 
-    if remat:
+    if options.remat:
         layer = jax.checkpoint(layer, static_argnums=() if isinstance(blocks, Mapping) else (3,))
     if isinstance(blocks, Mapping):
 
         def scanned(x: jax.Array, xs: tuple) -> tuple:
             y, layer_cache, probabilities = layer(x, *xs)
-            return y, (layer_cache, x if hidden_states else None, probabilities)
+            block_input = x if options.output == "hidden_states" else None
+            return y, (layer_cache, block_input, probabilities)
 
         stacked = None if cache is None else (jnp.stack(cache.k), jnp.stack(cache.v))
         layers = jnp.arange(_n_layers(blocks))
@@ -158,10 +156,8 @@ def gpt2(
             new_caches.append(layer_cache)
             probabilities.append(layer_probabilities)
     output = model_output(
-        block_inputs, x, lambda h: layer_norm(h, **ln_f, eps=eps), wte,
-        last_only=last_only, hidden_states=hidden_states,
-        attentions=probabilities if attentions else None,
-    )  # fmt: skip
+        options, block_inputs, probabilities, x, lambda h: layer_norm(h, **ln_f, eps=eps), wte
+    )
     if cache is not None:
         k, v = zip(*new_caches, strict=True)
         cache = kv_cache.advance(cache, k, v, tokens.shape[1])

@@ -12,8 +12,8 @@ import numpy as np
 from haiku_impl import convert, model
 from haiku_impl.convert import HaikuParams
 from shared import kv_cache
+from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
-from shared.dropout import Dropout
 from shared.kv_cache import KVCache
 from shared.params import Params
 
@@ -51,16 +51,9 @@ class HaikuBackend:
         cache: KVCache | None,
         *,
         config: GPT2Config,
-        dropout: Dropout | None = None,
-        last_only: bool = False,
-        remat: bool = False,
-        hidden_states: bool = False,
-        attentions: bool = False,
+        options: ApplyOptions = ApplyOptions(),
     ) -> tuple[jax.Array, KVCache | None]:
-        return _transformed(config).apply(
-            params, tokens, positions, cache, dropout, last_only=last_only, remat=remat,
-            hidden_states=hidden_states, attentions=attentions,
-        )  # fmt: skip
+        return _transformed(config).apply(params, tokens, positions, cache, options)
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
         return kv_cache.init_cache(config, batch, max_len, dtype)

@@ -16,8 +16,9 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from shared import kv_cache
+from shared import attention, kv_cache
 from shared.activations import gelu
+from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config, check_tokens
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.embedding import lookup
@@ -91,7 +92,7 @@ class CausalSelfAttention(hk.Module):
         batch, seq, n_embd = x.shape
         qkv = self.c_attn(x).reshape(batch, seq, 3, self.n_head, n_embd // self.n_head)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        heads, *rest = kv_cache.self_attention(
+        heads, *rest = attention.self_attention(
             q, k, v, mask, layer_cache, index, dropout, return_probabilities=return_probabilities
         )
         return self.c_proj(heads.reshape(batch, seq, n_embd)), *rest
@@ -158,28 +159,23 @@ class GPT2(hk.Module):
         tokens: jax.Array,
         positions: jax.Array,
         cache: KVCache | None,
-        dropout: Dropout | None = None,
-        last_only: bool = False,
-        remat: bool = False,
-        hidden_states: bool = False,
-        attentions: bool = False,
+        options: ApplyOptions = ApplyOptions(),
     ) -> tuple[jax.Array, KVCache | None]:
-        """tokens, positions [batch, seq] int32 -> (logits [batch, seq, n_vocab], cache); with
-        `last_only`, logits [batch, 1, n_vocab] of the last position; with `hidden_states`, the
-        residual stream [n_layer + 1, batch, seq, n_embd]; with `attentions`, every block's
-        attention probabilities [n_layer, batch, n_head, seq, keys]
-        (`shared.logits.model_output`).
+        """tokens, positions [batch, seq] int32 -> (logits [batch, seq, n_vocab], cache), or in
+        place of the logits what `options.output` asks for (`shared.apply_options.ApplyOptions`).
 
         With `cache=None` this is the causal training forward; with a cache, layer i writes its new
         keys/values into `cache.k[i]`, `cache.v[i]` at `cache.index` and attends to all filled slots.
-        `dropout` (`shared.dropout`) is for training; None runs the deterministic forward. `remat`
-        keeps only each block's input for the backward pass, which recomputes the rest (`hk.remat`).
+        `options.dropout` (`shared.dropout`) is for training; None runs the deterministic forward.
+        `options.remat` keeps only each block's input for the backward pass, which recomputes the
+        rest (`hk.remat`).
         """
         check_tokens(tokens.shape, self.wpe.vocab_size)
+        dropout, attentions = options.dropout, options.output == "attentions"
         seq = tokens.shape[1]
         embedded = lookup(self.wte.embeddings, tokens) + lookup(self.wpe.embeddings, positions)
         x = drop(embedded, dropout, EMBEDDINGS)
-        mask = kv_cache.attention_mask(cache, seq)
+        mask = attention.attention_mask(cache, seq)
         index = None if cache is None else cache.index
         layer_caches = (
             [None] * len(self.blocks) if cache is None else zip(cache.k, cache.v, strict=True)
@@ -190,16 +186,14 @@ class GPT2(hk.Module):
             run = functools.partial(block, mask=mask, index=index, dropout=block_dropout,
                                     return_probabilities=attentions)  # fmt: skip
             block_inputs.append(x)
-            x, layer_cache, *layer_probabilities = (hk.remat(run) if remat else run)(
+            x, layer_cache, *layer_probabilities = (hk.remat(run) if options.remat else run)(
                 x, layer_cache=layer_cache
             )
             new_caches.append(layer_cache)
             probabilities += layer_probabilities
         output = model_output(
-            block_inputs, x, self.ln_f, self.wte.embeddings,
-            last_only=last_only, hidden_states=hidden_states,
-            attentions=probabilities if attentions else None,
-        )  # fmt: skip
+            options, block_inputs, probabilities, x, self.ln_f, self.wte.embeddings
+        )
         if cache is not None:
             k, v = zip(*new_caches, strict=True)
             cache = kv_cache.advance(cache, k, v, seq)
@@ -210,18 +204,12 @@ def forward(
     tokens: jax.Array,
     positions: jax.Array,
     cache: KVCache | None,
-    dropout: Dropout | None = None,
+    options: ApplyOptions = ApplyOptions(),
     *,
     config: GPT2Config,
-    last_only: bool = False,
-    remat: bool = False,
-    hidden_states: bool = False,
-    attentions: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """The function `hk.transform` wraps: build the model for `config` and run it."""
-    return GPT2(config)(
-        tokens, positions, cache, dropout, last_only, remat, hidden_states, attentions
-    )
+    return GPT2(config)(tokens, positions, cache, options)
 
 
 def transformed(config: GPT2Config) -> hk.Transformed:

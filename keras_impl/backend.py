@@ -11,16 +11,16 @@ from keras_impl import convert
 from keras_impl.convert import KerasParams
 from keras_impl.model import GPT2LM
 from shared import kv_cache, params
+from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
-from shared.dropout import Dropout
 from shared.kv_cache import KVCache
 from shared.params import Params
 
 
 @functools.cache
-def _model(config: GPT2Config, dtype: str, remat: bool) -> tuple[GPT2LM, tuple[str, ...]]:
-    """One built model per (config, dtype, remat), and its weight paths in `trainable_variables`
-    order.
+def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...]]:
+    """One built model per (config, dtype), and its weight paths in `trainable_variables` order
+    (`apply` passes `remat` with the rest of its options to each call).
 
     The model is only the function: `apply` passes the weights in, so its own variables are never
     read. It is therefore built under `jax.eval_shape`, where its variables get shapes but no
@@ -28,7 +28,7 @@ def _model(config: GPT2Config, dtype: str, remat: bool) -> tuple[GPT2LM, tuple[s
     weights (6 GB at 1558M). The dtype is the parameters' own, so `stateless_call` casts nothing.
     """
     built: list[GPT2LM] = []
-    jax.eval_shape(lambda: built.append(GPT2LM(config, remat=remat, dtype=dtype)))
+    jax.eval_shape(lambda: built.append(GPT2LM(config, dtype=dtype)))
     model = built[0]
     return model, tuple(convert.variable_path(model, v) for v in model.trainable_variables)
 
@@ -64,19 +64,14 @@ class KerasBackend:
         cache: KVCache | None,
         *,
         config: GPT2Config,
-        dropout: Dropout | None = None,
-        last_only: bool = False,
-        remat: bool = False,
-        hidden_states: bool = False,
-        attentions: bool = False,
+        options: ApplyOptions = ApplyOptions(),
     ) -> tuple[jax.Array, KVCache | None]:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
-        model, paths = _model(config, dtype, remat)
+        model, paths = _model(config, dtype)
         values = [keras_params[path] for path in paths]
         outputs, _ = model.stateless_call(
-            values, [], tokens, positions=positions, cache=cache, dropout=dropout,
-            last_only=last_only, hidden_states=hidden_states, attentions=attentions,
-        )  # fmt: skip
+            values, [], tokens, positions=positions, cache=cache, options=options
+        )
         return outputs if cache is not None else (outputs, None)
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

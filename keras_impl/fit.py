@@ -22,6 +22,7 @@ Keras keeps dispatching steps without waiting for each one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -36,6 +37,7 @@ import optax
 from keras_impl import convert
 from keras_impl.model import GPT2LM
 from shared import host_memory, params
+from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
 from shared.data import TokenDataset
 from shared.dropout import Dropout
@@ -120,12 +122,17 @@ class DropoutLM(GPT2LM):
         return {**super().get_config(), "rate": self.rate, "key": np.asarray(self.key).tolist()}
 
     def call(
-        self, tokens: Any, positions: Any = None, cache: Any = None, dropout: Any = None
+        self,
+        tokens: Any,
+        positions: Any = None,
+        cache: Any = None,
+        options: ApplyOptions = ApplyOptions(),
     ) -> Any:
         if isinstance(tokens, dict):
             key = jax.random.fold_in(self.key, tokens["micro_step"][0])
-            tokens, dropout = tokens["tokens"], Dropout(self.rate, key)
-        return super().call(tokens, positions, cache, dropout)
+            tokens = tokens["tokens"]
+            options = dataclasses.replace(options, dropout=Dropout(self.rate, key))
+        return super().call(tokens, positions, cache, options)
 
 
 @keras.saving.register_keras_serializable(package="gpt2")

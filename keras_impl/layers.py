@@ -2,8 +2,8 @@
 
 Weights are named as in OpenAI's checkpoint (`c_attn`, `c_proj`, `c_fc`, `ln_1`, ...) and are Keras
 `Dense` / `LayerNorm` weights (`kernel` [in, out], `bias`, `gamma`, `beta`), so `model.summary()`
-reads like the paper. The KV cache, masks and attention come from `shared.kv_cache`: they are plain
-JAX functions, which is why this backend runs Keras on JAX only.
+reads like the paper. The masks and attention come from `shared.attention`, the KV cache from
+`shared.kv_cache`: they are plain JAX functions, which is why this backend runs Keras on JAX only.
 
 Shapes: x is [batch, seq, n_embd]; a layer's cache is (k, v), each
 [batch * n_head, slots, head_dim].
@@ -17,7 +17,7 @@ import jax
 import keras
 from keras import ops
 
-from shared import kv_cache
+from shared import attention
 from shared.activations import gelu
 from shared.dropout import ATTENTION_OUTPUT, MLP_OUTPUT, Dropout, drop
 from shared.linear import over_rows
@@ -94,7 +94,7 @@ class CausalSelfAttention(keras.layers.Layer):
     Called as `layer(x, attention_mask, layer_cache=None, index=None, dropout=None)` and returns
     `(y, layer_cache)`: y is [batch, seq, n_embd]; with a cache the new keys and values are written
     at slot `index` and the updated (k, v) is returned, otherwise the second output is None.
-    `attention_mask` comes from `shared.kv_cache.attention_mask`; `dropout` (a
+    `attention_mask` comes from `shared.attention.attention_mask`; `dropout` (a
     `shared.dropout.Dropout`, training only) drops attention probabilities.
 
     Args:
@@ -108,7 +108,7 @@ class CausalSelfAttention(keras.layers.Layer):
     ```python
     import numpy as np
     from keras_impl import CausalSelfAttention
-    from shared.kv_cache import attention_mask
+    from shared.attention import attention_mask
 
     x = np.zeros((2, 5, 32), "float32")
     y, _ = CausalSelfAttention(n_head=4)(x, attention_mask(None, 5))
@@ -157,7 +157,7 @@ class CausalSelfAttention(keras.layers.Layer):
         batch, seq, n_embd = x.shape
         qkv = ops.reshape(self.c_attn(x), (batch, seq, 3, self.n_head, n_embd // self.n_head))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        heads, *rest = kv_cache.self_attention(
+        heads, *rest = attention.self_attention(
             q, k, v, attention_mask, layer_cache, index, dropout,
             return_probabilities=return_attention_scores,
         )  # fmt: skip
@@ -235,7 +235,7 @@ class TransformerBlock(keras.layers.Layer):
     ```python
     import numpy as np
     from keras_impl import TransformerBlock
-    from shared.kv_cache import attention_mask
+    from shared.attention import attention_mask
 
     block = TransformerBlock(n_head=4, residual_std=0.02 / 2)
     x, _ = block(np.ones((1, 7, 32), "float32"), attention_mask(None, 7))

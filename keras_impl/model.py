@@ -12,9 +12,10 @@ import keras
 from keras import ops
 
 from keras_impl.layers import GPT2_INIT_STD, LayerNorm, TransformerBlock
-from shared import kv_cache
+from shared import attention, kv_cache
+from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config, check_tokens
-from shared.dropout import EMBEDDINGS, Dropout, drop
+from shared.dropout import EMBEDDINGS, drop
 from shared.kv_cache import KVCache
 from shared.logits import model_output
 from shared.params import Params
@@ -95,26 +96,23 @@ class GPT2LM(keras.Model):
         tokens: jax.Array,
         positions: jax.Array | None = None,
         cache: KVCache | None = None,
-        dropout: Dropout | None = None,
-        last_only: bool = False,
-        hidden_states: bool = False,
-        attentions: bool = False,
+        options: ApplyOptions = ApplyOptions(),
     ) -> jax.Array | tuple[jax.Array, KVCache]:
-        """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (and the new cache); with
-        `last_only`, logits [batch, 1, n_vocab] of the last position; with `hidden_states`, the
-        residual stream [n_layer + 1, batch, seq, n_embd]; with `attentions`, every block's
-        attention probabilities [n_layer, batch, n_head, seq, keys]
-        (`shared.logits.model_output`).
+        """tokens, positions [batch, seq] -> logits [batch, seq, n_vocab] (and the new cache), or
+        in place of the logits what `options.output` asks for (`shared.apply_options.ApplyOptions`).
 
-        `positions` default to 0..seq-1 for every row. `dropout` (`shared.dropout.Dropout`: a rate
-        and a key) applies GPT-2's training dropout; None runs the deterministic forward.
+        `positions` default to 0..seq-1 for every row. `options.dropout` (`shared.dropout.Dropout`:
+        a rate and a key) applies GPT-2's training dropout; None runs the deterministic forward.
+        `options.remat` rematerialises the blocks as the constructor's `remat` does.
         """
         check_tokens(tokens.shape, self.config.n_ctx)
+        dropout, attentions = options.dropout, options.output == "attentions"
+        remat = self.remat or options.remat
         seq = tokens.shape[1]
         if positions is None:
             positions = ops.arange(seq)[None, :]
         x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)
-        attention_mask = kv_cache.attention_mask(cache, seq)
+        attention_mask = attention.attention_mask(cache, seq)
         index = None if cache is None else cache.index
         new_k, new_v, block_inputs, probabilities = [], [], [], []
         for i, block in enumerate(self.blocks):
@@ -124,7 +122,7 @@ class GPT2LM(keras.Model):
                                     dropout=block_dropout,
                                     return_attention_scores=attentions)  # fmt: skip
             block_inputs.append(x)
-            x, layer_cache, *layer_probabilities = (keras.remat(run) if self.remat else run)(
+            x, layer_cache, *layer_probabilities = (keras.remat(run) if remat else run)(
                 x, layer_cache=layer_cache
             )
             probabilities += layer_probabilities
@@ -132,10 +130,7 @@ class GPT2LM(keras.Model):
                 new_k.append(layer_cache[0])
                 new_v.append(layer_cache[1])
         embeddings = ops.cast(self.wte.embeddings, self.compute_dtype)
-        output = model_output(
-            block_inputs, x, self.ln_f, embeddings, last_only=last_only,
-            hidden_states=hidden_states, attentions=probabilities if attentions else None,
-        )  # fmt: skip
+        output = model_output(options, block_inputs, probabilities, x, self.ln_f, embeddings)
         if cache is None:
             return output
         return output, kv_cache.advance(cache, new_k, new_v, seq)

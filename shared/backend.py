@@ -12,8 +12,8 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 import jax.numpy as jnp
 
+from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
-from shared.dropout import Dropout
 from shared.kv_cache import KVCache
 from shared.params import Params
 
@@ -41,27 +41,16 @@ class Backend(Protocol):
         cache: KVCache | None,
         *,
         config: GPT2Config,
-        dropout: Dropout | None = None,
-        last_only: bool = False,
-        remat: bool = False,
-        hidden_states: bool = False,
-        attentions: bool = False,
+        options: ApplyOptions = ApplyOptions(),
     ) -> tuple[jax.Array, KVCache | None]:
         """Pure, jittable forward pass: tokens/positions [batch, seq] -> logits [batch, seq, n_vocab].
 
         With `cache=None` this is the training forward (causal mask); with a cache the new tokens are
-        written at `cache.index` and attend to everything cached before them. `dropout` (a rate and
-        a key) turns on GPT-2's training dropout through `shared.dropout.drop`, so every backend
-        draws the same masks for the same key; None (inference, evaluation) applies none.
-        `last_only` returns only the last position's logits, [batch, 1, n_vocab] (a prefill).
-        `remat` (training) keeps only each block's input for the backward pass, which recomputes
-        the block: activation memory of one block instead of all, for about one more forward pass.
-        `hidden_states` returns, in place of the logits, the residual stream [n_layer + 1, batch,
-        seq, n_embd] as Hugging Face's `output_hidden_states`: each block's input (entry 0 the
-        embeddings), then the final LayerNorm's output (`shared.logits.model_output`).
-        `attentions` returns, in place of the logits, every block's attention probabilities
-        [n_layer, batch, n_head, seq, keys] as Hugging Face's `output_attentions` (keys: seq
-        without a cache, its slots with one).
+        written at `cache.index` and attend to everything cached before them. `options`
+        (`shared.apply_options.ApplyOptions`) turns on training dropout (drawn by
+        `shared.dropout.drop`, so every backend draws the same masks for the same key) and
+        rematerialisation, cuts the logits to the last position (a prefill), or asks for the
+        residual stream or the attention probabilities in place of the logits.
         """
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from shared import program_cache
+from shared.apply_options import ApplyOptions
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.distributed import placement
@@ -142,7 +143,9 @@ def prefill(
     positions = jnp.maximum(jnp.arange(bucket)[None, :] - pad[:, None], 0)
     cache = backend.init_cache(config, prompt.shape[0], max_slots, _param_dtype(params))
     cache = cache._replace(mask=cache.mask.at[:, :bucket].set(prompt_mask))
-    logits, cache = backend.apply(params, prompt, positions, cache, config=config, last_only=True)
+    logits, cache = backend.apply(
+        params, prompt, positions, cache, config=config, options=ApplyOptions(last_only=True)
+    )
     return logits[:, -1], cache, positions[:, -1]
 
 

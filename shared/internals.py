@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared.apply_options import ApplyOptions
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.generation import check_token_ids, prompt_bucket
@@ -26,14 +27,16 @@ def _forward(
     params: Any, tokens: jax.Array, *, backend: Backend, config: GPT2Config, output: str
 ) -> jax.Array:
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    result, _ = backend.apply(params, tokens, positions, None, config=config, **{output: True})
+    options = ApplyOptions(output=output)
+    result, _ = backend.apply(params, tokens, positions, None, config=config, options=options)
     return result.astype(jnp.float32)
 
 
 def _run(
     backend: Backend, params: Any, config: GPT2Config, ids: Sequence[int], output: str
 ) -> np.ndarray:
-    """`Backend.apply(**{output: True})` over `ids` padded to a bucket: float32, batch of one."""
+    """`Backend.apply` asked for `output` (`ApplyOptions.output`) over `ids` padded to a bucket:
+    float32, batch of one."""
     if not 1 <= len(ids) <= config.n_ctx:
         raise ValueError(
             f"The text is {len(ids)} tokens; {output.replace('_', ' ')} need 1 to {config.n_ctx} "
@@ -49,7 +52,7 @@ def residual_stream(
     backend: Backend, params: Any, config: GPT2Config, ids: Sequence[int]
 ) -> np.ndarray:
     """float32 [n_layer + 1, len(ids), n_embd]: the embeddings, each later block's input, and the
-    final LayerNorm's output (`Backend.apply(hidden_states=True)`)."""
+    final LayerNorm's output (`ApplyOptions(output="hidden_states")`)."""
     return _run(backend, params, config, ids, "hidden_states")[:, : len(ids)]
 
 
@@ -57,5 +60,5 @@ def attention_patterns(
     backend: Backend, params: Any, config: GPT2Config, ids: Sequence[int]
 ) -> np.ndarray:
     """float32 [n_layer, n_head, len(ids), len(ids)]: how much each token attends to each token up
-    to it, per block and head (`Backend.apply(attentions=True)`); each row sums to 1."""
+    to it, per block and head (`ApplyOptions(output="attentions")`); each row sums to 1."""
     return _run(backend, params, config, ids, "attentions")[:, :, : len(ids), : len(ids)]

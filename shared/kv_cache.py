@@ -1,7 +1,7 @@
-"""The preallocated KV cache and the attention every backend shares.
+"""The preallocated KV cache every backend shares: its layout, its writing and its reordering.
 
-Backends differ in how they hold parameters and compose layers; the cache layout, the mask rules for
-left-padded batches and the softmax attention itself are defined once here, so all three agree.
+Backends differ in how they hold parameters and compose layers; the cache is defined once here, and
+the attention that reads it once in `shared.attention`, so all three agree.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 
 from shared.config import GPT2Config
-from shared.dropout import ATTENTION, Dropout, drop
 
 
 class KVCache(NamedTuple):
@@ -49,20 +48,6 @@ def init_cache(config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -
         mask=jnp.ones((batch, max_len), bool),
         index=jnp.zeros((), jnp.int32),
     )
-
-
-def attention_mask(cache: KVCache | None, n_new: int) -> jax.Array:
-    """Which key slots each of the `n_new` new query tokens may see: [batch or 1, 1, n_new, slots].
-
-    Without a cache this is the plain causal mask. With one, query t sits at slot index + t and sees
-    filled slots up to its own that hold real (non-padding) tokens.
-    """
-    if cache is None:
-        return jnp.tril(jnp.ones((n_new, n_new), bool))[None, None]
-    query_slot = cache.index + jnp.arange(n_new)[:, None]
-    key_slot = jnp.arange(cache.mask.shape[1])[None, :]
-    causal = key_slot <= query_slot
-    return causal[None, None] & cache.mask[:, None, None, :]
 
 
 def write(
@@ -141,83 +126,3 @@ def _head_row_indices(cache: KVCache, rows: jax.Array) -> jax.Array:
     """The cache's (sequence, head) rows of the sequences at `rows`, in `head_rows` order."""
     n_head = cache.k[0].shape[0] // cache.mask.shape[0]
     return (rows[:, None] * n_head + jnp.arange(n_head)).reshape(-1)
-
-
-def attention_probabilities(q: jax.Array, k: jax.Array, mask: jax.Array) -> jax.Array:
-    """The softmax of scaled dot products, fp32 [batch, n_head, n_q, n_k]: how much each query
-    attends to each key (0 where `mask` is False). q: [batch, n_q, n_head, head_dim]; k: [batch *
-    n_head, n_k, head_dim] (`head_rows`); mask: broadcastable to [batch, n_head, n_q, n_k]."""
-    batch, n_q, n_head, head_dim = q.shape
-    scale = head_dim**-0.5
-    scores = jnp.einsum("rqd,rkd->rqk", head_rows(q), k, preferred_element_type=jnp.float32)
-    scores = (scores * scale).reshape(batch, n_head, n_q, -1)
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    # JAX's newer softmax derivative keeps only the probabilities for the backward pass, where the
-    # default one also keeps the masked scores and their exponentials, each as large, so the
-    # training step needs less temporary memory and runs faster. The forward values are the same.
-    with jax.softmax_custom_jvp(True):
-        return jax.nn.softmax(scores, axis=-1)
-
-
-def attend(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dropout: Dropout | None = None
-) -> tuple[jax.Array, jax.Array]:
-    """Scaled dot-product attention with an fp32 softmax.
-
-    q: [batch, n_q, n_head, head_dim]; k, v: [batch * n_head, n_k, head_dim] (`head_rows`);
-    mask: broadcastable to [batch, n_head, n_q, n_k]. Returns the attended values [batch, n_q,
-    n_head, head_dim] and the probabilities (`attention_probabilities`, before dropout).
-    `dropout` (the block's, training only) drops attention probabilities.
-    """
-    batch, n_q, n_head, _ = q.shape
-    probabilities = attention_probabilities(q, k, mask)
-    weights = drop(probabilities, dropout, ATTENTION).astype(v.dtype)
-    heads = jnp.einsum("rqk,rkd->rqd", weights.reshape(batch * n_head, n_q, -1), v)
-    return from_head_rows(heads, batch), probabilities
-
-
-def fused_attention_applies(q: jax.Array) -> bool:
-    """Whether the causal attention of a training forward can run as cuDNN's fused flash kernel.
-
-    Only on GPU, in bf16/fp16, with head sizes cuDNN takes; elsewhere (CPU, fp32) the explicit
-    softmax above runs, which is also what keeps CPU results bit-identical across backends.
-    """
-    head_dim = q.shape[-1]
-    return (
-        jax.default_backend() == "gpu"
-        and q.dtype in (jnp.bfloat16, jnp.float16)
-        and head_dim % 8 == 0
-        and head_dim <= 128
-    )
-
-
-def self_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    mask: jax.Array,
-    layer_cache: tuple[jax.Array, jax.Array] | None,
-    index: jax.Array | None,
-    dropout: Dropout | None = None,
-    *,
-    return_probabilities: bool = False,
-) -> tuple:
-    """Attention of new tokens, through this layer's cache when there is one.
-
-    Returns the attended values and the layer's updated (k, v) cache (None without a cache), and
-    with `return_probabilities` the attention probabilities [batch, n_head, n_q, n_k] too (for
-    interpretability; they rule out cuDNN's fused kernel, which never forms them).
-    `dropout` is the block's (`Dropout.block`); None for inference.
-    """
-    if layer_cache is None:
-        fused = fused_attention_applies(q) and (dropout is None or dropout.rate == 0)
-        if fused and not return_probabilities:
-            return jax.nn.dot_product_attention(
-                q, k, v, is_causal=True, implementation="cudnn"
-            ), None
-        heads, probabilities = attend(q, head_rows(k), head_rows(v), mask, dropout)
-        new_cache = None
-    else:
-        new_cache = write(*layer_cache, k, v, index)
-        heads, probabilities = attend(q, *new_cache, mask, dropout)
-    return (heads, new_cache, probabilities) if return_probabilities else (heads, new_cache)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from shared.apply_options import ApplyOptions
 from shared.linear import over_rows
 
 
@@ -33,32 +34,27 @@ def last_position(hidden: jax.Array, last_only: bool) -> jax.Array:
 
 
 def model_output(
+    options: ApplyOptions,
     block_inputs: Sequence[jax.Array] | jax.Array,
+    probabilities: Sequence[jax.Array] | jax.Array,
     x: jax.Array,
     ln_f: Callable[[jax.Array], jax.Array],
     wte: jax.Array,
-    *,
-    last_only: bool,
-    hidden_states: bool,
-    attentions: Sequence[jax.Array] | jax.Array | None = None,
 ) -> jax.Array:
-    """What a forward pass returns from its last block's output `x`: the tied logits, or with
-    `hidden_states` the residual stream as Hugging Face's `output_hidden_states` gives it, or
-    given `attentions` (each block's attention probabilities) those, as its `output_attentions`.
+    """What a forward pass returns from its last block's output `x`, as `options.output` asks:
+    the tied logits (of the last position only with `options.last_only`); or the residual stream
+    as Hugging Face's `output_hidden_states` gives it; or each block's attention `probabilities`,
+    as its `output_attentions`.
 
     The stream is [n_layer + 1, batch, seq, n_embd]: each block's input (entry 0 the embeddings),
     then the final LayerNorm's output, of which the logits are the projection. `block_inputs` is a
     list of the blocks' inputs, or one array of them stacked (a `lax.scan`'s outputs), and so
-    is `attentions`; they stack into [n_layer, batch, n_head, seq, keys].
+    is `probabilities`; they stack into [n_layer, batch, n_head, seq, keys]. Each is read only
+    when it is the output asked for.
     """
-    if hidden_states and attentions is not None:
-        raise ValueError("Ask a forward pass for hidden_states or attentions, not both.")
-    if not hidden_states and attentions is None:
-        return tied_logits(ln_f(last_position(x, last_only)), wte)
-    if last_only:
-        asked = "hidden_states" if hidden_states else "attentions"
-        raise ValueError(f"{asked} covers every position; it cannot be combined with last_only.")
-    if attentions is not None:
-        return attentions if isinstance(attentions, jax.Array) else jnp.stack(attentions)
-    stacked = block_inputs if isinstance(block_inputs, jax.Array) else jnp.stack(block_inputs)
-    return jnp.concatenate([stacked, ln_f(x)[None].astype(stacked.dtype)])
+    if options.output == "hidden_states":
+        stacked = block_inputs if isinstance(block_inputs, jax.Array) else jnp.stack(block_inputs)
+        return jnp.concatenate([stacked, ln_f(x)[None].astype(stacked.dtype)])
+    if options.output == "attentions":
+        return probabilities if isinstance(probabilities, jax.Array) else jnp.stack(probabilities)
+    return tied_logits(ln_f(last_position(x, options.last_only)), wte)

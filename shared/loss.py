@@ -7,9 +7,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from shared.apply_options import ApplyOptions
 from shared.backend import Backend
 from shared.config import GPT2Config
-from shared.dropout import Dropout
 
 
 def target_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -50,16 +50,19 @@ def language_model_loss(
     tokens: jax.Array,
     *,
     config: GPT2Config,
-    dropout: Dropout | None = None,
-    remat: bool = False,
+    options: ApplyOptions = ApplyOptions(),
 ) -> jax.Array:
     """Loss of predicting tokens[:, 1:] from tokens[:, :-1] with the training forward pass.
 
-    `dropout` and `remat` (training only) are passed to the backend; without them it evaluates.
+    `options` (training only: dropout, remat) are passed to the backend; the default evaluates.
+    They must ask for the logits of every position, which the loss reads.
     """
+    if options.output != "logits" or options.last_only:
+        raise ValueError(
+            "The loss reads the logits of every position; its options cannot ask for last_only "
+            f"or another output, got last_only={options.last_only}, output={options.output!r}."
+        )
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
-    logits, _ = backend.apply(
-        params, inputs, positions, None, config=config, dropout=dropout, remat=remat
-    )
+    logits, _ = backend.apply(params, inputs, positions, None, config=config, options=options)
     return next_token_loss(logits, targets)

@@ -1,4 +1,4 @@
-"""Attention patterns (`GPT2.attentions`, `Backend.apply(attentions=True)`): each block's is the
+"""Attention patterns (`GPT2.attentions`, `ApplyOptions(output="attentions")`): each block's is the
 softmax its own queries and keys give, rebuilt here from the residual stream."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 
 from functional_impl.model import layer_norm
 from shared.api import from_canonical
+from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
 from shared.linear import linear
 from shared.params import init_params, unstack_blocks
@@ -76,7 +77,7 @@ def test_through_a_cache_the_keys_are_its_slots(model):
     _, cache = apply(model.params, jnp.asarray([ids[:-1]]), jnp.arange(n - 1)[None], cache,
                      config=CONFIG)  # fmt: skip
     step, _ = apply(model.params, jnp.asarray([ids[-1:]]), jnp.asarray([[n - 1]]), cache,
-                    config=CONFIG, attentions=True)  # fmt: skip
+                    config=CONFIG, options=ApplyOptions(output="attentions"))  # fmt: skip
     assert step.shape == (CONFIG.n_layer, 1, CONFIG.n_head, 1, slots)
     np.testing.assert_allclose(step[:, 0, :, 0, :n], model.attentions(TEXT)[:, :, -1], atol=1e-5)
     assert np.all(np.asarray(step[..., n:]) == 0)
@@ -88,11 +89,12 @@ def test_the_scanned_stacked_tree_gives_the_unrolled_layers_patterns(tree):
     functional = get_backend("functional")
     tokens = jnp.asarray([Tokenizer(BPE_DIR).encode(TEXT)])
     positions = jnp.arange(tokens.shape[1])[None]
+    options = ApplyOptions(output="attentions")
     unrolled, _ = functional.apply(
         functional.from_canonical(tree, CONFIG), tokens, positions, None, config=CONFIG,
-        attentions=True,
+        options=options,
     )  # fmt: skip
-    scanned, _ = functional.apply(tree, tokens, positions, None, config=CONFIG, attentions=True)
+    scanned, _ = functional.apply(tree, tokens, positions, None, config=CONFIG, options=options)
     np.testing.assert_allclose(scanned, unrolled, rtol=1e-5, atol=1e-6)
 
 
@@ -100,15 +102,16 @@ def test_the_scanned_stacked_tree_gives_the_unrolled_layers_patterns(tree):
     ("options", "message"),
     [
         ({"last_only": True}, "attentions covers every position; it cannot be combined"),
-        ({"hidden_states": True}, "Ask a forward pass for hidden_states or attentions, not both"),
     ],
 )
 def test_attentions_refuse_other_outputs(model, options, message):
+    """(Asking for the hidden states too cannot be written: `ApplyOptions.output` is one.)"""
     tokens = jnp.zeros((1, 4), jnp.int32)
     with pytest.raises(ValueError, match=message):
         model.backend.apply(
-            model.params, tokens, tokens, None, config=CONFIG, attentions=True, **options
-        )
+            model.params, tokens, tokens, None, config=CONFIG,
+            options=ApplyOptions(output="attentions", **options),
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shared import kv_cache
+from shared import attention, kv_cache
 from shared.activations import gelu
 from shared.loss import next_token_loss
 
@@ -28,10 +28,10 @@ def test_attention_gradient_needs_at_most_three_score_sized_buffers():
     softmax derivative also kept the masked scores and their exponentials (four)."""
     batch, seq, n_head, head_dim = 1, 512, 2, 8
     q, k, v = (jnp.ones((batch, seq, n_head, head_dim)) for _ in range(3))
-    mask = kv_cache.attention_mask(None, seq)
+    mask = attention.attention_mask(None, seq)
 
     def loss(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-        heads, _ = kv_cache.attend(q, kv_cache.head_rows(k), kv_cache.head_rows(v), mask)
+        heads, _ = attention.attend(q, kv_cache.head_rows(k), kv_cache.head_rows(v), mask)
         return jnp.sum(heads)
 
     compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, k, v).compile()

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import functional_impl.model
-import shared.kv_cache
+import shared.attention
 from functional_impl.backend import backend
 from functional_impl.model import gpt2
 from shared import dropout, params
+from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
 from shared.dropout import ATTENTION, ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 
@@ -27,7 +28,8 @@ def tree():
 
 def _logits(tree, drop_out):
     per_layer = backend.from_canonical(tree, CONFIG)
-    return backend.apply(per_layer, TOKENS, POSITIONS, None, config=CONFIG, dropout=drop_out)[0]
+    options = ApplyOptions(dropout=drop_out)
+    return backend.apply(per_layer, TOKENS, POSITIONS, None, config=CONFIG, options=options)[0]
 
 
 def test_no_dropout_and_rate_zero_are_the_plain_forward(tree):
@@ -70,7 +72,7 @@ def test_dropout_is_applied_at_gpt2s_four_places(tree, monkeypatch):
         return dropout.drop(x, drop_out, place)
 
     monkeypatch.setattr(functional_impl.model, "drop", spy)
-    monkeypatch.setattr(shared.kv_cache, "drop", spy)
+    monkeypatch.setattr(shared.attention, "drop", spy)
     _logits(tree, Dropout(0.1, jax.random.PRNGKey(5)))
     hidden, probs = (2, 7, CONFIG.n_embd), (2, CONFIG.n_head, 7, 7)
     block = [(ATTENTION, probs), (ATTENTION_OUTPUT, hidden), (MLP_OUTPUT, hidden)]
@@ -79,7 +81,7 @@ def test_dropout_is_applied_at_gpt2s_four_places(tree, monkeypatch):
 
 def test_stacked_and_per_layer_blocks_draw_the_same_masks(tree):
     d = Dropout(0.1, jax.random.PRNGKey(5))
-    stacked, _ = gpt2(TOKENS, POSITIONS, **tree, n_head=CONFIG.n_head, dropout=d)
+    stacked, _ = gpt2(TOKENS, POSITIONS, **tree, n_head=CONFIG.n_head, options=ApplyOptions(d))
     np.testing.assert_allclose(stacked, _logits(tree, d), atol=1e-5)
 
 
@@ -88,7 +90,7 @@ def test_dropout_passes_through_jit_with_a_static_rate(tree):
 
     @jax.jit
     def forward(p, d):
-        return backend.apply(p, TOKENS, POSITIONS, None, config=CONFIG, dropout=d)[0]
+        return backend.apply(p, TOKENS, POSITIONS, None, config=CONFIG, options=ApplyOptions(d))[0]
 
     d = Dropout(0.1, jax.random.PRNGKey(5))
     np.testing.assert_allclose(forward(per_layer, d), _logits(tree, d), atol=1e-5)

@@ -10,6 +10,7 @@ from functional_impl.backend import backend
 from functional_impl.model import gpt2, layer_norm
 from shared import kv_cache, params
 from shared.activations import gelu
+from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
 from shared.dropout import Dropout
 
@@ -54,7 +55,8 @@ def test_remat_over_the_stacked_tree_gives_the_unrolled_gradients():
     dropout = Dropout(0.1, jax.random.PRNGKey(2))
 
     def loss(tree, remat):
-        logits, _ = gpt2(tokens, positions, **tree, n_head=4, dropout=dropout, remat=remat)
+        options = ApplyOptions(dropout=dropout, remat=remat)
+        logits, _ = gpt2(tokens, positions, **tree, n_head=4, options=options)
         return jnp.mean(logits**2)
 
     gradient = jax.jit(jax.grad(loss), static_argnums=1)

@@ -1,5 +1,5 @@
-"""A text's residual stream (`GPT2.hidden_states`, `Backend.apply(hidden_states=True)`): each entry
-is what the model computes at that depth, and the last one is what the logits project."""
+"""A text's residual stream (`GPT2.hidden_states`, `ApplyOptions(output="hidden_states")`): each
+entry is what the model computes at that depth, and the last one is what the logits project."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 
 from functional_impl.model import layer_norm, transformer_block
 from shared.api import from_canonical
+from shared.apply_options import ApplyOptions
+from shared.attention import attention_mask
 from shared.config import GPT2Config
-from shared.kv_cache import attention_mask
 from shared.logits import tied_logits
 from shared.params import init_params, unstack_blocks
 from shared.tokenizer import Tokenizer
@@ -67,12 +68,11 @@ def test_the_scanned_stacked_tree_gives_the_unrolled_layers_states(model, tree):
     per layer) collect the same stream."""
     tokens = jnp.asarray([model.tokenizer.encode(TEXT)])
     positions = jnp.arange(tokens.shape[1])[None]
+    options = ApplyOptions(output="hidden_states")
     unrolled, _ = model.backend.apply(
-        model.params, tokens, positions, None, config=CONFIG, hidden_states=True
+        model.params, tokens, positions, None, config=CONFIG, options=options
     )
-    scanned, _ = model.backend.apply(
-        tree, tokens, positions, None, config=CONFIG, hidden_states=True
-    )
+    scanned, _ = model.backend.apply(tree, tokens, positions, None, config=CONFIG, options=options)
     np.testing.assert_allclose(scanned, unrolled, rtol=1e-5, atol=1e-5)
 
 
@@ -80,8 +80,9 @@ def test_hidden_states_and_last_only_are_refused_together(model):
     tokens = jnp.zeros((1, 4), jnp.int32)
     with pytest.raises(ValueError, match="cannot be combined with last_only"):
         model.backend.apply(
-            model.params, tokens, tokens, None, config=CONFIG, hidden_states=True, last_only=True
-        )
+            model.params, tokens, tokens, None, config=CONFIG,
+            options=ApplyOptions(output="hidden_states", last_only=True),
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,7 @@ def test_hidden_states_match_hf_output_hidden_states(backend, hf_checkpoint, rep
     """Every depth of the residual stream, HF's `output_hidden_states` entry by entry."""
     name, model, tree = hf_checkpoint
     tokens = np.random.default_rng(4).integers(0, CONFIGS[name].n_vocab, (2, 24))
-    ours = forward(backend, tree, CONFIGS[name], jnp.asarray(tokens), hidden_states=True)
+    ours = forward(backend, tree, CONFIGS[name], jnp.asarray(tokens), "hidden_states")
     with torch.no_grad():
         theirs = model(torch.from_numpy(tokens), output_hidden_states=True).hidden_states
     assert len(theirs) == CONFIGS[name].n_layer + 1
@@ -87,7 +87,7 @@ def test_attentions_match_hf_output_attentions(backend, hf_checkpoint, report):
     name, model, tree = hf_checkpoint
     config = CONFIGS[name]
     tokens = np.random.default_rng(6).integers(0, config.n_vocab, (2, 24))
-    ours = forward(backend, tree, config, jnp.asarray(tokens), attentions=True)
+    ours = forward(backend, tree, config, jnp.asarray(tokens), "attentions")
     implementation = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shared.apply_options import ApplyOptions
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config, config_for_size
 from shared.generation import GREEDY, Generator, slot_bucket
@@ -97,7 +98,7 @@ def prefill_tokens_per_s(
         cache = backend.init_cache(config, 1, prompt_len, dtype)
         positions = jnp.arange(prompt_len)[None, :]
         logits, cache = backend.apply(
-            params, tokens, positions, cache, config=config, last_only=True
+            params, tokens, positions, cache, config=config, options=ApplyOptions(last_only=True)
         )
         return logits[:, -1], cache
 

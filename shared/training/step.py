@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from shared.apply_options import ApplyOptions
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.dropout import Dropout
@@ -38,7 +39,7 @@ def make_train_step(
     fold_in(dropout_stream, step * accumulation + i), like its batch, so a resumed run draws the
     same masks. `gather` turns the (possibly sharded) parameters into the full ones the forward
     pass needs. `remat` recomputes each block in the backward pass instead of keeping its
-    activations (`Backend.apply`).
+    activations (`ApplyOptions.remat`).
     """
     dtype = DTYPES[compute_dtype]
     dropout_stream = jax.random.PRNGKey(0) if dropout_stream is None else dropout_stream
@@ -49,9 +50,8 @@ def make_train_step(
             params = cast(params, dtype)
         params = gather(params)
         dropout = Dropout(dropout_rate, dropout_key) if dropout_rate > 0 else None
-        return language_model_loss(
-            backend, params, batch, config=model_config, dropout=dropout, remat=remat
-        )
+        options = ApplyOptions(dropout=dropout, remat=remat)
+        return language_model_loss(backend, params, batch, config=model_config, options=options)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def train_step(params: Any, opt_state: Any, batches: jax.Array, step: jax.Array) -> tuple:
