@@ -26,12 +26,15 @@ class Backend(Protocol):
 
     def init(self, config: GPT2Config, key: jax.Array) -> Any:
         """Fresh GPT-2-initialised parameters in the backend's own format."""
+        ...
 
     def from_canonical(self, tree: Params, config: GPT2Config) -> Any:
         """Canonical tree -> backend parameters (exact)."""
+        ...
 
     def to_canonical(self, params: Any, config: GPT2Config) -> Params:
         """Backend parameters -> canonical tree (exact)."""
+        ...
 
     def apply(
         self,
@@ -52,9 +55,11 @@ class Backend(Protocol):
         rematerialisation, cuts the logits to the last position (a prefill), or asks for the
         residual stream or the attention probabilities in place of the logits.
         """
+        ...
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
         """An empty cache for `batch` rows of up to `max_len` token slots."""
+        ...
 
 
 _REGISTRY: dict[str, str] = {

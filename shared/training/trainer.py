@@ -31,6 +31,7 @@ from shared.data import TokenDataset
 from shared.distributed import mesh as mesh_lib
 from shared.distributed import partition, placement, runtime
 from shared.errors import GPT2Error
+from shared.jax_types import Device
 from shared.loss import language_model_loss
 from shared.tokenizer import EOT_ID
 from shared.training import checkpoints
@@ -185,7 +186,7 @@ class Trainer:
         config: TrainingConfig,
         backend: Backend | None = None,
         *,
-        devices: list[jax.Device] | None = None,
+        devices: list[Device] | None = None,
     ) -> None:
         if not config.data_dir:
             raise GPT2Error("Give data_dir, a folder made by `gpt2 prepare`.")
@@ -275,7 +276,7 @@ class Trainer:
 
     # -- devices -------------------------------------------------------------------------------
 
-    def _make_mesh(self, devices: list[jax.Device] | None) -> jax.sharding.Mesh | None:
+    def _make_mesh(self, devices: list[Device] | None) -> jax.sharding.Mesh | None:
         """The run's mesh; None (plain jit, nothing sharded) on one device without --mesh."""
         if self.config.mesh is None and devices is None and jax.device_count() == 1:
             return None
