@@ -147,6 +147,8 @@ def check_same_data(checkpoint_data: dict, data_meta: dict, data_dir: str) -> No
             )
     new, old = data_meta.get("alphabet"), checkpoint_data.get("alphabet")
     if new != old:
+        # the tokenizers match (checked above), so both hold an alphabet
+        assert new is not None and old is not None, "a char tokenizer's data has its alphabet"
         added, missing = "".join(sorted(set(new) - set(old))), "".join(sorted(set(old) - set(new)))
         raise GPT2Error(
             f"The data in {data_dir} has another alphabet than the checkpoint's ({added!r} added, "
@@ -295,6 +297,7 @@ class Trainer:
         self, backend: Backend | None = None, model_config: GPT2Config | None = None
     ) -> dict:
         """NamedShardings of params and optimizer state under the partition rules (computed once)."""
+        assert self.mesh is not None, "shardings exist only on a mesh"
         if self._shardings is None:
             backend, model_config = backend or self.backend, model_config or self.model_config
             shapes = self._state_shapes(backend, model_config)
@@ -304,6 +307,7 @@ class Trainer:
     def _shard_steps(self) -> None:
         """The step keeps the state's shardings (so donation updates it in place); evaluation
         gathers the parameters like the step does."""
+        assert self.mesh is not None, "only a run on a mesh shards its steps"
         shardings, replicated = self._state_shardings(), placement.replicated(self.mesh)
         self._train_step = jax.jit(
             self._train_step,
@@ -432,7 +436,7 @@ class Trainer:
                     tokens_per_s = tokens_per_step * timed_steps / elapsed
                     timed_steps = 0
                     last = {
-                        "train_loss": loss, "lr": float(self.schedule(state.step - 1)),
+                        "train_loss": loss, "lr": float(np.asarray(self.schedule(state.step - 1))),
                         "grad_norm": float(grad_norm), "tok/s": tokens_per_s,
                         "mfu": flops * tokens_per_s / peak if peak else None,
                     }  # fmt: skip
