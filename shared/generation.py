@@ -24,6 +24,7 @@ from shared.apply_options import ApplyOptions
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.distributed import placement
+from shared.jax_types import as_traced
 from shared.kv_cache import KVCache
 from shared.numeric import is_integer
 from shared.sampling import (
@@ -49,7 +50,7 @@ def slot_bucket(n_slots: int) -> int:
     return -(-n_slots // SLOT_BUCKET) * SLOT_BUCKET
 
 
-def row_keys(seed: int, n_rows: int) -> jax.Array:
+def row_keys(seed: int | jax.Array, n_rows: int) -> jax.Array:
     """One PRNG key per row, derived from `seed` and the row index."""
     base = jax.random.PRNGKey(seed)
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n_rows))
@@ -69,7 +70,8 @@ class DecodeState(NamedTuple):
 
 
 class _Controls(NamedTuple):
-    """Traced per-call settings: changing them never recompiles."""
+    """Traced per-call settings: changing them never recompiles. Built from host scalars
+    and arrays (`as_traced`), which jit passes in as the arrays named here."""
 
     temperature: jax.Array
     top_k: jax.Array
@@ -146,6 +148,7 @@ def prefill(
     logits, cache = backend.apply(
         params, prompt, positions, cache, config=config, options=ApplyOptions(last_only=True)
     )
+    assert cache is not None, "a forward pass given a cache returns it advanced"
     return logits[:, -1], cache, positions[:, -1]
 
 
@@ -359,10 +362,10 @@ class Generator:
         # Host values throughout: jit takes them as they are, while building device arrays here
         # would compile a small program each (a noticeable part of a CLI start).
         controls = _Controls(
-            *sampling.as_arrays(),
-            repetition_penalty=np.float32(sampling.repetition_penalty),
-            stop_mask=stop_mask,
-            max_new_tokens=np.int32(max_new_tokens),
+            *map(as_traced, sampling.as_arrays()),
+            repetition_penalty=as_traced(np.float32(sampling.repetition_penalty)),
+            stop_mask=as_traced(stop_mask),
+            max_new_tokens=as_traced(np.int32(max_new_tokens)),
         )
         # Row keys come from an int32 seed inside the jitted prefill; other seeds (jax keys a
         # Python int by all its 64 bits) and meshes (which place the keys) derive them here.

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shared.apply_options import ApplyOptions
+from shared.apply_options import ApplyOptions, Output
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.generation import check_token_ids, prompt_bucket
@@ -24,7 +24,7 @@ from shared.generation import check_token_ids, prompt_bucket
 
 @functools.partial(jax.jit, static_argnames=("backend", "config", "output"))
 def _forward(
-    params: Any, tokens: jax.Array, *, backend: Backend, config: GPT2Config, output: str
+    params: Any, tokens: jax.Array, *, backend: Backend, config: GPT2Config, output: Output
 ) -> jax.Array:
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     options = ApplyOptions(output=output)
@@ -33,7 +33,7 @@ def _forward(
 
 
 def _run(
-    backend: Backend, params: Any, config: GPT2Config, ids: Sequence[int], output: str
+    backend: Backend, params: Any, config: GPT2Config, ids: Sequence[int], output: Output
 ) -> np.ndarray:
     """`Backend.apply` asked for `output` (`ApplyOptions.output`) over `ids` padded to a bucket:
     float32, batch of one."""

@@ -108,6 +108,7 @@ class Scorer:
                 f"Scoring needs at least two tokens (one to predict from), got {len(ids)}."
             )
         check_token_ids(ids, "The text to score", self.config.n_vocab)
+        stride, batch_size = int(stride), int(batch_size)  # numpy ints as Python ints
         tokens = np.asarray(ids, dtype=np.int32)
         length = min(n_ctx, prompt_bucket(len(tokens) - 1))
         plan = plan_windows(len(tokens) - 1, length, stride)

@@ -15,6 +15,7 @@ from shared.apply_options import ApplyOptions
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config, config_for_size
 from shared.generation import GREEDY, Generator, slot_bucket
+from shared.kv_cache import KVCache
 from shared.params import cast
 from shared.sampling import SamplingParams
 
@@ -94,7 +95,7 @@ def prefill_tokens_per_s(
     dtype = jax.tree.leaves(params)[0].dtype
 
     @jax.jit
-    def prefill(params: Any, tokens: jax.Array) -> jax.Array:
+    def prefill(params: Any, tokens: jax.Array) -> tuple[jax.Array, KVCache | None]:
         cache = backend.init_cache(config, 1, prompt_len, dtype)
         positions = jnp.arange(prompt_len)[None, :]
         logits, cache = backend.apply(

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -72,7 +73,8 @@ def put(tree: Any, shardings: Any) -> Any:
     """
 
     def one(value: Any, sharding: NamedSharding) -> jax.Array:
-        if jax.dtypes.issubdtype(getattr(value, "dtype", None), jax.dtypes.prng_key):
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
             # Typed keys have no numpy form: place their data (one more, unsplit, axis).
             key_data = one(jax.random.key_data(value), sharding)
             return jax.random.wrap_key_data(key_data, impl=jax.random.key_impl(value))
@@ -102,7 +104,8 @@ def global_batch(
     """
     built: dict[tuple, np.ndarray] = {}
 
-    def shard(index: tuple[slice, ...]) -> np.ndarray:
+    def shard(index: tuple[slice, ...] | None) -> np.ndarray:
+        assert index is not None, "make_array_from_callback asks for slices of the array"
         rows = index[row_axis]
         key = (rows.start, rows.stop)
         if key not in built:

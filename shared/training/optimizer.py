@@ -13,6 +13,7 @@ from shared.training.config import TrainingConfig
 
 def learning_rate_schedule(config: TrainingConfig) -> optax.Schedule:
     """Linear warmup to `learning_rate`, cosine decay to `min_lr` at `decay_iters`, then flat."""
+    assert config.min_lr is not None, "TrainingConfig fills in min_lr"
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=config.learning_rate,
