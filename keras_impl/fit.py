@@ -23,6 +23,7 @@ Keras keeps dispatching steps without waiting for each one.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import signal
 import time
@@ -47,6 +48,9 @@ from shared.training.config import TrainingConfig
 from shared.training.metrics import PEAK_FLOPS, MetricsLog, console_line, flops_per_token
 from shared.training.optimizer import decay_mask, learning_rate_schedule, make_optimizer
 from shared.training.trainer import check_same_data, diverged, pretrained_start, stream_key
+
+logger = logging.getLogger(__name__)
+"""Where the run's console lines go (`gpt2 train` shows INFO on stdout)."""
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 """compute_dtype -> Keras dtype policy (mixed: float32 weights, bfloat16 arithmetic)."""
@@ -288,7 +292,7 @@ class RunReport(keras.callbacks.Callback):
                     self.run.best_val = self.last["val_loss"]
                     self.store.save(step, self.run.state(), self.run.meta(step), best=True)
             self.log.write(step, self.last)
-            print(console_line(step, self.last), flush=True)
+            logger.info(console_line(step, self.last))
         if self.control.saves_now():
             if not self._finite():
                 self._diverged("parameters", step)
@@ -455,8 +459,8 @@ class KerasFit:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
         if control.stop_signal is not None:
-            print(
-                f"stopped by signal at iter {control.step}; saved; resume with --init-from resume"
+            logger.info(
+                "stopped by signal at iter %d; saved; resume with --init-from resume", control.step
             )
         return {"iter": control.step, **report.last}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import signal
 import sys
@@ -74,6 +75,9 @@ def pretrained_start(config: TrainingConfig, data_meta: dict) -> tuple[dict, GPT
     tree = {**tree, "wpe": tree["wpe"][: config.block_size]}
     return tree, dataclasses.replace(model_config, n_ctx=config.block_size)
 
+
+logger = logging.getLogger(__name__)
+"""Where the run's console lines go (`gpt2 train` shows INFO on stdout, above the progress bar)."""
 
 SHAPE_FIELDS = {"n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd", "block_size": "n_ctx"}
 """The training fields that fix the model's shape -> its hparams' names."""
@@ -453,7 +457,7 @@ class Trainer:
                 if logs:
                     log.write(state.step, last)
                     if runtime.is_primary():
-                        bar.write(console_line(state.step, last))
+                        logger.info(console_line(state.step, last))
                 if saves:
                     self._check_finite("parameters", self._params_finite(), state.step, last_saved)
                     store.save(state.step, self._state_dict(), self._meta(state.step, best_val))
@@ -461,8 +465,9 @@ class Trainer:
             if self._stop_signal is not None and state.step != last_saved:
                 self._check_finite("parameters", self._params_finite(), state.step, last_saved)
                 store.save(state.step, self._state_dict(), self._meta(state.step, best_val))
-                bar.write(
-                    f"stopped by signal at iter {state.step}; saved; resume with --init-from resume"
+                logger.info(
+                    "stopped by signal at iter %d; saved; resume with --init-from resume",
+                    state.step,
                 )
         finally:
             bar.close()
