@@ -126,7 +126,9 @@ def gpt2(
         [None] * _n_layers(blocks) if cache is None else list(zip(cache.k, cache.v, strict=True))
     )
 
-    def layer(x: jax.Array, block: dict, layer_cache: tuple | None, i: int | jax.Array) -> tuple:
+    def layer(
+        x: jax.Array, block: dict, layer_cache: LayerCache | None, i: int | jax.Array
+    ) -> tuple[jax.Array, LayerCache | None, jax.Array | None]:
         x, layer_cache, *probabilities = transformer_block(
             x, **block, n_head=n_head, eps=eps, mask=mask, layer_cache=layer_cache, index=index,
             dropout=None if dropout is None else dropout.block(i),
@@ -138,7 +140,9 @@ def gpt2(
         layer = jax.checkpoint(layer, static_argnums=() if isinstance(blocks, Mapping) else (3,))
     if isinstance(blocks, Mapping):
 
-        def scanned(x: jax.Array, xs: tuple) -> tuple:
+        def scanned(
+            x: jax.Array, xs: tuple[dict, LayerCache | None, jax.Array]
+        ) -> tuple[jax.Array, tuple[LayerCache | None, jax.Array | None, jax.Array | None]]:
             y, layer_cache, probabilities = layer(x, *xs)
             block_input = x if options.output == "hidden_states" else None
             return y, (layer_cache, block_input, probabilities)
@@ -148,7 +152,8 @@ def gpt2(
         x, (new_caches, block_inputs, probabilities) = jax.lax.scan(
             scanned, x, (blocks, stacked, layers)
         )
-        new_caches = None if cache is None else list(zip(*new_caches, strict=True))
+        # None exactly when there is no cache: the layers then return no layer cache
+        new_caches = None if new_caches is None else list(zip(*new_caches, strict=True))
     else:
         new_caches, block_inputs, probabilities = [], [], []
         for i, (block, layer_cache) in enumerate(zip(blocks, layer_caches, strict=True)):

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,7 @@ from shared.generation import (
     slot_bucket,
     token_mask,
 )
-from shared.jax_types import as_traced
+from shared.jax_types import PyTree, as_traced
 from shared.kv_cache import KVCache, reorder_rows, take_rows
 from shared.numeric import is_integer, is_real
 from shared.sampling import check_repeat_rules
@@ -205,7 +205,7 @@ def _advance(
     static_argnames=("backend", "config", "max_slots", "beams", "keep", "no_repeat_ngram"),
 )
 def _search(
-    params: Any,
+    params: PyTree,
     prompt: jax.Array,
     prompt_mask: jax.Array,
     controls: _Controls,

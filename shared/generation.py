@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterable, Iterator, Sequence, Sized
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ from shared.apply_options import ApplyOptions
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.distributed import placement
-from shared.jax_types import as_traced
+from shared.jax_types import PyTree, as_traced
 from shared.kv_cache import KVCache
 from shared.numeric import is_integer
 from shared.sampling import (
@@ -131,7 +131,7 @@ def _emit(
 
 
 def prefill(
-    params: Any,
+    params: PyTree,
     prompt: jax.Array,
     prompt_mask: jax.Array,
     backend: Backend,
@@ -154,7 +154,7 @@ def prefill(
 
 @functools.partial(jax.jit, static_argnames=("backend", "config", "max_slots", "no_repeat_ngram"))
 def _prefill(
-    params: Any,
+    params: PyTree,
     prompt: jax.Array,
     prompt_mask: jax.Array,
     keys: jax.Array | None,
@@ -192,7 +192,7 @@ def _prefill(
     donate_argnames=("state",),
 )
 def _decode(
-    params: Any,
+    params: PyTree,
     state: DecodeState,
     stop_at: jax.Array,
     controls: _Controls,
@@ -265,7 +265,7 @@ def check_token_ids(ids: Iterable[object], owner: str, n_vocab: int) -> None:
         )
 
 
-def _param_dtype(params: Any) -> jnp.dtype:
+def _param_dtype(params: PyTree) -> jnp.dtype:
     leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
     return leaves[0].dtype
 
@@ -291,7 +291,7 @@ class Generator:
     """
 
     def __init__(
-        self, backend: Backend, params: Any, config: GPT2Config, *, mesh: Mesh | None = None
+        self, backend: Backend, params: PyTree, config: GPT2Config, *, mesh: Mesh | None = None
     ) -> None:
         self.backend, self.config, self.mesh = backend, config, mesh
         self.params = (

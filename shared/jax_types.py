@@ -1,4 +1,5 @@
-"""Type names for JAX objects that JAX's own annotations do not give pyright, and `as_traced`.
+"""Type names for JAX objects that JAX's own annotations do not give pyright (`Device`, `PyTree`),
+and `as_traced`.
 
 `jax.Device` is a re-export by assignment of a class compiled into jaxlib, so pyright rejects it
 in annotations; `Device` here is that class for the checker and `jax.Device` at run time.
@@ -6,7 +7,7 @@ in annotations; `Device` here is that class for the checker and `jax.Device` at 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import jax
 import numpy as np
@@ -15,6 +16,10 @@ if TYPE_CHECKING:
     from jaxlib._jax import Device
 else:
     Device = jax.Device
+
+PyTree: TypeAlias = Any
+"""A nested structure of arrays that `jax.tree` walks: a backend's parameters, an optimizer state.
+JAX has no type for one; the name says what a value is where `Any` would not."""
 
 
 def as_traced(value: np.generic | np.ndarray) -> jax.Array:
@@ -26,4 +31,4 @@ def as_traced(value: np.generic | np.ndarray) -> jax.Array:
     return cast(jax.Array, value)
 
 
-__all__ = ["Device", "as_traced"]
+__all__ = ["Device", "PyTree", "as_traced"]

@@ -8,7 +8,7 @@ ever needs another's data, and a batch is read only where its rows are used.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +17,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from shared.config import GPT2Config
 from shared.distributed import partition
+from shared.jax_types import PyTree
+
+if TYPE_CHECKING:
+    from shared.backend import Backend
 
 
 def named(mesh: Mesh, specs: Any) -> Any:
@@ -32,7 +36,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def state_shardings(mesh: Mesh, backend: Any, config: GPT2Config, state: dict) -> dict:
+def state_shardings(mesh: Mesh, backend: Backend, config: GPT2Config, state: dict) -> dict:
     """NamedShardings of `{"params", "opt_state"}` (arrays or shape structs) under the rules."""
     sizes = dict(mesh.shape)
     specs = partition.param_specs(backend, state["params"], config, sizes)
@@ -48,14 +52,14 @@ def batch_sharding(mesh: Mesh, shape: Sequence[int], axes: Sequence[str]) -> Nam
     return NamedSharding(mesh, partition.spec_for(axes, shape, dict(mesh.shape)))
 
 
-def gathered(mesh: Mesh, tree: Any) -> Any:
+def gathered(mesh: Mesh, tree: PyTree) -> Any:
     """Inside `jit`: `tree` replicated on every device (an all-gather of sharded leaves). The
     trainer's loss sees whole parameters, so XLA all-gathers them and reduce-scatters their
     gradients (FSDP) instead of repartitioning activations."""
     return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda _: replicated(mesh), tree))
 
 
-def put_params(mesh: Mesh, backend: Any, tree: Any, config: GPT2Config) -> Any:
+def put_params(mesh: Mesh, backend: Backend, tree: PyTree, config: GPT2Config) -> Any:
     """A backend's parameters, split over `mesh` by the rules."""
     specs = partition.param_specs(backend, tree, config, dict(mesh.shape))
     return put(tree, named(mesh, specs))
@@ -66,7 +70,7 @@ def put_rows(mesh: Mesh, arrays: Sequence[Any]) -> list[jax.Array]:
     return [put(x, batch_sharding(mesh, np.shape(x), partition.PROMPTS)) for x in arrays]
 
 
-def put(tree: Any, shardings: Any) -> Any:
+def put(tree: PyTree, shardings: Any) -> Any:
     """Host (or single-device) values -> global arrays split by `shardings`.
 
     Every process passes the same values and keeps only its devices' shards.
@@ -84,7 +88,7 @@ def put(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(one, tree, shardings)
 
 
-def abstract(tree: Any, shardings: Any) -> Any:
+def abstract(tree: PyTree, shardings: Any) -> Any:
     """Shape structs carrying `shardings`: a restore target that allocates nothing up front."""
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings

@@ -3,11 +3,10 @@ biases and LayerNorm parameters."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import optax
 
+from shared.jax_types import PyTree
 from shared.training.config import TrainingConfig
 
 
@@ -23,7 +22,7 @@ def learning_rate_schedule(config: TrainingConfig) -> optax.Schedule:
     )
 
 
-def decay_mask(params: Any) -> Any:
+def decay_mask(params: PyTree) -> PyTree:
     """True for matrices (weights, embeddings); False for vectors (biases, LayerNorm scale/shift).
 
     Every backend holds per-layer parameters, so the rank tells the two apart.

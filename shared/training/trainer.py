@@ -32,7 +32,7 @@ from shared.data import TokenDataset
 from shared.distributed import mesh as mesh_lib
 from shared.distributed import partition, placement, runtime
 from shared.errors import GPT2Error
-from shared.jax_types import Device
+from shared.jax_types import Device, PyTree
 from shared.loss import language_model_loss
 from shared.tokenizer import EOT_ID
 from shared.training import checkpoints
@@ -175,7 +175,7 @@ def diverged(what: str, step: int, last_saved: int, out_dir: str) -> GPT2Error:
 
 @dataclasses.dataclass
 class TrainState:
-    params: Any
+    params: PyTree
     opt_state: Any
     step: int
     best_val: float = math.inf  # the lowest val loss so far, which `best/` holds
@@ -249,7 +249,7 @@ class Trainer:
         return backend, model_config, state
 
     def _fresh_state(
-        self, params: Any, backend: Backend, model_config: GPT2Config, *, optimizer: bool = True
+        self, params: PyTree, backend: Backend, model_config: GPT2Config, *, optimizer: bool = True
     ) -> TrainState:
         """Step 0 of `params`, with AdamW's state unless `optimizer` is False: `eval_only` skips
         the moments, which take twice the parameters' memory."""
@@ -321,7 +321,7 @@ class Trainer:
         loss = functools.partial(language_model_loss, self.backend, config=self.model_config)
         self._eval_loss = jax.jit(lambda params, batch: loss(self._gather(params), batch))
 
-    def _gather(self, params: Any) -> Any:
+    def _gather(self, params: PyTree) -> PyTree:
         """Inside the step: the full parameters for the forward and backward pass (FSDP gathers
         them from their shards; their gradients are reduce-scattered back). Nothing on one device."""
         return params if self.mesh is None else placement.gathered(self.mesh, params)
