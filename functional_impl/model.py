@@ -15,10 +15,11 @@ import jax.numpy as jnp
 from shared import attention, kv_cache
 from shared.activations import gelu
 from shared.apply_options import ApplyOptions
+from shared.attention import AttentionResult
 from shared.config import check_tokens
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.embedding import lookup
-from shared.kv_cache import KVCache
+from shared.kv_cache import KVCache, LayerCache
 from shared.linear import linear
 from shared.logits import model_output
 
@@ -43,20 +44,20 @@ def mha(
     *,
     n_head: int,
     mask: jax.Array,
-    layer_cache: tuple[jax.Array, jax.Array] | None,
+    layer_cache: LayerCache | None,
     index: jax.Array | None,
     dropout: Dropout | None = None,
     return_probabilities: bool = False,
-) -> tuple:
+) -> AttentionResult:
     """Causal multi-head self-attention with fused QKV projection: (output, layer cache), and
     with `return_probabilities` the attention probabilities [batch, n_head, seq, keys]."""
     batch, seq, n_embd = x.shape
     qkv = linear(x, **c_attn).reshape(batch, seq, 3, n_head, n_embd // n_head)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    heads, *rest = attention.self_attention(
+    result = attention.self_attention(
         q, k, v, mask, layer_cache, index, dropout, return_probabilities=return_probabilities
     )
-    return linear(heads.reshape(batch, seq, n_embd), **c_proj), *rest
+    return attention.with_output(result, linear(result[0].reshape(batch, seq, n_embd), **c_proj))
 
 
 def transformer_block(
@@ -69,17 +70,17 @@ def transformer_block(
     n_head: int,
     eps: float,
     mask: jax.Array,
-    layer_cache: tuple[jax.Array, jax.Array] | None = None,
+    layer_cache: LayerCache | None = None,
     index: jax.Array | None = None,
     dropout: Dropout | None = None,
     return_probabilities: bool = False,
-) -> tuple:
+) -> AttentionResult:
     """Pre-LayerNorm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Returns (x, layer
     cache), and with `return_probabilities` the attention probabilities too.
 
     `dropout` (this block's) drops the attention probabilities and both residual branches.
     """
-    attended, *rest = mha(
+    result = mha(
         layer_norm(x, **ln_1, eps=eps),
         **attn,
         n_head=n_head,
@@ -89,9 +90,9 @@ def transformer_block(
         dropout=dropout,
         return_probabilities=return_probabilities,
     )
-    x = x + drop(attended, dropout, ATTENTION_OUTPUT)
+    x = x + drop(result[0], dropout, ATTENTION_OUTPUT)
     x = x + drop(ffn(layer_norm(x, **ln_2, eps=eps), **mlp), dropout, MLP_OUTPUT)
-    return x, *rest
+    return attention.with_output(result, x)
 
 
 def gpt2(
@@ -125,7 +126,9 @@ def gpt2(
         [None] * _n_layers(blocks) if cache is None else list(zip(cache.k, cache.v, strict=True))
     )
 
-    def layer(x: jax.Array, block: dict, layer_cache: tuple | None, i: int | jax.Array) -> tuple:
+    def layer(
+        x: jax.Array, block: dict, layer_cache: LayerCache | None, i: int | jax.Array
+    ) -> tuple[jax.Array, LayerCache | None, jax.Array | None]:
         x, layer_cache, *probabilities = transformer_block(
             x, **block, n_head=n_head, eps=eps, mask=mask, layer_cache=layer_cache, index=index,
             dropout=None if dropout is None else dropout.block(i),
@@ -137,7 +140,9 @@ def gpt2(
         layer = jax.checkpoint(layer, static_argnums=() if isinstance(blocks, Mapping) else (3,))
     if isinstance(blocks, Mapping):
 
-        def scanned(x: jax.Array, xs: tuple) -> tuple:
+        def scanned(
+            x: jax.Array, xs: tuple[dict, LayerCache | None, jax.Array]
+        ) -> tuple[jax.Array, tuple[LayerCache | None, jax.Array | None, jax.Array | None]]:
             y, layer_cache, probabilities = layer(x, *xs)
             block_input = x if options.output == "hidden_states" else None
             return y, (layer_cache, block_input, probabilities)
@@ -147,7 +152,8 @@ def gpt2(
         x, (new_caches, block_inputs, probabilities) = jax.lax.scan(
             scanned, x, (blocks, stacked, layers)
         )
-        new_caches = None if cache is None else list(zip(*new_caches, strict=True))
+        # None exactly when there is no cache: the layers then return no layer cache
+        new_caches = None if new_caches is None else list(zip(*new_caches, strict=True))
     else:
         new_caches, block_inputs, probabilities = [], [], []
         for i, (block, layer_cache) in enumerate(zip(blocks, layer_caches, strict=True)):
@@ -159,6 +165,7 @@ def gpt2(
         options, block_inputs, probabilities, x, lambda h: layer_norm(h, **ln_f, eps=eps), wte
     )
     if cache is not None:
+        assert new_caches is not None, "a cached forward returns every layer's cache"
         k, v = zip(*new_caches, strict=True)
         cache = kv_cache.advance(cache, k, v, tokens.shape[1])
     return output, cache

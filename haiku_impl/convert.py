@@ -7,15 +7,17 @@ Haiku addresses a parameter by (module scope, parameter name), e.g. (`gpt2/~/h0/
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
+
+import jax
 
 from haiku_impl.model import MODEL_NAME
 from shared import name_table as name_table_lib
 from shared.config import GPT2Config
 from shared.params import Params
 
-HaikuParams = dict[str, dict[str, Any]]
-"""`{module scope: {parameter name: array}}`, as `hk.transform(...).init` returns."""
+HaikuParams: TypeAlias = Mapping[str, Mapping[str, jax.Array]]
+"""`{module scope: {parameter name: array}}`, as `hk.transform(...).init` returns (`hk.Params`)."""
 
 TOP_LEVEL: dict[tuple[str, str], str] = {
     ("wte", "embeddings"): "wte",
@@ -42,7 +44,7 @@ PER_LAYER: dict[tuple[str, str], str] = {
 """(module under `gpt2/~/h{i}/~/`, parameter) -> canonical path, indexed by layer i."""
 
 
-def name_table(config: GPT2Config) -> name_table_lib.Table:
+def name_table(config: GPT2Config) -> name_table_lib.Table[tuple[str, str]]:
     """Every haiku (module, parameter) of `config` -> (canonical path, layer index or None)."""
     return name_table_lib.build(
         {(f"{MODEL_NAME}/~/{module}", name): path for (module, name), path in TOP_LEVEL.items()},
@@ -58,7 +60,7 @@ def _describe(key: tuple[str, str]) -> str:
 
 def from_canonical(tree: Params, config: GPT2Config) -> HaikuParams:
     """Canonical tree -> haiku params; layer i of each stacked tensor goes to module `h{i}`."""
-    haiku_params: HaikuParams = {}
+    haiku_params: dict[str, dict[str, jax.Array]] = {}
     for (module, name), value in name_table_lib.from_canonical(
         tree, config, name_table(config)
     ).items():

@@ -19,10 +19,11 @@ import jax.numpy as jnp
 from shared import attention, kv_cache
 from shared.activations import gelu
 from shared.apply_options import ApplyOptions
+from shared.attention import AttentionResult
 from shared.config import GPT2Config, check_tokens
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.embedding import lookup
-from shared.kv_cache import KVCache
+from shared.kv_cache import KVCache, LayerCache
 from shared.linear import over_rows
 from shared.logits import model_output
 
@@ -82,20 +83,20 @@ class CausalSelfAttention(hk.Module):
         self,
         x: jax.Array,
         mask: jax.Array,
-        layer_cache: tuple[jax.Array, jax.Array] | None,
+        layer_cache: LayerCache | None,
         index: jax.Array | None,
         dropout: Dropout | None = None,
         return_probabilities: bool = False,
-    ) -> tuple:
+    ) -> AttentionResult:
         """x [batch, seq, n_embd] -> (attended [batch, seq, n_embd], updated (k, v) or None),
         and with `return_probabilities` the attention probabilities [batch, n_head, seq, keys]."""
         batch, seq, n_embd = x.shape
         qkv = self.c_attn(x).reshape(batch, seq, 3, self.n_head, n_embd // self.n_head)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        heads, *rest = attention.self_attention(
+        result = attention.self_attention(
             q, k, v, mask, layer_cache, index, dropout, return_probabilities=return_probabilities
         )
-        return self.c_proj(heads.reshape(batch, seq, n_embd)), *rest
+        return attention.with_output(result, self.c_proj(result[0].reshape(batch, seq, n_embd)))
 
 
 class MLP(hk.Module):
@@ -130,17 +131,15 @@ class Block(hk.Module):
         self,
         x: jax.Array,
         mask: jax.Array,
-        layer_cache: tuple[jax.Array, jax.Array] | None,
+        layer_cache: LayerCache | None,
         index: jax.Array | None,
         dropout: Dropout | None = None,
         return_probabilities: bool = False,
-    ) -> tuple:
+    ) -> AttentionResult:
         """(x, layer cache), and with `return_probabilities` the attention probabilities."""
-        attended, *rest = self.attn(
-            self.ln_1(x), mask, layer_cache, index, dropout, return_probabilities
-        )
-        x = x + drop(attended, dropout, ATTENTION_OUTPUT)
-        return x + drop(self.mlp(self.ln_2(x)), dropout, MLP_OUTPUT), *rest
+        result = self.attn(self.ln_1(x), mask, layer_cache, index, dropout, return_probabilities)
+        x = x + drop(result[0], dropout, ATTENTION_OUTPUT)
+        return attention.with_output(result, x + drop(self.mlp(self.ln_2(x)), dropout, MLP_OUTPUT))
 
 
 class GPT2(hk.Module):

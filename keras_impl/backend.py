@@ -69,9 +69,10 @@ class KerasBackend:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
         model, paths = _model(config, dtype)
         values = [keras_params[path] for path in paths]
-        outputs, _ = model.stateless_call(
+        # (outputs, non-trainable values); only `return_losses=True` adds the losses
+        outputs = model.stateless_call(
             values, [], tokens, positions=positions, cache=cache, options=options
-        )
+        )[0]
         return outputs if cache is not None else (outputs, None)
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:

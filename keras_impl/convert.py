@@ -47,7 +47,7 @@ PER_LAYER: dict[str, str] = {
 """Keras path below `h{i}/` -> canonical path, indexed by layer i."""
 
 
-def name_table(config: GPT2Config) -> name_table_lib.Table:
+def name_table(config: GPT2Config) -> name_table_lib.Table[str]:
     """Every Keras variable path of `config` -> (canonical path, layer index or None)."""
     return name_table_lib.build(
         TOP_LEVEL, PER_LAYER, config.n_layer, lambda i, path: f"h{i}/{path}"

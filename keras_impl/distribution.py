@@ -17,12 +17,14 @@ from collections.abc import Sequence
 
 import jax
 from keras import distribution
+from keras.distribution import DataParallel, ModelParallel
 
 from keras_impl import convert
 from shared import params
 from shared.config import GPT2Config
 from shared.distributed import mesh as mesh_lib
 from shared.distributed import partition
+from shared.jax_types import Device
 
 
 def layout_map(config: GPT2Config, device_mesh: distribution.DeviceMesh) -> distribution.LayoutMap:
@@ -44,8 +46,8 @@ def layout_map(config: GPT2Config, device_mesh: distribution.DeviceMesh) -> dist
 
 
 def for_mesh(
-    mesh: str | None, config: GPT2Config, devices: Sequence[jax.Device] | None = None
-) -> distribution.Distribution:
+    mesh: str | None, config: GPT2Config, devices: Sequence[Device] | None = None
+) -> DataParallel | ModelParallel:
     """The Keras distribution of `--mesh` (None: every device on data) for a `GPT2LM` of `config`.
 
     Example:

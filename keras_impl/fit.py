@@ -23,10 +23,11 @@ Keras keeps dispatching steps without waiting for each one.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import signal
 import time
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,9 @@ from shared.training.config import TrainingConfig
 from shared.training.metrics import PEAK_FLOPS, MetricsLog, console_line, flops_per_token
 from shared.training.optimizer import decay_mask, learning_rate_schedule, make_optimizer
 from shared.training.trainer import check_same_data, diverged, pretrained_start, stream_key
+
+logger = logging.getLogger(__name__)
+"""Where the run's console lines go (`gpt2 train` shows INFO on stdout)."""
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 """compute_dtype -> Keras dtype policy (mixed: float32 weights, bfloat16 arithmetic)."""
@@ -166,7 +170,8 @@ def make_optimizer_for(model: keras.Model, config: TrainingConfig) -> keras.opti
     clipping off.
     """
     optimizer = keras.optimizers.AdamW(
-        learning_rate=SharedSchedule(config.to_dict()),
+        # Keras infers `learning_rate: float` from its default; it takes a LearningRateSchedule.
+        learning_rate=SharedSchedule(config.to_dict()),  # pyright: ignore[reportArgumentType]
         weight_decay=config.weight_decay,
         beta_1=config.beta1,
         beta_2=config.beta2,
@@ -232,6 +237,7 @@ class RunControl(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.step = (epoch + 1) * self.epoch_iters
         if self.stop_signal is not None:
+            assert self.model is not None, "Keras sets a callback's model before calling it"
             self.model.stop_training = True
 
     def catch_stop_signals(self) -> dict:
@@ -277,7 +283,7 @@ class RunReport(keras.callbacks.Callback):
             tokens_per_s = self.tokens_per_iter * (step - self._timed_from) / elapsed
             self._timed_from = step
             self.last = {
-                "train_loss": float(logs["loss"]), "lr": float(self.schedule(step - 1)),
+                "train_loss": float(logs["loss"]), "lr": float(np.asarray(self.schedule(step - 1))),
                 "tok/s": tokens_per_s, "mfu": self.flops * tokens_per_s / self.peak if self.peak else None,
             }  # fmt: skip
             if "val_loss" in logs:
@@ -286,7 +292,7 @@ class RunReport(keras.callbacks.Callback):
                     self.run.best_val = self.last["val_loss"]
                     self.store.save(step, self.run.state(), self.run.meta(step), best=True)
             self.log.write(step, self.last)
-            print(console_line(step, self.last), flush=True)
+            logger.info(console_line(step, self.last))
         if self.control.saves_now():
             if not self._finite():
                 self._diverged("parameters", step)
@@ -299,6 +305,7 @@ class RunReport(keras.callbacks.Callback):
         self.log.close()
 
     def _finite(self) -> bool:
+        assert self.model is not None, "Keras sets a callback's model before calling it"
         return all(bool(np.isfinite(v.value).all()) for v in self.model.trainable_variables)
 
     def _diverged(self, what: str, step: int) -> None:
@@ -439,19 +446,21 @@ class KerasFit:
                 epochs=control.epochs,
                 steps_per_epoch=len(train),
                 validation_steps=len(val),
-                validation_freq=control.validation_epochs(),
+                # Keras infers `validation_freq: int` and `verbose: str` from their defaults; it
+                # takes a list of epochs and 0 (silent) as documented.
+                validation_freq=control.validation_epochs(),  # pyright: ignore[reportArgumentType]
                 initial_epoch=self.start_step // epoch_iters(config),
                 callbacks=[control, report],
                 shuffle=False,
-                verbose=0,
+                verbose=0,  # pyright: ignore[reportArgumentType]
             )
         finally:
             report.close()
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
         if control.stop_signal is not None:
-            print(
-                f"stopped by signal at iter {control.step}; saved; resume with --init-from resume"
+            logger.info(
+                "stopped by signal at iter %d; saved; resume with --init-from resume", control.step
             )
         return {"iter": control.step, **report.last}
 
@@ -471,7 +480,10 @@ class KerasFit:
             make_optimizer(self.config).init(current),
             mu=by_path(optimizer._momentums),  # Adam's slots, in trainable_variables order
             nu=by_path(optimizer._velocities),
-            count=keras.ops.convert_to_numpy(optimizer.iterations).astype(np.int32),
+            # Keras is untyped; convert_to_numpy returns an np.ndarray
+            count=cast(np.ndarray, keras.ops.convert_to_numpy(optimizer.iterations)).astype(
+                np.int32
+            ),
         )
         return {"params": current, "opt_state": opt_state}
 

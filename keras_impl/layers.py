@@ -11,7 +11,7 @@ Shapes: x is [batch, seq, n_embd]; a layer's cache is (k, v), each
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 import keras
@@ -19,18 +19,27 @@ from keras import ops
 
 from shared import attention
 from shared.activations import gelu
+from shared.attention import AttentionResult
 from shared.dropout import ATTENTION_OUTPUT, MLP_OUTPUT, Dropout, drop
+from shared.kv_cache import LayerCache
 from shared.linear import over_rows
-
-LayerCache = tuple[jax.Array, jax.Array]
-"""One layer's (keys, values) cache, each [batch * n_head, slots, head_dim]."""
 
 GPT2_INIT_STD = 0.02
 """Standard deviation of GPT-2's weight initialisation (residual projections are scaled down)."""
 
 
+# Keras annotates no initializer parameter; pyright infers `str` from their string defaults, so
+# passing an `Initializer` object (which Keras takes) needs `pyright: ignore[reportArgumentType]`.
 def _normal(stddev: float) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
+
+
+def _last_dim(input_shape: tuple[int | None, ...]) -> int:
+    """The feature width of a layer's input, which must be known to build its weights."""
+    dim = input_shape[-1]
+    if dim is None:
+        raise ValueError(f"The last dimension of the input shape {input_shape} must be known.")
+    return dim
 
 
 @keras.saving.register_keras_serializable(package="gpt2")
@@ -40,7 +49,8 @@ class Dense(keras.layers.Dense):
 
     def call(self, inputs: jax.Array, training: bool | None = None) -> jax.Array:
         apply = super().call
-        return over_rows(lambda rows: apply(rows, training=training), inputs)
+        # Keras is untyped; on the JAX backend its layers return jax.Array.
+        return over_rows(lambda rows: cast(jax.Array, apply(rows, training=training)), inputs)
 
 
 @keras.saving.register_keras_serializable(package="gpt2")
@@ -77,11 +87,13 @@ class LayerNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
 
     def call(self, x: jax.Array) -> jax.Array:
-        x32 = ops.cast(x, "float32")
-        mean = ops.mean(x32, axis=-1, keepdims=True)
-        variance = ops.var(x32, axis=-1, keepdims=True)
-        normalised = ops.cast((x32 - mean) * ops.rsqrt(variance + self.epsilon), x.dtype)
-        return normalised * self.gamma + self.beta
+        # `keras.ops` is untyped (pyright infers optional results); on JAX they are jax.Array.
+        x32 = cast(jax.Array, ops.cast(x, "float32"))
+        mean = cast(jax.Array, ops.mean(x32, axis=-1, keepdims=True))
+        variance = cast(jax.Array, ops.var(x32, axis=-1, keepdims=True))
+        inverse_std = cast(jax.Array, ops.rsqrt(variance + self.epsilon))
+        normalised = ops.cast((x32 - mean) * inverse_std, x.dtype)
+        return cast(jax.Array, normalised * self.gamma + self.beta)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "epsilon": self.epsilon}
@@ -122,20 +134,20 @@ class CausalSelfAttention(keras.layers.Layer):
         self.residual_std = residual_std
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        n_embd = input_shape[-1]
+        n_embd = _last_dim(input_shape)
         if n_embd % self.n_head:
             raise ValueError(
                 f"{self.name}: n_embd ({n_embd}) must be divisible by n_head ({self.n_head})."
             )
         self.c_attn = Dense(
             3 * n_embd,
-            kernel_initializer=_normal(GPT2_INIT_STD),
+            kernel_initializer=_normal(GPT2_INIT_STD),  # pyright: ignore[reportArgumentType]
             name="c_attn",
             dtype=self.dtype_policy,
         )
         self.c_proj = Dense(
             n_embd,
-            kernel_initializer=_normal(self.residual_std),
+            kernel_initializer=_normal(self.residual_std),  # pyright: ignore[reportArgumentType]
             name="c_proj",
             dtype=self.dtype_policy,
         )
@@ -150,18 +162,23 @@ class CausalSelfAttention(keras.layers.Layer):
         index: jax.Array | None = None,
         dropout: Dropout | None = None,
         return_attention_scores: bool = False,
-    ) -> tuple:
+    ) -> AttentionResult:
         """(output, updated layer cache or None), and with `return_attention_scores` (as
         `keras.layers.MultiHeadAttention`'s) the attention probabilities [batch, n_head, seq,
         keys] too."""
         batch, seq, n_embd = x.shape
-        qkv = ops.reshape(self.c_attn(x), (batch, seq, 3, self.n_head, n_embd // self.n_head))
+        qkv = cast(
+            jax.Array,
+            ops.reshape(self.c_attn(x), (batch, seq, 3, self.n_head, n_embd // self.n_head)),
+        )
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        heads, *rest = attention.self_attention(
+        result = attention.self_attention(
             q, k, v, attention_mask, layer_cache, index, dropout,
             return_probabilities=return_attention_scores,
         )  # fmt: skip
-        return self.c_proj(ops.reshape(heads, (batch, seq, n_embd))), *rest
+        return attention.with_output(
+            result, self.c_proj(ops.reshape(result[0], (batch, seq, n_embd)))
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_head": self.n_head, "residual_std": self.residual_std}
@@ -192,16 +209,16 @@ class MLP(keras.layers.Layer):
         self.residual_std = residual_std
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        n_embd = input_shape[-1]
+        n_embd = _last_dim(input_shape)
         self.c_fc = Dense(
             4 * n_embd,
-            kernel_initializer=_normal(GPT2_INIT_STD),
+            kernel_initializer=_normal(GPT2_INIT_STD),  # pyright: ignore[reportArgumentType]
             name="c_fc",
             dtype=self.dtype_policy,
         )
         self.c_proj = Dense(
             n_embd,
-            kernel_initializer=_normal(self.residual_std),
+            kernel_initializer=_normal(self.residual_std),  # pyright: ignore[reportArgumentType]
             name="c_proj",
             dtype=self.dtype_policy,
         )
@@ -270,14 +287,14 @@ class TransformerBlock(keras.layers.Layer):
         index: jax.Array | None = None,
         dropout: Dropout | None = None,
         return_attention_scores: bool = False,
-    ) -> tuple:
-        attended, *rest = self.attn(
+    ) -> AttentionResult:
+        result: AttentionResult = self.attn(
             self.ln_1(x), attention_mask, layer_cache, index, dropout=dropout,
             return_attention_scores=return_attention_scores,
         )  # fmt: skip
-        x = x + drop(attended, dropout, ATTENTION_OUTPUT)
+        x = x + drop(result[0], dropout, ATTENTION_OUTPUT)
         x = x + drop(self.mlp(self.ln_2(x)), dropout, MLP_OUTPUT)
-        return x, *rest
+        return attention.with_output(result, x)
 
     def get_config(self) -> dict[str, Any]:
         return {

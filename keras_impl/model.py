@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, cast
 
 import jax
 import keras
@@ -67,13 +67,16 @@ class GPT2LM(keras.Model):
         super().__init__(**kwargs)
         self.config, self.remat = config, remat
         policy = self.dtype_policy
+        # Keras infers `embeddings_initializer: str` from its default; it takes an Initializer.
         normal = keras.initializers.RandomNormal(stddev=GPT2_INIT_STD)
         self.wte = keras.layers.Embedding(
-            config.n_vocab, config.n_embd, embeddings_initializer=normal, name="wte", dtype=policy
-        )
+            config.n_vocab, config.n_embd, embeddings_initializer=normal,  # pyright: ignore[reportArgumentType]
+            name="wte", dtype=policy,
+        )  # fmt: skip
         self.wpe = keras.layers.Embedding(
-            config.n_ctx, config.n_embd, embeddings_initializer=normal, name="wpe", dtype=policy
-        )
+            config.n_ctx, config.n_embd, embeddings_initializer=normal,  # pyright: ignore[reportArgumentType]
+            name="wpe", dtype=policy,
+        )  # fmt: skip
         residual_std = GPT2_INIT_STD / math.sqrt(2 * config.n_layer)
         self.blocks = [
             TransformerBlock(config.n_head, config.ln_eps, residual_std, name=f"h{i}", dtype=policy)
@@ -110,7 +113,7 @@ class GPT2LM(keras.Model):
         remat = self.remat or options.remat
         seq = tokens.shape[1]
         if positions is None:
-            positions = ops.arange(seq)[None, :]
+            positions = cast(jax.Array, ops.arange(seq))[None, :]
         x = drop(self.wte(tokens) + self.wpe(positions), dropout, EMBEDDINGS)
         attention_mask = attention.attention_mask(cache, seq)
         index = None if cache is None else cache.index
@@ -127,9 +130,11 @@ class GPT2LM(keras.Model):
             )
             probabilities += layer_probabilities
             if cache is not None:
+                assert layer_cache is not None, "a block given a layer cache returns it updated"
                 new_k.append(layer_cache[0])
                 new_v.append(layer_cache[1])
-        embeddings = ops.cast(self.wte.embeddings, self.compute_dtype)
+        # `keras.ops` is untyped; on the JAX backend it returns jax.Array.
+        embeddings = cast(jax.Array, ops.cast(self.wte.embeddings, self.compute_dtype))
         output = model_output(options, block_inputs, probabilities, x, self.ln_f, embeddings)
         if cache is None:
             return output

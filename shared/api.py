@@ -11,7 +11,7 @@ import functools
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,7 @@ from shared.config import GPT2Config
 from shared.generation import GREEDY, Generator
 from shared.generation_windows import sliding_stream
 from shared.internals import attention_patterns, residual_stream
+from shared.jax_types import PyTree
 from shared.params import Params, cast
 from shared.request import Request
 from shared.sampling import SamplingParams, sampling_from
@@ -61,7 +62,7 @@ class GPT2:
         tokenizer: TextTokenizer,
         config: GPT2Config,
         backend: Backend,
-        params: Any,
+        params: PyTree,
         *,
         mesh: str | None = None,
     ) -> None:

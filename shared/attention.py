@@ -7,11 +7,27 @@ defined once here, so all three agree. The cache it reads and writes is `shared.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import jax
 import jax.numpy as jnp
 
 from shared.dropout import ATTENTION, Dropout, drop
-from shared.kv_cache import KVCache, from_head_rows, head_rows, write
+from shared.kv_cache import KVCache, LayerCache, from_head_rows, head_rows, write
+
+AttentionResult: TypeAlias = (
+    tuple[jax.Array, LayerCache | None] | tuple[jax.Array, LayerCache | None, jax.Array]
+)
+"""(attended values, the layer's updated cache or None), and the attention probabilities when
+they were asked for."""
+
+
+def with_output(result: AttentionResult, output: jax.Array) -> AttentionResult:
+    """`result` with its first element, the attended values, replaced by `output` (a projection of
+    them, or the block's output): the layer cache and any probabilities pass through."""
+    if len(result) == 3:
+        return output, result[1], result[2]
+    return output, result[1]
 
 
 def attention_mask(cache: KVCache | None, n_new: int) -> jax.Array:
@@ -82,12 +98,12 @@ def self_attention(
     k: jax.Array,
     v: jax.Array,
     mask: jax.Array,
-    layer_cache: tuple[jax.Array, jax.Array] | None,
+    layer_cache: LayerCache | None,
     index: jax.Array | None,
     dropout: Dropout | None = None,
     *,
     return_probabilities: bool = False,
-) -> tuple:
+) -> AttentionResult:
     """Attention of new tokens, through this layer's cache when there is one.
 
     Returns the attended values and the layer's updated (k, v) cache (None without a cache), and
@@ -104,6 +120,7 @@ def self_attention(
         heads, probabilities = attend(q, head_rows(k), head_rows(v), mask, dropout)
         new_cache = None
     else:
+        assert index is not None, "a layer cache is written at the cache's index"
         new_cache = write(*layer_cache, k, v, index)
         heads, probabilities = attend(q, *new_cache, mask, dropout)
     return (heads, new_cache, probabilities) if return_probabilities else (heads, new_cache)

@@ -7,13 +7,14 @@ written once against this protocol.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 
 from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
+from shared.jax_types import PyTree
 from shared.kv_cache import KVCache
 from shared.params import Params
 
@@ -24,18 +25,21 @@ class Backend(Protocol):
 
     name: str
 
-    def init(self, config: GPT2Config, key: jax.Array) -> Any:
+    def init(self, config: GPT2Config, key: jax.Array) -> PyTree:
         """Fresh GPT-2-initialised parameters in the backend's own format."""
+        ...
 
-    def from_canonical(self, tree: Params, config: GPT2Config) -> Any:
+    def from_canonical(self, tree: Params, config: GPT2Config) -> PyTree:
         """Canonical tree -> backend parameters (exact)."""
+        ...
 
-    def to_canonical(self, params: Any, config: GPT2Config) -> Params:
+    def to_canonical(self, params: PyTree, config: GPT2Config) -> Params:
         """Backend parameters -> canonical tree (exact)."""
+        ...
 
     def apply(
         self,
-        params: Any,
+        params: PyTree,
         tokens: jax.Array,
         positions: jax.Array,
         cache: KVCache | None,
@@ -52,9 +56,11 @@ class Backend(Protocol):
         rematerialisation, cuts the logits to the last position (a prefill), or asks for the
         residual stream or the attention probabilities in place of the logits.
         """
+        ...
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
         """An empty cache for `batch` rows of up to `max_len` token slots."""
+        ...
 
 
 _REGISTRY: dict[str, str] = {

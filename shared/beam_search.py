@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,7 @@ from shared.generation import (
     slot_bucket,
     token_mask,
 )
+from shared.jax_types import PyTree, as_traced
 from shared.kv_cache import KVCache, reorder_rows, take_rows
 from shared.numeric import is_integer, is_real
 from shared.sampling import check_repeat_rules
@@ -113,7 +114,8 @@ class BeamState(NamedTuple):
 
 
 class _Controls(NamedTuple):
-    """Traced settings: changing them never recompiles."""
+    """Traced settings: changing them never recompiles. Built from host scalars
+    and arrays (`as_traced`), which jit passes in as the arrays named here."""
 
     repetition_penalty: jax.Array
     length_penalty: jax.Array
@@ -203,7 +205,7 @@ def _advance(
     static_argnames=("backend", "config", "max_slots", "beams", "keep", "no_repeat_ngram"),
 )
 def _search(
-    params: Any,
+    params: PyTree,
     prompt: jax.Array,
     prompt_mask: jax.Array,
     controls: _Controls,
@@ -279,10 +281,10 @@ def search(
 
         padded, mask = placement.put_rows(generator.mesh, (padded, mask))
     controls = _Controls(
-        repetition_penalty=np.float32(beam.repetition_penalty),
-        length_penalty=np.float32(beam.length_penalty),
-        stop_mask=token_mask(stop_tokens, config.n_vocab),
-        max_new_tokens=np.int32(max_new_tokens),
+        repetition_penalty=as_traced(np.float32(beam.repetition_penalty)),
+        length_penalty=as_traced(np.float32(beam.length_penalty)),
+        stop_mask=as_traced(token_mask(stop_tokens, config.n_vocab)),
+        max_new_tokens=as_traced(np.int32(max_new_tokens)),
     )
     static = {
         "backend": generator.backend,

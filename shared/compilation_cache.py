@@ -6,14 +6,16 @@ JAX's compilation cache keeps XLA's compiled programs; `shared.program_cache` ke
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from pathlib import Path
 
 import jax
 import platformdirs
 
 from shared import program_cache
+
+logger = logging.getLogger(__name__)
 
 
 def folder(cache_dir: str | Path | None = None) -> Path:
@@ -37,10 +39,11 @@ def enable(cache_dir: str | Path | None = None) -> Path | None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        print(
-            f"gpt2: warning: cannot use the cache folder {path} ({err}), so programs are compiled "
+        logger.warning(
+            "gpt2: warning: cannot use the cache folder %s (%s), so programs are compiled "
             "afresh; set JAX_COMPILATION_CACHE_DIR to a folder you can write to.",
-            file=sys.stderr,
+            path,
+            err,
         )
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))

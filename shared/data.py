@@ -134,7 +134,7 @@ class Corpus:
             raise GPT2Error("The input text is empty; give at least one non-empty file.")
         return cls(files, sizes, sorted(alphabet))
 
-    def split(self, val_fraction: float) -> tuple[Iterator[str], Iterator[str]]:
+    def split(self, val_fraction: float) -> tuple[Iterator[Iterator[str]], Iterator[Iterator[str]]]:
         """(train, val) document streams: the first `1 - val_fraction` of all characters, the rest.
 
         Each stream yields documents as iterators of chunks; a document cut by the split point

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterable, Iterator, Sequence, Sized
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,7 @@ from shared.apply_options import ApplyOptions
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.distributed import placement
+from shared.jax_types import PyTree, as_traced
 from shared.kv_cache import KVCache
 from shared.numeric import is_integer
 from shared.sampling import (
@@ -49,7 +50,7 @@ def slot_bucket(n_slots: int) -> int:
     return -(-n_slots // SLOT_BUCKET) * SLOT_BUCKET
 
 
-def row_keys(seed: int, n_rows: int) -> jax.Array:
+def row_keys(seed: int | jax.Array, n_rows: int) -> jax.Array:
     """One PRNG key per row, derived from `seed` and the row index."""
     base = jax.random.PRNGKey(seed)
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n_rows))
@@ -69,7 +70,8 @@ class DecodeState(NamedTuple):
 
 
 class _Controls(NamedTuple):
-    """Traced per-call settings: changing them never recompiles."""
+    """Traced per-call settings: changing them never recompiles. Built from host scalars
+    and arrays (`as_traced`), which jit passes in as the arrays named here."""
 
     temperature: jax.Array
     top_k: jax.Array
@@ -129,7 +131,7 @@ def _emit(
 
 
 def prefill(
-    params: Any,
+    params: PyTree,
     prompt: jax.Array,
     prompt_mask: jax.Array,
     backend: Backend,
@@ -146,12 +148,13 @@ def prefill(
     logits, cache = backend.apply(
         params, prompt, positions, cache, config=config, options=ApplyOptions(last_only=True)
     )
+    assert cache is not None, "a forward pass given a cache returns it advanced"
     return logits[:, -1], cache, positions[:, -1]
 
 
 @functools.partial(jax.jit, static_argnames=("backend", "config", "max_slots", "no_repeat_ngram"))
 def _prefill(
-    params: Any,
+    params: PyTree,
     prompt: jax.Array,
     prompt_mask: jax.Array,
     keys: jax.Array | None,
@@ -189,7 +192,7 @@ def _prefill(
     donate_argnames=("state",),
 )
 def _decode(
-    params: Any,
+    params: PyTree,
     state: DecodeState,
     stop_at: jax.Array,
     controls: _Controls,
@@ -262,7 +265,7 @@ def check_token_ids(ids: Iterable[object], owner: str, n_vocab: int) -> None:
         )
 
 
-def _param_dtype(params: Any) -> jnp.dtype:
+def _param_dtype(params: PyTree) -> jnp.dtype:
     leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
     return leaves[0].dtype
 
@@ -288,7 +291,7 @@ class Generator:
     """
 
     def __init__(
-        self, backend: Backend, params: Any, config: GPT2Config, *, mesh: Mesh | None = None
+        self, backend: Backend, params: PyTree, config: GPT2Config, *, mesh: Mesh | None = None
     ) -> None:
         self.backend, self.config, self.mesh = backend, config, mesh
         self.params = (
@@ -359,10 +362,10 @@ class Generator:
         # Host values throughout: jit takes them as they are, while building device arrays here
         # would compile a small program each (a noticeable part of a CLI start).
         controls = _Controls(
-            *sampling.as_arrays(),
-            repetition_penalty=np.float32(sampling.repetition_penalty),
-            stop_mask=stop_mask,
-            max_new_tokens=np.int32(max_new_tokens),
+            *map(as_traced, sampling.as_arrays()),
+            repetition_penalty=as_traced(np.float32(sampling.repetition_penalty)),
+            stop_mask=as_traced(stop_mask),
+            max_new_tokens=as_traced(np.int32(max_new_tokens)),
         )
         # Row keys come from an int32 seed inside the jitted prefill; other seeds (jax keys a
         # Python int by all its 64 bits) and meshes (which place the keys) derive them here.

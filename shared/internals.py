@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shared.apply_options import ApplyOptions
+from shared.apply_options import ApplyOptions, Output
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.generation import check_token_ids, prompt_bucket
+from shared.jax_types import PyTree
 
 
 @functools.partial(jax.jit, static_argnames=("backend", "config", "output"))
 def _forward(
-    params: Any, tokens: jax.Array, *, backend: Backend, config: GPT2Config, output: str
+    params: PyTree, tokens: jax.Array, *, backend: Backend, config: GPT2Config, output: Output
 ) -> jax.Array:
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     options = ApplyOptions(output=output)
@@ -33,7 +33,7 @@ def _forward(
 
 
 def _run(
-    backend: Backend, params: Any, config: GPT2Config, ids: Sequence[int], output: str
+    backend: Backend, params: PyTree, config: GPT2Config, ids: Sequence[int], output: Output
 ) -> np.ndarray:
     """`Backend.apply` asked for `output` (`ApplyOptions.output`) over `ids` padded to a bucket:
     float32, batch of one."""
@@ -49,7 +49,7 @@ def _run(
 
 
 def residual_stream(
-    backend: Backend, params: Any, config: GPT2Config, ids: Sequence[int]
+    backend: Backend, params: PyTree, config: GPT2Config, ids: Sequence[int]
 ) -> np.ndarray:
     """float32 [n_layer + 1, len(ids), n_embd]: the embeddings, each later block's input, and the
     final LayerNorm's output (`ApplyOptions(output="hidden_states")`)."""
@@ -57,7 +57,7 @@ def residual_stream(
 
 
 def attention_patterns(
-    backend: Backend, params: Any, config: GPT2Config, ids: Sequence[int]
+    backend: Backend, params: PyTree, config: GPT2Config, ids: Sequence[int]
 ) -> np.ndarray:
     """float32 [n_layer, n_head, len(ids), len(ids)]: how much each token attends to each token up
     to it, per block and head (`ApplyOptions(output="attentions")`); each row sums to 1."""

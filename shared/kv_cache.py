@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
 
 from shared.config import GPT2Config
+
+LayerCache: TypeAlias = tuple[jax.Array, jax.Array]
+"""One layer's (k, v) cache buffers, as `KVCache` holds them."""
 
 
 class KVCache(NamedTuple):

@@ -35,8 +35,8 @@ def last_position(hidden: jax.Array, last_only: bool) -> jax.Array:
 
 def model_output(
     options: ApplyOptions,
-    block_inputs: Sequence[jax.Array] | jax.Array,
-    probabilities: Sequence[jax.Array] | jax.Array,
+    block_inputs: Sequence[jax.Array] | jax.Array | None,
+    probabilities: Sequence[jax.Array] | jax.Array | None,
     x: jax.Array,
     ln_f: Callable[[jax.Array], jax.Array],
     wte: jax.Array,
@@ -50,11 +50,13 @@ def model_output(
     then the final LayerNorm's output, of which the logits are the projection. `block_inputs` is a
     list of the blocks' inputs, or one array of them stacked (a `lax.scan`'s outputs), and so
     is `probabilities`; they stack into [n_layer, batch, n_head, seq, keys]. Each is read only
-    when it is the output asked for.
+    when it is the output asked for (a scan that was not asked for one returns None for it).
     """
     if options.output == "hidden_states":
+        assert block_inputs is not None, "the blocks' inputs are kept for hidden_states"
         stacked = block_inputs if isinstance(block_inputs, jax.Array) else jnp.stack(block_inputs)
         return jnp.concatenate([stacked, ln_f(x)[None].astype(stacked.dtype)])
     if options.output == "attentions":
+        assert probabilities is not None, "the probabilities are kept for attentions"
         return probabilities if isinstance(probabilities, jax.Array) else jnp.stack(probabilities)
     return tied_logits(ln_f(last_position(x, options.last_only)), wte)

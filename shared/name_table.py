@@ -7,7 +7,7 @@ blocks, which layer); gathering, stacking and the checks that name a wrong param
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 import jax.numpy as jnp
 
@@ -15,24 +15,27 @@ from shared import params
 from shared.config import GPT2Config
 from shared.params import Params
 
-Table = dict[Hashable, tuple[str, int | None]]
+K = TypeVar("K", bound=Hashable)
+"""A backend's parameter key: a Keras variable path, a Haiku (module, parameter) pair."""
+
+Table: TypeAlias = dict[K, tuple[str, int | None]]
 """Backend key -> (canonical path, layer index, or None outside the blocks)."""
 
 
 def build(
-    top_level: Mapping[Hashable, str],
-    per_layer: Mapping[Hashable, str],
+    top_level: Mapping[K, str],
+    per_layer: Mapping[K, str],
     n_layer: int,
-    layer_key: Callable[[int, Hashable], Hashable],
-) -> Table:
+    layer_key: Callable[[int, K], K],
+) -> Table[K]:
     """The full table: `top_level` as is, `per_layer` repeated for layers 0..n_layer-1."""
-    table: Table = {key: (path, None) for key, path in top_level.items()}
+    table: Table[K] = {key: (path, None) for key, path in top_level.items()}
     for i in range(n_layer):
         table.update({layer_key(i, key): (path, i) for key, path in per_layer.items()})
     return table
 
 
-def from_canonical(tree: Params, config: GPT2Config, table: Table) -> dict[Hashable, Any]:
+def from_canonical(tree: Params, config: GPT2Config, table: Table[K]) -> dict[K, Any]:
     """Canonical tree -> `{backend key: array}`; layer i of each stacked tensor to its own key."""
     params.validate(tree, config)
     flat = params.flatten(tree)
@@ -43,10 +46,10 @@ def from_canonical(tree: Params, config: GPT2Config, table: Table) -> dict[Hasha
 
 
 def to_canonical(
-    values: Mapping[Hashable, Any],
+    values: Mapping[K, Any],
     config: GPT2Config,
-    table: Table,
-    describe: Callable[[Hashable], str],
+    table: Table[K],
+    describe: Callable[[K], str],
 ) -> Params:
     """`{backend key: array}` -> canonical tree, stacking the layers; errors name the parameter
     with `describe(key)`."""
@@ -63,10 +66,10 @@ def to_canonical(
 
 
 def check(
-    values: Mapping[Hashable, Any],
+    values: Mapping[K, Any],
     config: GPT2Config,
-    table: Table,
-    describe: Callable[[Hashable], str],
+    table: Table[K],
+    describe: Callable[[K], str],
 ) -> None:
     """Raise one ValueError naming the first missing, mis-shaped or unexpected parameter."""
     shapes = params.canonical_shapes(config)

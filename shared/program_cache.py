@@ -37,6 +37,12 @@ _directory: Path | None = None
 _programs: dict[tuple, Callable[..., Any]] = {}
 
 
+def _name(function: jax.stages.Wrapped, attribute: str = "__name__") -> str:
+    """The `__name__` (or `__qualname__`) that `jax.jit` keeps of the function it wraps; its
+    type does not declare them."""
+    return getattr(function, attribute)
+
+
 def enable(directory: str | Path) -> None:
     """Keep exported programs in `directory` (created when the first one is written)."""
     global _directory
@@ -52,7 +58,7 @@ def disable() -> None:
 
 
 def call(
-    function: Callable[..., Any],
+    function: jax.stages.Wrapped,
     args: Sequence[Any],
     static: dict[str, Any],
     *,
@@ -63,7 +69,7 @@ def call(
 
 
 def bind(
-    function: Callable[..., Any],
+    function: jax.stages.Wrapped,
     args: Sequence[Any],
     static: dict[str, Any],
     *,
@@ -87,7 +93,7 @@ def bind(
     if program is None:
         key = _file_key(function, static, treedef, types, settings)
         program = _programs[signature] = _load_or_export(
-            _directory / f"{function.__name__}-{key}.exported", function, args, static,
+            _directory / f"{_name(function)}-{key}.exported", function, args, static,
             donate_argnums,
         )  # fmt: skip
     return program
@@ -95,7 +101,7 @@ def bind(
 
 def _load_or_export(
     path: Path,
-    function: Callable[..., Any],
+    function: jax.stages.Wrapped,
     args: Sequence[Any],
     static: dict[str, Any],
     donate_argnums: tuple[int, ...],
@@ -122,7 +128,7 @@ def _jax_settings() -> str:
 
 
 def _file_key(
-    function: Callable[..., Any],
+    function: jax.stages.Wrapped,
     static: dict[str, Any],
     treedef: Any,
     types: tuple,
@@ -136,7 +142,7 @@ def _file_key(
     parts = [
         _environment(),
         settings,
-        f"{function.__module__}.{function.__qualname__}",
+        f"{function.__module__}.{_name(function, '__qualname__')}",
         repr(static_text),
         str(treedef),
         *map(str, types),
@@ -150,7 +156,7 @@ def _environment() -> str:
     digest = hashlib.sha256()
     for package in PACKAGES:
         spec = importlib.util.find_spec(package)
-        for folder in spec.submodule_search_locations if spec else ():
+        for folder in (spec.submodule_search_locations or ()) if spec else ():
             for source in sorted(Path(folder).rglob("*.py")):
                 digest.update(str(source.relative_to(folder)).encode() + source.read_bytes())
     device = jax.devices()[0]

@@ -17,23 +17,48 @@ from shared.generation import check_max_new_tokens, check_seed
 from shared.numeric import is_integer
 from shared.sampling import SamplingParams
 
+_DEFAULT_SAMPLING = SamplingParams()
+"""Greedy decoding; frozen, so one default serves every request."""
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, init=False)
 class Request:
     """What to generate. `prompts` and `stop` may be one string or several; `seed` None draws a
     fresh one per call; `truncate` lets prompt + new tokens exceed the context (`GPT2.stream`)."""
 
     prompts: tuple[str, ...]
     max_new_tokens: int
-    sampling: SamplingParams = dataclasses.field(default_factory=SamplingParams)
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    num_samples: int = 1
-    truncate: bool = False
+    sampling: SamplingParams
+    stop: tuple[str, ...]
+    seed: int | None
+    num_samples: int
+    truncate: bool
 
-    def __post_init__(self) -> None:
-        prompts = _strings(self.prompts)
-        stop = _strings(self.stop or ())
+    def __init__(
+        self,
+        prompts: str | Sequence[str],
+        max_new_tokens: int,
+        sampling: SamplingParams = _DEFAULT_SAMPLING,
+        stop: str | Sequence[str] | None = (),
+        seed: int | None = None,
+        num_samples: int = 1,
+        truncate: bool = False,
+    ) -> None:
+        # The fields as given, then checked and normalised (one string -> a tuple of one).
+        object.__setattr__(self, "prompts", prompts)
+        object.__setattr__(self, "max_new_tokens", max_new_tokens)
+        object.__setattr__(self, "sampling", sampling)
+        object.__setattr__(self, "stop", stop)
+        object.__setattr__(self, "seed", seed)
+        object.__setattr__(self, "num_samples", num_samples)
+        object.__setattr__(self, "truncate", truncate)
+        self._check(prompts, stop)
+
+    def _check(
+        self, given_prompts: str | Sequence[str], given_stop: str | Sequence[str] | None
+    ) -> None:
+        prompts = _strings(given_prompts)
+        stop = _strings(given_stop or ())
         check_max_new_tokens(self.max_new_tokens)
         bad = next((p for p in prompts if not isinstance(p, str)), None)
         if bad is not None:

@@ -15,7 +15,6 @@ import functools
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.generation import check_token_ids, prompt_bucket
+from shared.jax_types import PyTree
 from shared.loss import target_log_probs
 from shared.numeric import is_integer
 
@@ -78,7 +78,7 @@ def plan_windows(n_targets: int, length: int, stride: int) -> list[tuple[int, in
 
 @functools.partial(jax.jit, static_argnames=("backend", "config"))
 def _window_log_probs(
-    params: Any, inputs: jax.Array, targets: jax.Array, *, backend: Backend, config: GPT2Config
+    params: PyTree, inputs: jax.Array, targets: jax.Array, *, backend: Backend, config: GPT2Config
 ) -> jax.Array:
     positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
     logits, _ = backend.apply(params, inputs, positions, None, config=config)
@@ -88,7 +88,7 @@ def _window_log_probs(
 class Scorer:
     """Log-probabilities of token ids under one model, `batch_size` windows per compiled call."""
 
-    def __init__(self, backend: Backend, params: Any, config: GPT2Config) -> None:
+    def __init__(self, backend: Backend, params: PyTree, config: GPT2Config) -> None:
         self.backend, self.params, self.config = backend, params, config
 
     def log_probs(
@@ -108,6 +108,7 @@ class Scorer:
                 f"Scoring needs at least two tokens (one to predict from), got {len(ids)}."
             )
         check_token_ids(ids, "The text to score", self.config.n_vocab)
+        stride, batch_size = int(stride), int(batch_size)  # numpy ints as Python ints
         tokens = np.asarray(ids, dtype=np.int32)
         length = min(n_ctx, prompt_bucket(len(tokens) - 1))
         plan = plan_windows(len(tokens) - 1, length, stride)

@@ -43,7 +43,8 @@ class TextTokenizer(Protocol):
     sample and the score of a text's first token; None for a tokenizer without one (characters).
     """
 
-    eot_id: int | None
+    @property  # read-only, so a tokenizer's plain `int` or `None` attribute satisfies it
+    def eot_id(self) -> int | None: ...
 
     @property
     def n_vocab(self) -> int: ...
@@ -117,7 +118,7 @@ class Tokenizer:
 
     eot_id: int = EOT_ID
 
-    def __init__(self, folder: str | Path, *, cache_ranks: bool = False) -> None:
+    def __init__(self, folder: str | os.PathLike[str], *, cache_ranks: bool = False) -> None:
         """The tokenizer of `folder`'s `encoder.json` + `vocab.bpe`.
 
         `cache_ranks` keeps the derived ranks in `folder` (`RANKS_NAME`) for a faster next start;

@@ -52,8 +52,9 @@ def hf_decode(size: str, batch: int, prompt_len: int, new_tokens: int, num_beams
     """HF transformers `generate` (greedy, or beam search with `num_beams`; KV cache) on
     PyTorch's CPU build, random weights: generated tokens/s over all rows (beam search: search
     steps/s)."""
-    import torch
-    import transformers
+    # only the baseline's own environment has these (`nox -s bench-oracle`)
+    import torch  # pyright: ignore[reportMissingImports]
+    import transformers  # pyright: ignore[reportMissingImports]
 
     torch.set_num_threads(os.cpu_count() or 1)
     shape = config_for_size(size)
@@ -76,8 +77,9 @@ def hf_decode(size: str, batch: int, prompt_len: int, new_tokens: int, num_beams
 
 def pytorch_train_tokens_per_s(steps: int = 20) -> float:
     """A nanoGPT-style PyTorch step on the char recipe: GPT-2 blocks (HF's), AdamW, clipping."""
-    import torch
-    import transformers
+    # only the baseline's own environment has these (`nox -s bench-oracle`)
+    import torch  # pyright: ignore[reportMissingImports]
+    import transformers  # pyright: ignore[reportMissingImports]
 
     torch.set_num_threads(os.cpu_count() or 1)
     config = transformers.GPT2Config(
@@ -113,7 +115,7 @@ def ours_train_tokens_per_s(steps: int = 20) -> float:
 def keras_hub_decode(size: str, batch: int, prompt_len: int, new_tokens: int) -> float:
     """keras-hub GPT2CausalLM on the JAX backend: random GPT2Backbone, no preprocessor, greedy."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
-    import keras_hub
+    import keras_hub  # pyright: ignore[reportMissingImports]  # the baselines' own environment
 
     shape = config_for_size(size)
     backbone = keras_hub.models.GPT2Backbone(

@@ -15,6 +15,8 @@ from shared.apply_options import ApplyOptions
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config, config_for_size
 from shared.generation import GREEDY, Generator, slot_bucket
+from shared.jax_types import PyTree
+from shared.kv_cache import KVCache
 from shared.params import cast
 from shared.sampling import SamplingParams
 
@@ -35,7 +37,7 @@ def random_model(
     return backend, tree, config
 
 
-def parameter_bytes(params: Any) -> int:
+def parameter_bytes(params: PyTree) -> int:
     return sum(x.nbytes for x in jax.tree.leaves(params))
 
 
@@ -45,7 +47,7 @@ def random_prompts(batch: int, length: int, config: GPT2Config) -> list[list[int
 
 
 def full_forward_logits(
-    backend: Backend, params: Any, config: GPT2Config, tokens: np.ndarray
+    backend: Backend, params: PyTree, config: GPT2Config, tokens: np.ndarray
 ) -> np.ndarray:
     """fp32 logits [batch, seq, vocab] of the training forward pass (no cache)."""
     positions = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
@@ -88,13 +90,13 @@ def decode_tokens_per_s(
 
 
 def prefill_tokens_per_s(
-    backend: Backend, params: Any, config: GPT2Config, prompt_len: int, repeats: int = 3
+    backend: Backend, params: PyTree, config: GPT2Config, prompt_len: int, repeats: int = 3
 ) -> float:
     """Prompt tokens/s of one forward pass that fills the KV cache (batch 1)."""
     dtype = jax.tree.leaves(params)[0].dtype
 
     @jax.jit
-    def prefill(params: Any, tokens: jax.Array) -> jax.Array:
+    def prefill(params: PyTree, tokens: jax.Array) -> tuple[jax.Array, KVCache | None]:
         cache = backend.init_cache(config, 1, prompt_len, dtype)
         positions = jnp.arange(prompt_len)[None, :]
         logits, cache = backend.apply(
@@ -108,7 +110,7 @@ def prefill_tokens_per_s(
 
 
 def recompute_tokens_per_s(
-    backend: Backend, params: Any, config: GPT2Config, prompt_len: int, new_tokens: int
+    backend: Backend, params: PyTree, config: GPT2Config, prompt_len: int, new_tokens: int
 ) -> float:
     """The seed's loop: each new token runs the whole sequence through the model again (no cache).
 

@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 
 from shared.benchmarks.timing import best_seconds
+from shared.jax_types import Device
 from shared.training.metrics import PEAK_FLOPS
 
 
-def device() -> jax.Device:
+def device() -> Device:
     return jax.devices()[0]
 
 

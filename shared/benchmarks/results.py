@@ -31,8 +31,9 @@ class Report:
     def add(self, *results: Result) -> None:
         """Record results (and show each as it comes: a full run takes minutes)."""
         self.results.extend(results)
-        for result in results if self.on_add else ():
-            self.on_add(result)
+        if self.on_add is not None:
+            for result in results:
+                self.on_add(result)
 
     def value(self, group: str, name: str, backend: str = "") -> float | None:
         for result in self.results:

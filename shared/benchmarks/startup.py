@@ -19,6 +19,7 @@ def seconds_to_first_token(models_dir: Path, size: str = "124M") -> float:
     ]  # fmt: skip
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None  # stdout=PIPE
     received = b""
     while len(received) <= len(PROMPT.encode()):
         byte = process.stdout.read(1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -40,10 +41,10 @@ class BenchSettings:
     profile_dir: Path | None = None  # where traces of warm decode and training runs go
 
 
-def default_settings(backends: Sequence[str], **overrides: object) -> BenchSettings:
+def default_settings(backends: Sequence[str], **overrides: Any) -> BenchSettings:
     """Per-platform defaults: on GPU, training at seq 1024 in bf16 and decode up to batch 64."""
     on_gpu = machine.device().platform == "gpu"
-    defaults: dict[str, object] = {"backends": tuple(backends)}
+    defaults: dict[str, Any] = {"backends": tuple(backends)}  # BenchSettings' keywords
     if on_gpu:
         defaults |= {"batch_sizes": (1, 8, 64), "train_batch": 32, "train_seq": 1024,
                      "train_dtype": "bfloat16"}  # fmt: skip
@@ -104,7 +105,7 @@ def run(settings: BenchSettings, on_result: Callable[[Result], None] | None = No
     if settings.train:
         _training(report, settings)
     if settings.models_dir is not None:
-        first, warm = startup.warm_start_seconds(settings.models_dir, settings.size)
+        first, warm = startup.warm_start_seconds(settings.models_dir, str(settings.size))
         report.add(
             Result("latency", "`gpt2 generate` process start to first token, first run", first,
                    "s", "functional"),
@@ -268,6 +269,7 @@ def _training(report: Report, settings: BenchSettings) -> None:
     others = [name for name in settings.backends if name != "functional"]
     for name in others if reference else ():
         tokens_per_s = report.value("training", label, name)
+        assert reference and tokens_per_s, "every backend ran the training benchmark"
         report.add(Result("ratios", "train step time vs functional", reference / tokens_per_s,
                           "x", name))  # fmt: skip
 

@@ -12,6 +12,7 @@ from shared.cli import (
     conformance,
     doctor,
     generate,
+    logs,
     plot,
     prepare,
     score,
@@ -54,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="GPT-2 in JAX: generate with, train, convert and benchmark OpenAI's models.",
     )
     parser.add_argument("--version", action="version", version=version_string())
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true", help="also show the library's debug messages"
+    )
+    verbosity.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="show only warnings and errors (no training progress lines)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(subparsers)
@@ -66,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown and not getattr(args, "passes_unknown_args", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.unknown_args = [arg for arg in unknown if arg != "--"]
+    logs.configure(logs.level_for(args.verbose, args.quiet))
     try:
         return args.run(args) or 0
     except (GPT2Error, ValueError) as error:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.errors import GPT2Error, check_writable
+
+if TYPE_CHECKING:
+    from shared.benchmarks.results import Result
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -130,7 +134,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         check_writable("--profile", args.profile, folder=True)
 
 
-def _progress(result: object) -> None:
+def _progress(result: Result) -> None:
     import sys
 
     print(

@@ -16,6 +16,7 @@ from shared.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from shared.api import GPT2
     from shared.request import Request
 
 
@@ -167,7 +168,7 @@ def _beam_options(args: argparse.Namespace, request: Request) -> dict:
     }
 
 
-def _interactive(model: object, args: argparse.Namespace, options: dict) -> int:
+def _interactive(model: GPT2, args: argparse.Namespace, options: dict) -> int:
     print(
         "Interactive mode: type a prompt, Enter to generate, Ctrl-C to stop an answer, Ctrl-D "
         "to quit.",
@@ -192,7 +193,7 @@ def _interactive(model: object, args: argparse.Namespace, options: dict) -> int:
 
 
 def _print_samples(
-    model: object, prompts: list[str], args: argparse.Namespace, options: dict, seed: int | None
+    model: GPT2, prompts: list[str], args: argparse.Namespace, options: dict, seed: int | None
 ) -> None:
     rows = [p for p in prompts for _ in range(args.num_samples)]
     if args.num_beams > 1:

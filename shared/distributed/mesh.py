@@ -15,6 +15,7 @@ import jax
 from jax.sharding import AxisType, Mesh
 
 from shared.errors import GPT2Error
+from shared.jax_types import Device
 
 DATA, FSDP = "data", "fsdp"
 AXES = (DATA, FSDP)
@@ -93,9 +94,7 @@ def check_batch_size(batch_size: int, spec: MeshSpec) -> None:
         )
 
 
-def make_mesh(
-    spec: str | MeshSpec | None = None, devices: Sequence[jax.Device] | None = None
-) -> Mesh:
+def make_mesh(spec: str | MeshSpec | None = None, devices: Sequence[Device] | None = None) -> Mesh:
     """A `Mesh` of `devices` (default: every device of every process) with axes (data, fsdp).
 
     Axes are `Auto`: shardings are given to arrays and `jit` propagates them (GSPMD).

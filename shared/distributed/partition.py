@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -29,6 +29,10 @@ from jax.sharding import PartitionSpec
 from shared import params
 from shared.config import GPT2Config
 from shared.distributed.mesh import DATA, FSDP
+from shared.jax_types import PyTree
+
+if TYPE_CHECKING:
+    from shared.backend import Backend
 
 LOGICAL_AXES: dict[str, tuple[str, ...]] = {
     "wte": ("vocab", "embed"),
@@ -105,7 +109,7 @@ def canonical_specs(config: GPT2Config, mesh_sizes: Mapping[str, int]) -> dict[s
     }
 
 
-def backend_paths(backend: Any, config: GPT2Config) -> Any:
+def backend_paths(backend: Backend, config: GPT2Config) -> Any:
     """The backend's parameter tree for `config`, with each leaf replaced by its canonical path.
 
     Found by the backend's own (exact) `from_canonical` on a one-wide model of the same depth
@@ -119,7 +123,9 @@ def backend_paths(backend: Any, config: GPT2Config) -> Any:
     return jax.tree.map(lambda x: names[int(np.asarray(x).flat[0])], converted)
 
 
-def param_specs(backend: Any, tree: Any, config: GPT2Config, mesh_sizes: Mapping[str, int]) -> Any:
+def param_specs(
+    backend: Backend, tree: PyTree, config: GPT2Config, mesh_sizes: Mapping[str, int]
+) -> Any:
     """PartitionSpecs for the backend's parameters `tree` (arrays or shape structs).
 
     A leaf with one dimension fewer than its canonical tensor is one layer of it (no layer axis).
@@ -134,7 +140,7 @@ def param_specs(backend: Any, tree: Any, config: GPT2Config, mesh_sizes: Mapping
     return jax.tree.map(leaf_spec, backend_paths(backend, config), tree)
 
 
-def opt_state_specs(opt_state: Any, tree: Any, specs: Any) -> Any:
+def opt_state_specs(opt_state: Any, tree: PyTree, specs: Any) -> Any:
     """PartitionSpecs for an optax state: every copy of the parameter tree inside it (Adam's mu
     and nu) is split like the parameters; everything else (step counts) is replicated."""
     structure = jax.tree.structure(tree)

@@ -8,14 +8,19 @@ ever needs another's data, and a batch is read only where its rows are used.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from shared.config import GPT2Config
 from shared.distributed import partition
+from shared.jax_types import PyTree
+
+if TYPE_CHECKING:
+    from shared.backend import Backend
 
 
 def named(mesh: Mesh, specs: Any) -> Any:
@@ -31,7 +36,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def state_shardings(mesh: Mesh, backend: Any, config: GPT2Config, state: dict) -> dict:
+def state_shardings(mesh: Mesh, backend: Backend, config: GPT2Config, state: dict) -> dict:
     """NamedShardings of `{"params", "opt_state"}` (arrays or shape structs) under the rules."""
     sizes = dict(mesh.shape)
     specs = partition.param_specs(backend, state["params"], config, sizes)
@@ -47,14 +52,14 @@ def batch_sharding(mesh: Mesh, shape: Sequence[int], axes: Sequence[str]) -> Nam
     return NamedSharding(mesh, partition.spec_for(axes, shape, dict(mesh.shape)))
 
 
-def gathered(mesh: Mesh, tree: Any) -> Any:
+def gathered(mesh: Mesh, tree: PyTree) -> Any:
     """Inside `jit`: `tree` replicated on every device (an all-gather of sharded leaves). The
     trainer's loss sees whole parameters, so XLA all-gathers them and reduce-scatters their
     gradients (FSDP) instead of repartitioning activations."""
     return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda _: replicated(mesh), tree))
 
 
-def put_params(mesh: Mesh, backend: Any, tree: Any, config: GPT2Config) -> Any:
+def put_params(mesh: Mesh, backend: Backend, tree: PyTree, config: GPT2Config) -> Any:
     """A backend's parameters, split over `mesh` by the rules."""
     specs = partition.param_specs(backend, tree, config, dict(mesh.shape))
     return put(tree, named(mesh, specs))
@@ -65,14 +70,15 @@ def put_rows(mesh: Mesh, arrays: Sequence[Any]) -> list[jax.Array]:
     return [put(x, batch_sharding(mesh, np.shape(x), partition.PROMPTS)) for x in arrays]
 
 
-def put(tree: Any, shardings: Any) -> Any:
+def put(tree: PyTree, shardings: Any) -> Any:
     """Host (or single-device) values -> global arrays split by `shardings`.
 
     Every process passes the same values and keeps only its devices' shards.
     """
 
     def one(value: Any, sharding: NamedSharding) -> jax.Array:
-        if jax.dtypes.issubdtype(getattr(value, "dtype", None), jax.dtypes.prng_key):
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
             # Typed keys have no numpy form: place their data (one more, unsplit, axis).
             key_data = one(jax.random.key_data(value), sharding)
             return jax.random.wrap_key_data(key_data, impl=jax.random.key_impl(value))
@@ -82,7 +88,7 @@ def put(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(one, tree, shardings)
 
 
-def abstract(tree: Any, shardings: Any) -> Any:
+def abstract(tree: PyTree, shardings: Any) -> Any:
     """Shape structs carrying `shardings`: a restore target that allocates nothing up front."""
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
@@ -102,7 +108,8 @@ def global_batch(
     """
     built: dict[tuple, np.ndarray] = {}
 
-    def shard(index: tuple[slice, ...]) -> np.ndarray:
+    def shard(index: tuple[slice, ...] | None) -> np.ndarray:
+        assert index is not None, "make_array_from_callback asks for slices of the array"
         rows = index[row_axis]
         key = (rows.start, rows.stop)
         if key not in built:

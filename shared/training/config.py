@@ -11,7 +11,7 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from shared.config import MODEL_SIZES, SIZE_ALIASES, GPT2Config, config_for_size, resolve_model_size
 from shared.errors import GPT2Error
@@ -128,6 +128,7 @@ class TrainingConfig:
             raise GPT2Error(
                 f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}."
             )
+        assert self.min_lr is not None  # filled in above
         if self.min_lr > self.learning_rate:
             raise GPT2Error(
                 f"min_lr must be at most learning_rate ({self.learning_rate}), got {self.min_lr}."
@@ -232,9 +233,9 @@ def _field_type(field: dataclasses.Field) -> tuple[type, bool]:
     """(scalar type, optional?) of a field annotated like `int | None`."""
     hint = typing.get_type_hints(TrainingConfig)[field.name]
     args = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
-    if args:
-        return next(a for a in args if a is not type(None)), True
-    return hint, False
+    if args:  # get_type_hints is untyped: the union's members are classes
+        return cast(type, next(a for a in args if a is not type(None))), True
+    return cast(type, hint), False
 
 
 def _check_types(config: TrainingConfig) -> None:

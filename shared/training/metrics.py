@@ -43,6 +43,7 @@ class MetricsLog:
         if config.use_wandb:
             try:
                 import wandb
+                from wandb.errors import Error as WandbError
             except ImportError:
                 raise GPT2Error("use_wandb needs wandb: pip install 'gpt2-jax[wandb]'.") from None
             try:
@@ -50,7 +51,7 @@ class MetricsLog:
                     project=config.project_name, name=config.run_name, dir=config.out_dir,
                     config={**config.to_dict(), "model": model_hparams}, resume="allow",
                 )  # fmt: skip
-            except wandb.errors.Error as error:
+            except WandbError as error:
                 raise GPT2Error(
                     f"W&B could not start ({error}); run `wandb login`, or set WANDB_MODE=offline "
                     "to log locally, or train without --use-wandb (--no-use-wandb on a resume)."

@@ -3,16 +3,16 @@ biases and LayerNorm parameters."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import optax
 
+from shared.jax_types import PyTree
 from shared.training.config import TrainingConfig
 
 
 def learning_rate_schedule(config: TrainingConfig) -> optax.Schedule:
     """Linear warmup to `learning_rate`, cosine decay to `min_lr` at `decay_iters`, then flat."""
+    assert config.min_lr is not None, "TrainingConfig fills in min_lr"
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=config.learning_rate,
@@ -22,7 +22,7 @@ def learning_rate_schedule(config: TrainingConfig) -> optax.Schedule:
     )
 
 
-def decay_mask(params: Any) -> Any:
+def decay_mask(params: PyTree) -> PyTree:
     """True for matrices (weights, embeddings); False for vectors (biases, LayerNorm scale/shift).
 
     Every backend holds per-layer parameters, so the rank tells the two apart.

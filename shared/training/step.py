@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -14,10 +14,16 @@ from shared.apply_options import ApplyOptions
 from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.dropout import Dropout
+from shared.jax_types import PyTree
 from shared.loss import language_model_loss
 from shared.params import cast
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+TrainStep: TypeAlias = Callable[
+    [PyTree, PyTree, jax.Array, jax.Array], tuple[PyTree, PyTree, jax.Array, jax.Array]
+]
+"""(params, opt_state, batches, step) -> (params, opt_state, loss, grad_norm)."""
 
 
 def make_train_step(
@@ -28,9 +34,9 @@ def make_train_step(
     *,
     dropout_rate: float = 0.0,
     dropout_stream: jax.Array | None = None,
-    gather: Callable[[Any], Any] | None = None,
+    gather: Callable[[PyTree], PyTree] | None = None,
     remat: bool = False,
-) -> Any:
+) -> TrainStep:
     """`step(params, opt_state, batches, step) -> (params, opt_state, loss, grad_norm)`.
 
     `batches` is [accumulation, batch, block + 1]: gradients are averaged over the leading axis
@@ -45,7 +51,7 @@ def make_train_step(
     dropout_stream = jax.random.PRNGKey(0) if dropout_stream is None else dropout_stream
     gather = gather or (lambda params: params)
 
-    def loss_fn(params: Any, batch: jax.Array, dropout_key: jax.Array) -> jax.Array:
+    def loss_fn(params: PyTree, batch: jax.Array, dropout_key: jax.Array) -> jax.Array:
         if dtype != jnp.float32:  # fp32 master weights, bf16 arithmetic
             params = cast(params, dtype)
         params = gather(params)
@@ -54,11 +60,15 @@ def make_train_step(
         return language_model_loss(backend, params, batch, config=model_config, options=options)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(params: Any, opt_state: Any, batches: jax.Array, step: jax.Array) -> tuple:
+    def train_step(
+        params: PyTree, opt_state: PyTree, batches: jax.Array, step: jax.Array
+    ) -> tuple[PyTree, PyTree, jax.Array, jax.Array]:
         micro_steps = step * batches.shape[0] + jnp.arange(batches.shape[0])
         dropout_keys = jax.vmap(functools.partial(jax.random.fold_in, dropout_stream))(micro_steps)
 
-        def accumulate(totals: tuple, micro_batch: tuple) -> tuple:
+        def accumulate(
+            totals: tuple[jax.Array, PyTree], micro_batch: tuple[jax.Array, jax.Array]
+        ) -> tuple[tuple[jax.Array, PyTree], None]:
             loss, grads = jax.value_and_grad(loss_fn)(params, *micro_batch)
             return jax.tree.map(jnp.add, totals, (loss, grads)), None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import signal
 import sys
@@ -31,6 +32,7 @@ from shared.data import TokenDataset
 from shared.distributed import mesh as mesh_lib
 from shared.distributed import partition, placement, runtime
 from shared.errors import GPT2Error
+from shared.jax_types import Device, PyTree
 from shared.loss import language_model_loss
 from shared.tokenizer import EOT_ID
 from shared.training import checkpoints
@@ -73,6 +75,9 @@ def pretrained_start(config: TrainingConfig, data_meta: dict) -> tuple[dict, GPT
     tree = {**tree, "wpe": tree["wpe"][: config.block_size]}
     return tree, dataclasses.replace(model_config, n_ctx=config.block_size)
 
+
+logger = logging.getLogger(__name__)
+"""Where the run's console lines go (`gpt2 train` shows INFO on stdout, above the progress bar)."""
 
 SHAPE_FIELDS = {"n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd", "block_size": "n_ctx"}
 """The training fields that fix the model's shape -> its hparams' names."""
@@ -146,6 +151,8 @@ def check_same_data(checkpoint_data: dict, data_meta: dict, data_dir: str) -> No
             )
     new, old = data_meta.get("alphabet"), checkpoint_data.get("alphabet")
     if new != old:
+        # the tokenizers match (checked above), so both hold an alphabet
+        assert new is not None and old is not None, "a char tokenizer's data has its alphabet"
         added, missing = "".join(sorted(set(new) - set(old))), "".join(sorted(set(old) - set(new)))
         raise GPT2Error(
             f"The data in {data_dir} has another alphabet than the checkpoint's ({added!r} added, "
@@ -168,7 +175,7 @@ def diverged(what: str, step: int, last_saved: int, out_dir: str) -> GPT2Error:
 
 @dataclasses.dataclass
 class TrainState:
-    params: Any
+    params: PyTree
     opt_state: Any
     step: int
     best_val: float = math.inf  # the lowest val loss so far, which `best/` holds
@@ -185,7 +192,7 @@ class Trainer:
         config: TrainingConfig,
         backend: Backend | None = None,
         *,
-        devices: list[jax.Device] | None = None,
+        devices: list[Device] | None = None,
     ) -> None:
         if not config.data_dir:
             raise GPT2Error("Give data_dir, a folder made by `gpt2 prepare`.")
@@ -242,7 +249,7 @@ class Trainer:
         return backend, model_config, state
 
     def _fresh_state(
-        self, params: Any, backend: Backend, model_config: GPT2Config, *, optimizer: bool = True
+        self, params: PyTree, backend: Backend, model_config: GPT2Config, *, optimizer: bool = True
     ) -> TrainState:
         """Step 0 of `params`, with AdamW's state unless `optimizer` is False: `eval_only` skips
         the moments, which take twice the parameters' memory."""
@@ -275,7 +282,7 @@ class Trainer:
 
     # -- devices -------------------------------------------------------------------------------
 
-    def _make_mesh(self, devices: list[jax.Device] | None) -> jax.sharding.Mesh | None:
+    def _make_mesh(self, devices: list[Device] | None) -> jax.sharding.Mesh | None:
         """The run's mesh; None (plain jit, nothing sharded) on one device without --mesh."""
         if self.config.mesh is None and devices is None and jax.device_count() == 1:
             return None
@@ -294,6 +301,7 @@ class Trainer:
         self, backend: Backend | None = None, model_config: GPT2Config | None = None
     ) -> dict:
         """NamedShardings of params and optimizer state under the partition rules (computed once)."""
+        assert self.mesh is not None, "shardings exist only on a mesh"
         if self._shardings is None:
             backend, model_config = backend or self.backend, model_config or self.model_config
             shapes = self._state_shapes(backend, model_config)
@@ -303,6 +311,7 @@ class Trainer:
     def _shard_steps(self) -> None:
         """The step keeps the state's shardings (so donation updates it in place); evaluation
         gathers the parameters like the step does."""
+        assert self.mesh is not None, "only a run on a mesh shards its steps"
         shardings, replicated = self._state_shardings(), placement.replicated(self.mesh)
         self._train_step = jax.jit(
             self._train_step,
@@ -312,7 +321,7 @@ class Trainer:
         loss = functools.partial(language_model_loss, self.backend, config=self.model_config)
         self._eval_loss = jax.jit(lambda params, batch: loss(self._gather(params), batch))
 
-    def _gather(self, params: Any) -> Any:
+    def _gather(self, params: PyTree) -> PyTree:
         """Inside the step: the full parameters for the forward and backward pass (FSDP gathers
         them from their shards; their gradients are reduce-scattered back). Nothing on one device."""
         return params if self.mesh is None else placement.gathered(self.mesh, params)
@@ -431,7 +440,7 @@ class Trainer:
                     tokens_per_s = tokens_per_step * timed_steps / elapsed
                     timed_steps = 0
                     last = {
-                        "train_loss": loss, "lr": float(self.schedule(state.step - 1)),
+                        "train_loss": loss, "lr": float(np.asarray(self.schedule(state.step - 1))),
                         "grad_norm": float(grad_norm), "tok/s": tokens_per_s,
                         "mfu": flops * tokens_per_s / peak if peak else None,
                     }  # fmt: skip
@@ -448,7 +457,7 @@ class Trainer:
                 if logs:
                     log.write(state.step, last)
                     if runtime.is_primary():
-                        bar.write(console_line(state.step, last))
+                        logger.info(console_line(state.step, last))
                 if saves:
                     self._check_finite("parameters", self._params_finite(), state.step, last_saved)
                     store.save(state.step, self._state_dict(), self._meta(state.step, best_val))
@@ -456,8 +465,9 @@ class Trainer:
             if self._stop_signal is not None and state.step != last_saved:
                 self._check_finite("parameters", self._params_finite(), state.step, last_saved)
                 store.save(state.step, self._state_dict(), self._meta(state.step, best_val))
-                bar.write(
-                    f"stopped by signal at iter {state.step}; saved; resume with --init-from resume"
+                logger.info(
+                    "stopped by signal at iter %d; saved; resume with --init-from resume",
+                    state.step,
                 )
         finally:
             bar.close()

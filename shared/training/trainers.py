@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 class Run(Protocol):
     def run(self) -> dict[str, Any]:
         """Train (or evaluate) to the end; the last logged figures, "iter" included."""
+        ...
 
 
 _NATIVE: dict[tuple[str, str], str] = {

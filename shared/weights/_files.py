@@ -54,7 +54,7 @@ def _aligned_tensors(path: Path) -> dict[str, np.ndarray]:
         buffer = np.empty(size + ALIGNMENT, np.uint8)
         start = -buffer.ctypes.data % ALIGNMENT
         data = buffer[start : start + size]
-        if file.readinto(memoryview(data)) != size:
+        if file.readinto(data.data) != size:  # data.data: a memoryview of the array
             raise ValueError("the file ended early")
     header.pop("__metadata__", None)
     return {

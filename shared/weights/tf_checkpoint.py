@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
@@ -142,7 +143,13 @@ def _openai_shape(path: str, layer_shape: tuple[int, ...]) -> tuple[int, ...]:
     return (1, *layer_shape) if path.endswith("/w") else layer_shape
 
 
-def _read(reader: object, available: dict, name: str, shape: tuple[int, ...]) -> np.ndarray:
+class _TensorReader(Protocol):
+    """What is read of TensorFlow's `CheckpointReader` (`tf.train.load_checkpoint`)."""
+
+    def get_tensor(self, name: str) -> np.ndarray: ...
+
+
+def _read(reader: _TensorReader, available: dict, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if name not in available:
         raise GPT2Error(
             f"The checkpoint has no variable {name!r}; it is not an OpenAI GPT-2 checkpoint "
