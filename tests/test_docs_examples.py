@@ -15,6 +15,8 @@ import io
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -103,17 +105,45 @@ def scratch_folder(folder: Path) -> Path:
 # --- every page --------------------------------------------------------------------------------
 
 
+PAGE_WORKERS = 2
+"""Pages run two at a time: an example is mostly one process compiling on one core."""
+
+
+def run_page(page: Path, cwd: Path, environment: dict[str, str]) -> str | None:
+    """Run the page's runnable examples in order in `cwd`; the first failure's report, or None."""
+    for block in page_blocks(page):
+        if block.runnable and (failure := run_block(block, cwd, environment)):
+            return failure
+    return None
+
+
+@pytest.fixture(scope="session")
+def page_runs(request, docs_environment, tmp_path_factory) -> Iterator[dict[Path, Future]]:
+    """The selected pages with runnable examples, started on first use, `PAGE_WORKERS` pages at a
+    time, each in its own scratch folder: page -> the future of `run_page`."""
+    selected = [
+        item.callspec.params["page"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_page_examples_run"
+    ]
+    with ThreadPoolExecutor(max_workers=PAGE_WORKERS) as pool:
+        yield {
+            page: pool.submit(
+                run_page, page, scratch_folder(tmp_path_factory.mktemp("page")), docs_environment
+            )
+            for page in selected
+            if _runnable(page)
+        }
+
+
 @pytest.mark.parametrize("page", RUN_PAGES)
-def test_page_examples_run(page: Path, request: pytest.FixtureRequest, tmp_path: Path):
+def test_page_examples_run(page: Path, request: pytest.FixtureRequest):
     """The page's runnable examples succeed, in order, in one scratch folder."""
-    blocks = [block for block in page_blocks(page) if block.runnable]
-    if not blocks:
+    if not _runnable(page):
         return  # no server to start
-    environment = request.getfixturevalue("docs_environment")
-    cwd = scratch_folder(tmp_path)
-    for block in blocks:
-        if failure := run_block(block, cwd, environment):
-            pytest.fail(failure, pytrace=False)
+    runs = request.getfixturevalue("page_runs")
+    if failure := runs[page].result():
+        pytest.fail(failure, pytrace=False)
 
 
 @pytest.mark.parametrize("page", PAGES)
