@@ -38,8 +38,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """pyright (basic mode, settings in pyproject.toml) over the package and the three backends."""
-    session.install(*PINNED, "-e", ".[all]", "pyright[nodejs]>=1.1.400")
+    """pyright (basic mode, settings in pyproject.toml) over the package and the three backends
+    (pytest too: `gpt2 conformance` runs it)."""
+    session.install(*PINNED, "-e", ".[all]", "pytest>=8", "pyright[nodejs]>=1.1.400")
     session.run("pyright", *session.posargs)
 
 

@@ -27,6 +27,14 @@ def report() -> Report:
     return _REPORT
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The report's rows are gathered in one process: refuse to split that run over xdist workers."""
+    if config.getoption("--conformance-report") and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError(
+            "--conformance-report gathers its rows in one process; run it without -n"
+        )
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     folder = session.config.getoption("--conformance-report")
     if folder and _REPORT.rows:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import GPT2Config
+from tests.support.doc_examples import RUNS_PROPERTY, Run, summary
 from tests.support.openai_server import OpenAIServer
 
 # --- Weights: a tiny OpenAI checkpoint and a local server standing in for OpenAI's storage. ---
@@ -67,9 +68,19 @@ def models_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """How many README and docs examples ran, and how long each took (tests/test_docs_examples.py)."""
-    from tests.support.doc_examples import summary
+_EXAMPLE_RUNS: list[Run] = []
+"""The docs examples' runs, gathered from the test reports (tests/test_docs_examples.py)."""
 
-    for line in summary():
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Gather the runs a docs-examples test reported, from this process or an xdist worker."""
+    if report.when == "call":
+        for key, runs in report.user_properties:
+            if key == RUNS_PROPERTY:
+                _EXAMPLE_RUNS.extend(Run(**run) for run in runs)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many README and docs examples ran, and how long each took."""
+    for line in summary(_EXAMPLE_RUNS):
         terminalreporter.write_line(line)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import os
@@ -25,7 +26,9 @@ from shared.cli import build_parser
 from shared.config import MODEL_SIZES
 from tests.support.doc_examples import (
     CHECK_ONLY,
+    RUNS_PROPERTY,
     Block,
+    Run,
     check_bash_syntax,
     command_words,
     gpt2_commands,
@@ -109,16 +112,26 @@ PAGE_WORKERS = 2
 """Pages run two at a time: an example is mostly one process compiling on one core."""
 
 
-def run_page(page: Path, cwd: Path, environment: dict[str, str]) -> str | None:
-    """Run the page's runnable examples in order in `cwd`; the first failure's report, or None."""
+PageResult = tuple[str | None, list[Run]]
+"""A page's first failure (or None), and its runs up to it."""
+
+
+def run_page(page: Path, cwd: Path, environment: dict[str, str]) -> PageResult:
+    """Run the page's runnable examples in order in `cwd`, stopping at the first failure."""
+    runs = []
     for block in page_blocks(page):
-        if block.runnable and (failure := run_block(block, cwd, environment)):
-            return failure
-    return None
+        if block.runnable:
+            run, failure = run_block(block, cwd, environment)
+            runs.append(run)
+            if failure:
+                return failure, runs
+    return None, runs
 
 
 @pytest.fixture(scope="session")
-def page_runs(request, docs_environment, tmp_path_factory) -> Iterator[dict[Path, Future]]:
+def page_runs(
+    request, docs_environment, tmp_path_factory
+) -> Iterator[dict[Path, Future[PageResult]]]:
     """The selected pages with runnable examples, started on first use, `PAGE_WORKERS` pages at a
     time, each in its own scratch folder: page -> the future of `run_page`."""
     selected = [
@@ -141,8 +154,9 @@ def test_page_examples_run(page: Path, request: pytest.FixtureRequest):
     """The page's runnable examples succeed, in order, in one scratch folder."""
     if not _runnable(page):
         return  # no server to start
-    runs = request.getfixturevalue("page_runs")
-    if failure := runs[page].result():
+    failure, runs = request.getfixturevalue("page_runs")[page].result()
+    request.node.user_properties.append((RUNS_PROPERTY, [dataclasses.asdict(run) for run in runs]))
+    if failure:
         pytest.fail(failure, pytrace=False)
 
 

@@ -231,13 +231,15 @@ def check_bash_syntax(script: str) -> str | None:
 class Run:
     """One runnable block's outcome, for the session's summary."""
 
-    block: Block
+    page: str
+    line: int
     seconds: float
     returncode: int | None  # None: it timed out
 
 
-RUNS: list[Run] = []
-"""Every block run this session, in order (tests.conftest prints a summary of them)."""
+RUNS_PROPERTY = "docs_example_runs"
+"""The `user_properties` key under which a page's test reports its runs, so the summary sees them
+whether the test ran in this process or in a pytest-xdist worker."""
 
 
 def command(block: Block) -> list[str]:
@@ -248,8 +250,9 @@ def command(block: Block) -> list[str]:
 
 def run_block(
     block: Block, cwd: Path, env: Mapping[str, str], timeout: float = BLOCK_TIMEOUT
-) -> str | None:
-    """Run a runnable block in `cwd`; None if it succeeded, else a report of the failure."""
+) -> tuple[Run, str | None]:
+    """Run a runnable block in `cwd`: its `Run`, and None if it succeeded, else a report of the
+    failure."""
     start = time.perf_counter()
     try:
         result = subprocess.run(
@@ -257,12 +260,12 @@ def run_block(
             timeout=timeout, check=False, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except subprocess.TimeoutExpired as err:
-        RUNS.append(Run(block, time.perf_counter() - start, None))
-        return _report(block, f"timed out after {timeout:.0f} s", err.stdout, err.stderr)
-    RUNS.append(Run(block, time.perf_counter() - start, result.returncode))
+        run = Run(block.page, block.line, time.perf_counter() - start, None)
+        return run, _report(block, f"timed out after {timeout:.0f} s", err.stdout, err.stderr)
+    run = Run(block.page, block.line, time.perf_counter() - start, result.returncode)
     if result.returncode == 0:
-        return None
-    return _report(block, f"exit status {result.returncode}", result.stdout, result.stderr)
+        return run, None
+    return run, _report(block, f"exit status {result.returncode}", result.stdout, result.stderr)
 
 
 def _tail(text: str | bytes | None, limit: int = 4000) -> str:
@@ -281,17 +284,19 @@ def _report(block: Block, what: str, stdout: str | bytes | None, stderr: str | b
     )
 
 
-def summary() -> list[str]:
+def summary(runs: list[Run]) -> list[str]:
     """Lines for the end of the test session: how many examples ran, how long they took."""
-    if not RUNS:
+    if not runs:
         return []
-    total = sum(run.seconds for run in RUNS)
-    failed = sum(run.returncode != 0 for run in RUNS)
-    lines = [f"docs examples: {len(RUNS)} run ({failed} failed) in {total:.1f} s"]
+    total = sum(run.seconds for run in runs)
+    failed = sum(run.returncode != 0 for run in runs)
+    lines = [f"docs examples: {len(runs)} run ({failed} failed) in {total:.1f} s"]
     by_page: dict[str, list[Run]] = {}
-    for run in RUNS:
-        by_page.setdefault(run.block.page, []).append(run)
-    for page, runs in by_page.items():
-        times = ", ".join(f"line {run.block.line}: {run.seconds:.1f} s" for run in runs)
-        lines.append(f"  {page}: {len(runs)} in {sum(r.seconds for r in runs):.1f} s ({times})")
+    for run in runs:
+        by_page.setdefault(run.page, []).append(run)
+    for page, page_runs in by_page.items():
+        times = ", ".join(f"line {run.line}: {run.seconds:.1f} s" for run in page_runs)
+        lines.append(
+            f"  {page}: {len(page_runs)} in {sum(r.seconds for r in page_runs):.1f} s ({times})"
+        )
     return lines
