@@ -216,6 +216,26 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
     return jnp.where(keys >= threshold[:, None], logits, -jnp.inf)
 
 
+def warp_logits(
+    logits: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array
+) -> jax.Array:
+    """The logits a draw samples from, for a temperature above 0: divided by the temperature,
+    then filtered to the top-k and the top-p set (`filter_logits`). logits: [batch, vocab].
+
+    Public so that tests can compare what a draw samples from, not only the draws, with
+    independent references.
+    """
+    # Shifted to a maximum of 0 first: a tiny temperature then sends the others to -inf,
+    # not every logit (GPT-2's are negative), which would leave token 0.
+    scaled = (logits - logits.max(axis=-1, keepdims=True)) / temperature
+    return jax.lax.cond(
+        (top_k > 0) | (top_p < 1),
+        lambda x: filter_logits(x, top_k, top_p),
+        lambda x: x,
+        scaled,
+    )
+
+
 def sample(
     logits: jax.Array,
     keys: jax.Array,
@@ -227,16 +247,8 @@ def sample(
     logits = logits.astype(jnp.float32)
 
     def draw(logits: jax.Array) -> jax.Array:
-        # Shifted to a maximum of 0 first: a tiny temperature then sends the others to -inf,
-        # not every logit (GPT-2's are negative), which would leave token 0.
-        scaled = (logits - logits.max(axis=-1, keepdims=True)) / temperature
-        filtered = jax.lax.cond(
-            (top_k > 0) | (top_p < 1),
-            lambda x: filter_logits(x, top_k, top_p),
-            lambda x: x,
-            scaled,
-        )
-        return jax.vmap(jax.random.categorical)(keys, filtered)
+        warped = warp_logits(logits, temperature, top_k, top_p)
+        return jax.vmap(jax.random.categorical)(keys, warped)
 
     def greedy(logits: jax.Array) -> jax.Array:
         return jnp.argmax(logits, axis=-1)
