@@ -181,10 +181,11 @@ def _smallest_key_where(holds: Callable, lo: jax.Array, hi: jax.Array) -> jax.Ar
 def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
     """Set to -inf every logit outside the top-k and then the top-p set. logits: [batch, vocab].
 
-    Ties at the threshold are kept, so with equal logits the set can exceed k. The thresholds are
-    found by bisection over the exact float values instead of a sort: sorting 50,257 logits per row
-    took a large share of a CPU decode step, while each of the 32 bisection passes is one fused
-    reduction.
+    Ties at the threshold are kept, so with equal logits the set can exceed k. Top-p weighs the
+    probabilities of everything top-k keeps, ties included, so the two filters compose as if run
+    one after the other. The thresholds are found by bisection over the exact float values instead
+    of a sort: sorting 50,257 logits per row took a large share of a CPU decode step, while each
+    of the 32 bisection passes is one fused reduction.
     """
     vocab = logits.shape[-1]
     keys = _ordered_keys(logits)
@@ -198,13 +199,9 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
     )
 
     def nucleus_threshold() -> jax.Array:
-        # Probabilities over exactly k tokens (ties at the k-th value count only up to k).
+        # Probabilities over every token top-k keeps, its ties at the k-th value included.
         weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
-        above_kth = keys > kth[:, None]
-        kth_weight = jnp.max(jnp.where(keys == kth[:, None], weights, 0.0), axis=-1)
-        total = jnp.sum(jnp.where(above_kth, weights, 0.0), axis=-1) + kth_weight * (
-            k - jnp.sum(above_kth, axis=-1)
-        )
+        total = jnp.sum(jnp.where(keys >= kth[:, None], weights, 0.0), axis=-1)
         # The smallest value whose higher-ranked mass is still below top_p is the last one kept.
         return _smallest_key_where(
             lambda t: jnp.sum(jnp.where(keys > t, weights, 0.0), axis=-1) < top_p * total,
