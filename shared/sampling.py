@@ -181,10 +181,11 @@ def _smallest_key_where(holds: Callable, lo: jax.Array, hi: jax.Array) -> jax.Ar
 def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
     """Set to -inf every logit outside the top-k and then the top-p set. logits: [batch, vocab].
 
-    Ties at the threshold are kept, so with equal logits the set can exceed k. The thresholds are
-    found by bisection over the exact float values instead of a sort: sorting 50,257 logits per row
-    took a large share of a CPU decode step, while each of the 32 bisection passes is one fused
-    reduction.
+    Ties at the threshold are kept, so with equal logits the set can exceed k. Top-p weighs the
+    probabilities of everything top-k keeps, ties included, so the two filters compose as if run
+    one after the other. The thresholds are found by bisection over the exact float values instead
+    of a sort: sorting 50,257 logits per row took a large share of a CPU decode step, while each
+    of the 32 bisection passes is one fused reduction.
     """
     vocab = logits.shape[-1]
     keys = _ordered_keys(logits)
@@ -198,13 +199,9 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
     )
 
     def nucleus_threshold() -> jax.Array:
-        # Probabilities over exactly k tokens (ties at the k-th value count only up to k).
+        # Probabilities over every token top-k keeps, its ties at the k-th value included.
         weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
-        above_kth = keys > kth[:, None]
-        kth_weight = jnp.max(jnp.where(keys == kth[:, None], weights, 0.0), axis=-1)
-        total = jnp.sum(jnp.where(above_kth, weights, 0.0), axis=-1) + kth_weight * (
-            k - jnp.sum(above_kth, axis=-1)
-        )
+        total = jnp.sum(jnp.where(keys >= kth[:, None], weights, 0.0), axis=-1)
         # The smallest value whose higher-ranked mass is still below top_p is the last one kept.
         return _smallest_key_where(
             lambda t: jnp.sum(jnp.where(keys > t, weights, 0.0), axis=-1) < top_p * total,
@@ -214,6 +211,26 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
 
     threshold = jax.lax.cond(top_p < 1, nucleus_threshold, lambda: kth)
     return jnp.where(keys >= threshold[:, None], logits, -jnp.inf)
+
+
+def warp_logits(
+    logits: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array
+) -> jax.Array:
+    """The logits a draw samples from, for a temperature above 0: divided by the temperature,
+    then filtered to the top-k and the top-p set (`filter_logits`). logits: [batch, vocab].
+
+    Public so that tests can compare what a draw samples from, not only the draws, with
+    independent references.
+    """
+    # Shifted to a maximum of 0 first: a tiny temperature then sends the others to -inf,
+    # not every logit (GPT-2's are negative), which would leave token 0.
+    scaled = (logits - logits.max(axis=-1, keepdims=True)) / temperature
+    return jax.lax.cond(
+        (top_k > 0) | (top_p < 1),
+        lambda x: filter_logits(x, top_k, top_p),
+        lambda x: x,
+        scaled,
+    )
 
 
 def sample(
@@ -227,16 +244,8 @@ def sample(
     logits = logits.astype(jnp.float32)
 
     def draw(logits: jax.Array) -> jax.Array:
-        # Shifted to a maximum of 0 first: a tiny temperature then sends the others to -inf,
-        # not every logit (GPT-2's are negative), which would leave token 0.
-        scaled = (logits - logits.max(axis=-1, keepdims=True)) / temperature
-        filtered = jax.lax.cond(
-            (top_k > 0) | (top_p < 1),
-            lambda x: filter_logits(x, top_k, top_p),
-            lambda x: x,
-            scaled,
-        )
-        return jax.vmap(jax.random.categorical)(keys, filtered)
+        warped = warp_logits(logits, temperature, top_k, top_p)
+        return jax.vmap(jax.random.categorical)(keys, warped)
 
     def greedy(logits: jax.Array) -> jax.Array:
         return jnp.argmax(logits, axis=-1)

@@ -126,6 +126,17 @@ def test_filter_keeps_ties_at_the_threshold():
     assert np.isfinite(np.asarray(everything_finite)).sum() == 6
 
 
+def test_top_p_weighs_everything_top_k_keeps_ties_included():
+    """Top-2 keeps all four tokens here (three tie for second place), and token 0 alone holds only
+    half of their probability, so top_p=0.6 needs the tied ones too; as top-k then top-p."""
+    logits = jnp.log(jnp.asarray([[3.0, 1.0, 1.0, 1.0, 0.01]]))
+    both = filter_logits(logits, jnp.int32(2), jnp.float32(0.6))
+    top_k = filter_logits(logits, jnp.int32(2), jnp.float32(1.0))
+    one_after_the_other = filter_logits(top_k, jnp.int32(0), jnp.float32(0.6))
+    assert np.isfinite(np.asarray(both)).tolist() == [[True, True, True, True, False]]
+    np.testing.assert_array_equal(both, one_after_the_other)
+
+
 def test_sampling_follows_the_softmax_distribution():
     logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.2] + [1e-9] * 5]))
     tokens = _draw(logits, SamplingParams(temperature=1.0))[:, 0]
