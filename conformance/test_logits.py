@@ -36,29 +36,27 @@ def test_logits_match_the_reference(backend, reference, config, config_name, can
 
 
 @compared_with_reference
-def test_hidden_states_match_the_reference(backend, reference, config, config_name, canonical,
-                                           report):  # fmt: skip
-    """The residual stream at every depth, so a disagreement is placed in its layer."""
-    tokens = jax.random.randint(jax.random.PRNGKey(4), (2, 24), 0, config.n_vocab)
-    got, expected = (
-        forward(b, canonical, config, tokens, "hidden_states") for b in (backend, reference)
-    )
-    assert got.shape == (config.n_layer + 1, 2, 24, config.n_embd)
-    report.check("hidden states, every layer, vs functional", backend.name, config_name,
-                 max_abs_diff(got, expected), LOGITS_TOLERANCE)  # fmt: skip
-
-
-@compared_with_reference
-def test_attentions_match_the_reference(backend, reference, config, config_name, canonical,
-                                        report):  # fmt: skip
-    """Every block's attention probabilities, so a disagreement is placed in its layer and head."""
-    tokens = jax.random.randint(jax.random.PRNGKey(5), (2, 24), 0, config.n_vocab)
-    got, expected = (
-        forward(b, canonical, config, tokens, "attentions") for b in (backend, reference)
-    )
-    assert got.shape == (config.n_layer, 2, config.n_head, 24, 24)
-    report.check("attention probabilities, every layer, vs functional", backend.name,
-                 config_name, max_abs_diff(got, expected), 1e-5)  # fmt: skip
+@pytest.mark.parametrize(
+    ("output", "seed", "check", "tolerance"),
+    [
+        ("hidden_states", 4, "hidden states, every layer, vs functional", LOGITS_TOLERANCE),
+        ("attentions", 5, "attention probabilities, every layer, vs functional", 1e-5),
+    ],
+    ids=["hidden_states", "attentions"],
+)
+def test_internals_match_the_reference(
+    backend, reference, config, config_name, canonical, report, output, seed, check, tolerance
+):
+    """The residual stream at every depth, or every block's attention probabilities, so a
+    disagreement is placed in its layer (and head)."""
+    tokens = jax.random.randint(jax.random.PRNGKey(seed), (2, 24), 0, config.n_vocab)
+    got, expected = (forward(b, canonical, config, tokens, output) for b in (backend, reference))
+    shapes = {
+        "hidden_states": (config.n_layer + 1, 2, 24, config.n_embd),
+        "attentions": (config.n_layer, 2, config.n_head, 24, 24),
+    }
+    assert got.shape == shapes[output]
+    report.check(check, backend.name, config_name, max_abs_diff(got, expected), tolerance)
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,27 @@ def _loss_and_canonical_grads(backend, tree, config, tokens, dropout=None):
     return loss, params.flatten(backend.to_canonical(grads, config))
 
 
+def _check_loss_and_gradients(report, setting, backend, config_name, got, expected):
+    """Report the loss's and each gradient's relative difference from the reference's, under the
+    check names "loss{setting} vs functional" and "gradients{setting} vs functional"."""
+    (loss, grads), (ref_loss, ref_grads) = got, expected
+    report.check(
+        f"loss{setting} vs functional (relative)",
+        backend.name,
+        config_name,
+        abs(float(loss) / float(ref_loss) - 1),
+        TOLERANCE,
+    )
+    diff = max_rel_diff([grads[k] for k in ref_grads], list(ref_grads.values()))
+    report.check(
+        f"gradients{setting} vs functional (relative, per tensor)",
+        backend.name,
+        config_name,
+        diff,
+        TOLERANCE,
+    )
+
+
 @compared_with_reference
 def test_loss_and_gradients_match_the_reference(
     backend, reference, config, config_name, canonical, report, reference_results
@@ -46,16 +67,8 @@ def test_loss_and_gradients_match_the_reference(
     ref_loss, ref_grads = reference_results.get(
         config_name, lambda: _loss_and_canonical_grads(reference, canonical, config, tokens)
     )
-    report.check(
-        "loss vs functional (relative)",
-        backend.name,
-        config_name,
-        abs(float(loss) / float(ref_loss) - 1),
-        TOLERANCE,
-    )
-    diff = max_rel_diff([grads[k] for k in ref_grads], list(ref_grads.values()))
-    report.check(
-        "gradients vs functional (relative, per tensor)", backend.name, config_name, diff, TOLERANCE
+    _check_loss_and_gradients(
+        report, "", backend, config_name, (loss, grads), (ref_loss, ref_grads)
     )
 
 

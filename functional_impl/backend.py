@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from functional_impl.model import gpt2
-from shared import kv_cache, params
-from shared.apply_options import ApplyOptions
+from shared import params
+from shared.backend import Backend, Forward
 from shared.config import GPT2Config
-from shared.kv_cache import KVCache
 from shared.params import Params
 
 
-class FunctionalBackend:
+class FunctionalBackend(Backend):
     """Reference backend: pure functions over the canonical tree.
 
     Parameters are the canonical tree with `blocks` unstacked into a tuple of per-layer dicts:
@@ -35,26 +33,11 @@ class FunctionalBackend:
         params.validate(canonical, config)
         return canonical
 
-    def apply(
-        self,
-        tree: Params,
-        tokens: jax.Array,
-        positions: jax.Array,
-        cache: KVCache | None,
-        *,
-        config: GPT2Config,
-        options: ApplyOptions = ApplyOptions(),
-    ) -> tuple[jax.Array, KVCache | None]:
-        return gpt2(
+    def bind(self, tree: Params, config: GPT2Config) -> Forward:
+        return lambda tokens, positions, cache, options: gpt2(
             tokens, positions, **tree, n_head=config.n_head, eps=config.ln_eps, cache=cache,
             options=options,
         )  # fmt: skip
-
-    def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
-        return kv_cache.init_cache(config, batch, max_len, dtype)
-
-    def __repr__(self) -> str:
-        return "FunctionalBackend()"
 
 
 backend = FunctionalBackend()

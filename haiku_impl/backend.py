@@ -6,15 +6,12 @@ import functools
 
 import haiku as hk
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from haiku_impl import convert, model
 from haiku_impl.convert import HaikuParams
-from shared import kv_cache
-from shared.apply_options import ApplyOptions
+from shared.backend import Backend, Forward
 from shared.config import GPT2Config
-from shared.kv_cache import KVCache
 from shared.params import Params
 
 
@@ -24,11 +21,8 @@ def _transformed(config: GPT2Config) -> hk.Transformed:
     return model.transformed(config)
 
 
-class HaikuBackend:
-    """GPT-2 as haiku modules; parameter names are module scopes such as `gpt2/~/h0/~/attn/~/c_attn`.
-
-    Stateless and hashable (by identity), so it can be a static argument of `jax.jit`.
-    """
+class HaikuBackend(Backend):
+    """GPT-2 as haiku modules; parameter names are module scopes such as `gpt2/~/h0/~/attn/~/c_attn`."""
 
     name = "haiku"
 
@@ -43,23 +37,8 @@ class HaikuBackend:
     def to_canonical(self, params: HaikuParams, config: GPT2Config) -> Params:
         return convert.to_canonical(params, config)
 
-    def apply(
-        self,
-        params: HaikuParams,
-        tokens: jax.Array,
-        positions: jax.Array,
-        cache: KVCache | None,
-        *,
-        config: GPT2Config,
-        options: ApplyOptions = ApplyOptions(),
-    ) -> tuple[jax.Array, KVCache | None]:
-        return _transformed(config).apply(params, tokens, positions, cache, options)
-
-    def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
-        return kv_cache.init_cache(config, batch, max_len, dtype)
-
-    def __repr__(self) -> str:
-        return "HaikuBackend()"
+    def bind(self, params: HaikuParams, config: GPT2Config) -> Forward:
+        return functools.partial(_transformed(config).apply, params)
 
 
 backend = HaikuBackend()

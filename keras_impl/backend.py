@@ -10,8 +10,9 @@ import jax.numpy as jnp
 from keras_impl import convert
 from keras_impl.convert import KerasParams
 from keras_impl.model import GPT2LM
-from shared import kv_cache, params
+from shared import params
 from shared.apply_options import ApplyOptions
+from shared.backend import Backend, Forward
 from shared.config import GPT2Config
 from shared.kv_cache import KVCache
 from shared.params import Params
@@ -33,12 +34,12 @@ def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...]]:
     return model, tuple(convert.variable_path(model, v) for v in model.trainable_variables)
 
 
-class KerasBackend:
+class KerasBackend(Backend):
     """GPT-2 as Keras 3 layers on JAX; parameter names are variable paths like `h0/attn/c_attn/kernel`.
 
-    Parameters are a flat dict of plain JAX arrays (jittable, and readable by name); `apply` feeds
-    them to the cached model's `stateless_call`, so it is pure and runs inside `jax.jit` and the
-    shared decode loop. Stateless and hashable (by identity): a valid static argument of `jax.jit`.
+    Parameters are a flat dict of plain JAX arrays (jittable, and readable by name); `bind` feeds
+    them to the cached model's `stateless_call`, so `apply` is pure and runs inside `jax.jit` and
+    the shared decode loop.
     """
 
     name = "keras"
@@ -56,30 +57,21 @@ class KerasBackend:
     def to_canonical(self, keras_params: KerasParams, config: GPT2Config) -> Params:
         return convert.to_canonical(keras_params, config)
 
-    def apply(
-        self,
-        keras_params: KerasParams,
-        tokens: jax.Array,
-        positions: jax.Array,
-        cache: KVCache | None,
-        *,
-        config: GPT2Config,
-        options: ApplyOptions = ApplyOptions(),
-    ) -> tuple[jax.Array, KVCache | None]:
+    def bind(self, keras_params: KerasParams, config: GPT2Config) -> Forward:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
         model, paths = _model(config, dtype)
         values = [keras_params[path] for path in paths]
-        # (outputs, non-trainable values); only `return_losses=True` adds the losses
-        outputs = model.stateless_call(
-            values, [], tokens, positions=positions, cache=cache, options=options
-        )[0]
-        return outputs if cache is not None else (outputs, None)
 
-    def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
-        return kv_cache.init_cache(config, batch, max_len, dtype)
+        def forward(
+            tokens: jax.Array, positions: jax.Array, cache: KVCache | None, options: ApplyOptions
+        ) -> tuple[jax.Array, KVCache | None]:
+            # (outputs, non-trainable values); only `return_losses=True` adds the losses
+            outputs = model.stateless_call(
+                values, [], tokens, positions=positions, cache=cache, options=options
+            )[0]
+            return outputs if cache is not None else (outputs, None)
 
-    def __repr__(self) -> str:
-        return "KerasBackend()"
+        return forward
 
 
 backend = KerasBackend()

@@ -1,41 +1,57 @@
 """The backend contract and registry: what a backend must provide, and how to get one by name.
 
 Everything that is not the forward pass (weights I/O, sampling, the decode loop, the loss, the CLI) is
-written once against this protocol.
+written once against this class. A backend subclasses it and writes only what differs: how it
+holds parameters and how it binds them into its forward pass.
 """
 
 from __future__ import annotations
 
+import abc
 import importlib
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TypeAlias
 
 import jax
 import jax.numpy as jnp
 
+from shared import kv_cache
 from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
 from shared.jax_types import PyTree
 from shared.kv_cache import KVCache
 from shared.params import Params
 
+Forward: TypeAlias = Callable[
+    [jax.Array, jax.Array, KVCache | None, ApplyOptions], tuple[jax.Array, KVCache | None]
+]
+"""A forward pass with its parameters bound: (tokens, positions, cache, options) -> (output, cache),
+as `Backend.apply` describes."""
 
-@runtime_checkable
-class Backend(Protocol):
-    """A GPT-2 implementation: how it holds parameters and how it runs the forward pass."""
+
+class Backend(abc.ABC):
+    """A GPT-2 implementation: how it holds parameters and how it runs the forward pass.
+
+    Stateless and hashable (by identity), so a backend can be a static argument of `jax.jit`.
+    """
 
     name: str
 
+    @abc.abstractmethod
     def init(self, config: GPT2Config, key: jax.Array) -> PyTree:
         """Fresh GPT-2-initialised parameters in the backend's own format."""
-        ...
 
+    @abc.abstractmethod
     def from_canonical(self, tree: Params, config: GPT2Config) -> PyTree:
         """Canonical tree -> backend parameters (exact)."""
-        ...
 
+    @abc.abstractmethod
     def to_canonical(self, params: PyTree, config: GPT2Config) -> Params:
         """Backend parameters -> canonical tree (exact)."""
-        ...
+
+    @abc.abstractmethod
+    def bind(self, params: PyTree, config: GPT2Config) -> Forward:
+        """The backend's model for `config` with `params` in place: what `apply` runs."""
 
     def apply(
         self,
@@ -56,11 +72,14 @@ class Backend(Protocol):
         rematerialisation, cuts the logits to the last position (a prefill), or asks for the
         residual stream or the attention probabilities in place of the logits.
         """
-        ...
+        return self.bind(params, config)(tokens, positions, cache, options)
 
     def init_cache(self, config: GPT2Config, batch: int, max_len: int, dtype: jnp.dtype) -> KVCache:
-        """An empty cache for `batch` rows of up to `max_len` token slots."""
-        ...
+        """An empty cache for `batch` rows of up to `max_len` token slots (`shared.kv_cache`)."""
+        return kv_cache.init_cache(config, batch, max_len, dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 _REGISTRY: dict[str, str] = {

@@ -11,6 +11,20 @@ from shared.config import GPT2Config
 from tests.support.doc_examples import RUNS_PROPERTY, Run, summary
 from tests.support.openai_server import OpenAIServer
 
+# --- Converters: the canonical tree every backend's converter tests convert. ---
+
+
+@pytest.fixture(scope="session")
+def canonical() -> dict:
+    """GPT-2-initialised canonical weights of `tests.support.converters.CONFIG`."""
+    import jax
+
+    from shared.params import init_params
+    from tests.support.converters import CONFIG
+
+    return jax.jit(init_params, static_argnums=0)(CONFIG, jax.random.PRNGKey(1))
+
+
 # --- Weights: a tiny OpenAI checkpoint and a local server standing in for OpenAI's storage. ---
 
 TINY_SIZE = "124M"

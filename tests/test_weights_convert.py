@@ -322,16 +322,6 @@ def test_hf_prefixed_names_and_mask_buffers_load(openai_arrays, tiny_config, tmp
     assert_trees_equal(tree, expected_canonical(openai_arrays, tiny_config.n_layer))
 
 
-def test_hf_untied_lm_head_is_refused(openai_arrays, tiny_config, tmp_path):
-    tensors = hf_tensors_by_hand(openai_arrays, tiny_config.n_layer)
-    tensors["lm_head.weight"] = openai_arrays["model/wte"] + 1
-    write_hf_config_by_hand(tmp_path, tiny_config)
-    safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
-
-    with pytest.raises(GPT2Error, match="untied"):
-        load_hf(tmp_path)
-
-
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
@@ -347,33 +337,34 @@ def test_hf_configs_that_change_the_arithmetic_are_refused(setting, message):
         config_from_hf({**hf_config(config), **setting})
 
 
-def test_hf_shape_mismatch_names_the_tensor(openai_arrays, tiny_config, tmp_path):
-    tensors = hf_tensors_by_hand(openai_arrays, tiny_config.n_layer)
-    tensors["h.1.mlp.c_fc.weight"] = tensors["h.1.mlp.c_fc.weight"].T.copy()
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t, a: {**t, "lm_head.weight": a["model/wte"] + 1}, "untied"),
+        (
+            lambda t, a: {**t, "h.1.mlp.c_fc.weight": t["h.1.mlp.c_fc.weight"].T.copy()},
+            r"'h\.1\.mlp\.c_fc\.weight' .* shape \(128, 32\)",
+        ),
+        (
+            lambda t, a: {**t, "h.0.attn.q_proj.weight": np.zeros((32, 32), np.float32)},
+            r"unknown tensor 'h\.0\.attn\.q_proj\.weight'",
+        ),
+        (
+            lambda t, a: {k: v for k, v in t.items() if k != "h.1.ln_2.bias"},
+            r"'h\.1\.ln_2\.bias'",
+        ),
+    ],
+    ids=["untied-lm-head", "shape-mismatch", "unknown-tensor", "missing-tensor"],
+)
+def test_hf_tensors_that_are_not_gpt2s_are_refused_by_name(
+    change, message, openai_arrays, tiny_config, tmp_path
+):
+    """An untied `lm_head` is refused, and so is a mis-shaped, unknown or missing tensor, by name."""
+    tensors = change(hf_tensors_by_hand(openai_arrays, tiny_config.n_layer), openai_arrays)
     write_hf_config_by_hand(tmp_path, tiny_config)
     safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
 
-    with pytest.raises(GPT2Error, match=r"'h\.1\.mlp\.c_fc\.weight' .* shape \(128, 32\)"):
-        load_hf(tmp_path)
-
-
-def test_hf_unknown_tensor_is_named(openai_arrays, tiny_config, tmp_path):
-    tensors = hf_tensors_by_hand(openai_arrays, tiny_config.n_layer)
-    tensors["h.0.attn.q_proj.weight"] = np.zeros((32, 32), np.float32)
-    write_hf_config_by_hand(tmp_path, tiny_config)
-    safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
-
-    with pytest.raises(GPT2Error, match=r"unknown tensor 'h\.0\.attn\.q_proj\.weight'"):
-        load_hf(tmp_path)
-
-
-def test_hf_missing_tensor_is_named(openai_arrays, tiny_config, tmp_path):
-    tensors = hf_tensors_by_hand(openai_arrays, tiny_config.n_layer)
-    del tensors["h.1.ln_2.bias"]
-    write_hf_config_by_hand(tmp_path, tiny_config)
-    safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
-
-    with pytest.raises(GPT2Error, match=r"'h\.1\.ln_2\.bias'"):
+    with pytest.raises(GPT2Error, match=message):
         load_hf(tmp_path)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -17,6 +15,8 @@ from shared import kv_cache, params
 from shared.backend import get_backend
 from shared.config import GPT2Config
 from shared.generation import Generator
+from tests.support.init_statistics import CONFIG as STATISTICS
+from tests.support.init_statistics import assert_gpt2_statistics
 
 TINY = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128)
 apply = jax.jit(backend.apply, static_argnames="config")
@@ -40,20 +40,8 @@ def test_the_registry_serves_this_backend():
 
 
 def test_init_follows_gpt2_statistics():
-    config = GPT2Config(n_embd=128, n_head=4, n_layer=4, n_vocab=2000, n_ctx=256)
-    haiku_params = jax.jit(backend.init, static_argnums=0)(config, jax.random.PRNGKey(0))
-    tree = params.flatten(backend.to_canonical(haiku_params, config))
-    residual_std = 0.02 / math.sqrt(2 * config.n_layer)
-    for path, value in jax.device_get(tree).items():
-        name = path.rsplit("/", 1)[-1]
-        if name == "g":
-            np.testing.assert_array_equal(value, 1.0, err_msg=path)
-        elif name == "b":
-            np.testing.assert_array_equal(value, 0.0, err_msg=path)
-        else:
-            std = residual_std if path.endswith("c_proj/w") else 0.02
-            assert value.std() == pytest.approx(std, rel=0.05), path
-            assert abs(value.mean()) < std / 10, path
+    haiku_params = jax.jit(backend.init, static_argnums=0)(STATISTICS, jax.random.PRNGKey(0))
+    assert_gpt2_statistics(backend.to_canonical(haiku_params, STATISTICS), STATISTICS)
 
 
 def test_layer_norm_matches_the_functional_one_bitwise_in_bfloat16():

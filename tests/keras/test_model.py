@@ -24,6 +24,8 @@ from keras_impl.backend import backend
 from shared import kv_cache, params
 from shared.backend import get_backend
 from shared.config import MODEL_SIZES, GPT2Config
+from tests.support.init_statistics import CONFIG as STATISTICS
+from tests.support.init_statistics import assert_gpt2_statistics
 
 TINY = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128)
 apply_functional = jax.jit(functional.apply, static_argnames="config")
@@ -119,20 +121,8 @@ def test_the_model_copies_the_weights_it_is_given(tree):
 
 
 def test_keras_initialisers_follow_gpt2_statistics():
-    config = GPT2Config(n_embd=128, n_head=4, n_layer=4, n_vocab=2000, n_ctx=256)
-    tree = jax.device_get(
-        params.flatten(convert.to_canonical(convert.model_params(GPT2LM(config)), config))
-    )
-    residual_std = 0.02 / math.sqrt(2 * config.n_layer)
-    for path, value in tree.items():
-        name = path.rsplit("/", 1)[-1]
-        if name == "g":
-            np.testing.assert_array_equal(value, 1.0, err_msg=path)
-        elif name == "b":
-            np.testing.assert_array_equal(value, 0.0, err_msg=path)
-        else:
-            std = residual_std if path.endswith("c_proj/w") else 0.02
-            assert value.std() == pytest.approx(std, rel=0.05), path
+    keras_params = convert.model_params(GPT2LM(STATISTICS))
+    assert_gpt2_statistics(convert.to_canonical(keras_params, STATISTICS), STATISTICS)
 
 
 def test_backend_init_is_the_canonical_init_of_the_same_key():
