@@ -8,12 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import pytest
 
 from conformance.report import Report
 from shared.backend import backend_names, get_backend
 from shared.config import MODEL_SIZES, GPT2Config
-from shared.params import init_params
+from shared.params import canonical_shapes, init_params, unflatten
 
 TINY = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128)
 CONFIGS = {"tiny": TINY, "124M": MODEL_SIZES["124M"]}
@@ -86,6 +87,27 @@ def config(config_name) -> GPT2Config:
 def canonical_tree(config: GPT2Config, seed: int = 0) -> dict:
     """The shared starting point: a GPT-2-initialised canonical tree (cached per config)."""
     return jax.jit(lambda key: init_params(config, key))(jax.random.PRNGKey(seed))
+
+
+@functools.cache
+def lively_tree(config: GPT2Config, seed: int = 0) -> dict:
+    """Random weights at the scale a trained model works at, where `canonical_tree`'s GPT-2 init
+    attends almost uniformly and predicts almost flat distributions: every projection keeps its
+    input's scale, positions weigh as much as tokens, and next-token distributions are sharp.
+    A mistake in which slots attention sees, or in the positions tokens get, then moves the
+    logits far past rounding."""
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for path, shape in canonical_shapes(config).items():
+        if path.endswith("/w"):  # [layer, in, out]: unit-scale inputs give unit-scale outputs
+            flat[path] = rng.normal(0.0, shape[-2] ** -0.5, shape)
+        elif path.endswith("/g"):
+            flat[path] = rng.normal(1.0, 0.1, shape)
+        elif path.endswith("/b"):
+            flat[path] = rng.normal(0.0, 0.1, shape)
+        else:  # wte, wpe
+            flat[path] = rng.normal(0.0, 1.0, shape)
+    return unflatten({path: array.astype(np.float32) for path, array in flat.items()})
 
 
 @pytest.fixture
