@@ -30,6 +30,7 @@ PROMPTS = [
 the 16-token prompt 16 (none alone)."""
 NEW_TOKENS = 8
 TOLERANCE = 1e-5
+CHECK = "left-padded batch across buckets (lively weights)"
 
 
 @functools.partial(jax.jit, static_argnames=("backend", "config", "steps"))
@@ -81,8 +82,8 @@ def test_the_prompts_span_several_padding_buckets():
 def test_rows_across_buckets_give_the_logits_of_each_prompt_alone(backend, report):
     batched, alone = batched_and_alone(backend)
     assert batched.shape == (len(PROMPTS), NEW_TOKENS, TINY.n_vocab)
-    report.check("left-padded batch across buckets: first logits vs each prompt alone",
-                 backend.name, "tiny", max_abs_diff(batched, alone), TOLERANCE)  # fmt: skip
+    report.check(f"{CHECK}: first logits vs each prompt alone", backend.name, "tiny",
+                 max_abs_diff(batched, alone), TOLERANCE)  # fmt: skip
 
 
 def test_rows_across_buckets_generate_the_greedy_ids_of_each_prompt_alone(backend, report):
@@ -93,8 +94,8 @@ def test_rows_across_buckets_generate_the_greedy_ids_of_each_prompt_alone(backen
     alone = np.argmax(batched_and_alone(backend)[1], axis=-1)
     assert alone.shape == (len(PROMPTS), NEW_TOKENS)
     differing = int(np.sum(np.array(batched) != alone))
-    report.check("left-padded batch across buckets: greedy ids vs each prompt alone",
-                 backend.name, "tiny", differing, 0)  # fmt: skip
+    report.check(f"{CHECK}: greedy ids vs each prompt alone", backend.name, "tiny", differing,
+                 0)  # fmt: skip
 
 
 class _SeesPadding:

@@ -21,6 +21,7 @@ from shared.generation import Generator
 from shared.weights import load_hf
 
 PAD = 0
+CHECK = "oracle: left-padded batch (lively weights)"
 
 
 def lively_hf_model(seed: int = 0) -> transformers.GPT2LMHeadModel:
@@ -94,8 +95,8 @@ def test_padded_batch_first_logits_match_hf_padded_forward(
     ours = padded_first_logits(backend, backend.from_canonical(tree, TINY), PROMPTS)[:, 0]
     with torch.no_grad():
         theirs = model(ids, attention_mask=mask, position_ids=positions).logits[:, -1].numpy()
-    report.check("oracle: left-padded batch, next-token logits vs HF padded forward",
-                 backend.name, "tiny", max_abs_diff(ours, theirs), LOGITS_TOLERANCE)  # fmt: skip
+    report.check(f"{CHECK}, next-token logits vs HF padded forward", backend.name, "tiny",
+                 max_abs_diff(ours, theirs), LOGITS_TOLERANCE)  # fmt: skip
 
 
 def test_padded_batch_matches_hf_generate(backend, lively_checkpoint, hf_padded_batch, report):
@@ -112,9 +113,9 @@ def test_padded_batch_matches_hf_generate(backend, lively_checkpoint, hf_padded_
     hf_ids = hf.sequences[:, ids.shape[1] :].numpy()
     ours = [c.tokens for c in Generator(backend, params, TINY).generate(PROMPTS, NEW_TOKENS)]
     differing = int(np.sum(np.array(ours) != hf_ids))
-    report.check(f"oracle: left-padded batch, {NEW_TOKENS} greedy ids vs HF generate",
-                 backend.name, "tiny", differing, 0)  # fmt: skip
+    report.check(f"{CHECK}, {NEW_TOKENS} greedy ids vs HF generate", backend.name, "tiny",
+                 differing, 0)  # fmt: skip
     hf_logits = torch.stack(hf.logits, dim=1).numpy()
     diff = max_abs_diff(padded_first_logits(backend, params, PROMPTS), hf_logits)
-    report.check(f"oracle: left-padded batch, logits of {NEW_TOKENS} generated positions vs HF "
-                 "generate", backend.name, "tiny", diff, LOGITS_TOLERANCE)  # fmt: skip
+    report.check(f"{CHECK}, logits of {NEW_TOKENS} generated positions vs HF generate",
+                 backend.name, "tiny", diff, LOGITS_TOLERANCE)  # fmt: skip
