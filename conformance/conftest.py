@@ -109,8 +109,8 @@ def lively_tree(config: GPT2Config, seed: int = 0) -> dict:
             flat[path] = rng.normal(1.0, 0.1, shape)
         elif path.endswith("/b"):
             flat[path] = rng.normal(0.0, 0.1, shape)
-        else:  # wte, wpe
-            flat[path] = rng.normal(0.0, 1.0, shape)
+        else:  # wte, wpe: logits of a few units, where fp32 rounds to well under 1e-5
+            flat[path] = rng.normal(0.0, 0.5, shape)
     return unflatten({path: array.astype(np.float32) for path, array in flat.items()})
 
 

@@ -26,7 +26,7 @@ CHECK = "oracle: left-padded batch (lively weights)"
 
 def lively_hf_model(seed: int = 0) -> transformers.GPT2LMHeadModel:
     """A tiny `GPT2LMHeadModel` with `conformance.conftest.lively_tree`'s scales drawn in torch:
-    unit embeddings, Conv1D weights [in, out] of std in**-0.5, biases of std 0.1, layer-norm
+    embeddings of std 0.5, Conv1D weights [in, out] of std in**-0.5, biases of std 0.1, layer-norm
     gains near 1. The output head stays tied to the token embeddings."""
     hf_config = transformers.GPT2Config(
         vocab_size=TINY.n_vocab, n_positions=TINY.n_ctx, n_embd=TINY.n_embd,
@@ -38,7 +38,7 @@ def lively_hf_model(seed: int = 0) -> transformers.GPT2LMHeadModel:
     with torch.no_grad():
         for name, parameter in model.transformer.named_parameters():
             if name in ("wte.weight", "wpe.weight"):
-                mean, std = 0.0, 1.0
+                mean, std = 0.0, 0.5
             elif ".ln_" in name or name.startswith("ln_f."):
                 mean, std = (1.0, 0.1) if name.endswith("weight") else (0.0, 0.1)
             elif name.endswith("weight"):
