@@ -88,7 +88,7 @@ def conformance(session: nox.Session) -> None:
 @nox.session
 def oracle(session: nox.Session) -> None:
     """Every backend against HF transformers on PyTorch (CPU); adds its rows to the report."""
-    session.install(*PINNED, "-e", ".[all]", "pytest>=8", TORCH, "transformers>=4.45")
+    session.install(*PINNED, "-e", ".[all]", "pytest>=8", TORCH, "transformers>=5")
     session.run(
         "pytest", "conformance/oracle", "--oracle", "--conformance-report", "reports",
         *session.posargs,
@@ -113,7 +113,7 @@ def bench(session: nox.Session) -> None:
 @nox.parametrize("baseline", ["hf", "keras-hub"])
 def bench_oracle(session: nox.Session, baseline: str) -> None:
     """Other libraries' GPT-2 timed beside ours, each in its own environment, one after the other."""
-    extra = {"hf": [TORCH, "transformers>=4.45"], "keras-hub": ["keras-hub>=0.18"]}[baseline]
+    extra = {"hf": [TORCH, "transformers>=5"], "keras-hub": ["keras-hub>=0.18"]}[baseline]
     session.install(*PINNED, "-e", ".[keras,train]", *extra)
     session.run(
         "python", "-m", "shared.benchmarks.baselines", baseline,

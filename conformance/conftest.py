@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import pytest
 
 from conformance.report import Report
 from shared.backend import backend_names, get_backend
 from shared.config import MODEL_SIZES, GPT2Config
-from shared.params import init_params
+from shared.params import canonical_shapes, init_params, unflatten
+from shared.weights import load_hf, load_tf_checkpoint
+from tests.support.hf_checkpoint import write_hf_checkpoint
+from tests.support.openai_checkpoint import write_openai_checkpoint
 
 TINY = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128)
 CONFIGS = {"tiny": TINY, "124M": MODEL_SIZES["124M"]}
@@ -96,6 +101,27 @@ def canonical_tree(config: GPT2Config, seed: int = 0) -> dict:
     return jax.jit(lambda key: init_params(config, key))(jax.random.PRNGKey(seed))
 
 
+@functools.cache
+def lively_tree(config: GPT2Config, seed: int = 0) -> dict:
+    """Random weights at the scale a trained model works at, where `canonical_tree`'s GPT-2 init
+    attends almost uniformly and predicts almost flat distributions: every projection keeps its
+    input's scale, positions weigh as much as tokens, and next-token distributions are sharp.
+    A mistake in which slots attention sees, or in the positions tokens get, then moves the
+    logits far past rounding."""
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for path, shape in canonical_shapes(config).items():
+        if path.endswith("/w"):  # [layer, in, out]: unit-scale inputs give unit-scale outputs
+            flat[path] = rng.normal(0.0, shape[-2] ** -0.5, shape)
+        elif path.endswith("/g"):
+            flat[path] = rng.normal(1.0, 0.1, shape)
+        elif path.endswith("/b"):
+            flat[path] = rng.normal(0.0, 0.1, shape)
+        else:  # wte, wpe: logits of a few units, where fp32 rounds to well under 1e-5
+            flat[path] = rng.normal(0.0, 0.5, shape)
+    return unflatten({path: array.astype(np.float32) for path, array in flat.items()})
+
+
 @pytest.fixture
 def canonical(config) -> dict:
     return canonical_tree(config)
@@ -104,3 +130,24 @@ def canonical(config) -> dict:
 @pytest.fixture
 def tiny_params(backend):
     return backend.from_canonical(canonical_tree(TINY), TINY)
+
+
+@pytest.fixture(scope="session")
+def openai_files(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """(folder, arrays by OpenAI variable name) of a real-format OpenAI checkpoint of TINY."""
+    folder = tmp_path_factory.mktemp("openai") / "124M"
+    return folder, write_openai_checkpoint(folder, TINY, seed=3)
+
+
+@pytest.fixture(scope="session")
+def openai_checkpoint(openai_files) -> tuple[dict, GPT2Config]:
+    """(canonical tree, config) read from `openai_files` by `shared.weights`."""
+    return load_tf_checkpoint(openai_files[0])
+
+
+@pytest.fixture(scope="session")
+def hf_format_checkpoint(openai_files, tmp_path_factory) -> tuple[dict, GPT2Config]:
+    """(canonical tree, config) read by `shared.weights` from the arrays of `openai_files` written
+    as `GPT2LMHeadModel.save_pretrained` writes them (`tests.support.hf_checkpoint`)."""
+    folder = write_hf_checkpoint(tmp_path_factory.mktemp("hf"), openai_files[1], TINY)
+    return load_hf(folder)

@@ -115,7 +115,8 @@ def _markdown(payload: dict) -> str:
         "",
         f"Run {payload['date']} on {payload['device']}, Python {payload['python']}; {versions}.",
         "Every backend against the functional reference (and HF transformers for `oracle` rows), "
-        "fp32, random GPT-2-initialised weights with a fixed seed.",
+        "fp32, random weights from fixed seeds: GPT-2-initialised, or at a trained model's scale "
+        "where a check names lively weights.",
         "",
         "| check | config | backend | max difference | tolerance | result |",
         "| --- | --- | --- | ---: | ---: | --- |",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -9,8 +11,6 @@ import pytest
 from conformance.conftest import TINY, compared_with_reference
 from conformance.report import max_abs_diff
 from shared.apply_options import ApplyOptions
-from shared.weights import load_tf_checkpoint
-from tests.support.openai_checkpoint import write_openai_checkpoint
 
 LOGITS_TOLERANCE = 1e-4
 
@@ -19,11 +19,18 @@ def forward(backend, tree, config, tokens, output="logits"):
     """Full (cache-less) forward of `tokens` [batch, seq] with canonical weights `tree`: the
     logits, or what `output` ("hidden_states" or "attentions") asks for."""
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    apply = jax.jit(backend.apply, static_argnames=("config", "options"))
     params = backend.from_canonical(tree, config)
     options = ApplyOptions(output=output)
-    result, _ = apply(params, tokens, positions, None, config=config, options=options)
+    result, _ = jitted_apply(backend)(
+        params, tokens, positions, None, config=config, options=options
+    )
     return result
+
+
+@functools.cache
+def jitted_apply(backend):
+    """One jitted `backend.apply` per backend: weights of shapes it has seen reuse its trace."""
+    return jax.jit(backend.apply, static_argnames=("config", "options"))
 
 
 @compared_with_reference
@@ -57,13 +64,6 @@ def test_internals_match_the_reference(
     }
     assert got.shape == shapes[output]
     report.check(check, backend.name, config_name, max_abs_diff(got, expected), tolerance)
-
-
-@pytest.fixture(scope="module")
-def openai_checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("openai") / "124M"
-    write_openai_checkpoint(folder, TINY, seed=3)
-    return load_tf_checkpoint(folder)
 
 
 @compared_with_reference

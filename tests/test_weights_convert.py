@@ -32,24 +32,10 @@ from shared.weights import (
 from shared.weights._files import ALIGNMENT, read_safetensors
 from shared.weights.hf import config_from_hf, hf_config
 from shared.weights.openai import CHECKPOINT_FILES
+from tests.support.hf_checkpoint import hf_tensors_by_hand, write_hf_config_by_hand
 from tests.support.openai_server import unused_port
 
 DATA = "model.ckpt.data-00000-of-00001"
-# HF name suffix under h.{i}. -> OpenAI name under model/h{i}/ (written out here, not imported).
-HF_TO_OPENAI_BLOCK = {
-    "ln_1.weight": "ln_1/g",
-    "ln_1.bias": "ln_1/b",
-    "attn.c_attn.weight": "attn/c_attn/w",
-    "attn.c_attn.bias": "attn/c_attn/b",
-    "attn.c_proj.weight": "attn/c_proj/w",
-    "attn.c_proj.bias": "attn/c_proj/b",
-    "ln_2.weight": "ln_2/g",
-    "ln_2.bias": "ln_2/b",
-    "mlp.c_fc.weight": "mlp/c_fc/w",
-    "mlp.c_fc.bias": "mlp/c_fc/b",
-    "mlp.c_proj.weight": "mlp/c_proj/w",
-    "mlp.c_proj.bias": "mlp/c_proj/b",
-}
 
 
 def random_tree(config: GPT2Config, seed: int = 0) -> dict:
@@ -57,36 +43,6 @@ def random_tree(config: GPT2Config, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     shapes = canonical_shapes(config)
     return unflatten({k: rng.standard_normal(s, dtype=np.float32) for k, s in shapes.items()})
-
-
-def write_hf_config_by_hand(folder, config: GPT2Config) -> None:
-    """The fields of a Hugging Face GPT-2 `config.json` that describe the shapes."""
-    hf = {
-        "model_type": "gpt2",
-        "activation_function": "gelu_new",
-        "n_embd": config.n_embd,
-        "n_head": config.n_head,
-        "n_layer": config.n_layer,
-        "vocab_size": config.n_vocab,
-        "n_positions": config.n_ctx,
-        "layer_norm_epsilon": config.ln_eps,
-    }
-    (folder / "config.json").write_text(json.dumps(hf))
-
-
-def hf_tensors_by_hand(openai_arrays: dict, n_layer: int, prefix: str = "") -> dict:
-    """HF's names for the OpenAI arrays: Conv1D weights lose the leading 1 and stay [in, out]."""
-    tensors = {
-        f"{prefix}wte.weight": openai_arrays["model/wte"],
-        f"{prefix}wpe.weight": openai_arrays["model/wpe"],
-        f"{prefix}ln_f.weight": openai_arrays["model/ln_f/g"],
-        f"{prefix}ln_f.bias": openai_arrays["model/ln_f/b"],
-    }
-    for i in range(n_layer):
-        for hf, openai in HF_TO_OPENAI_BLOCK.items():
-            array = openai_arrays[f"model/h{i}/{openai}"]
-            tensors[f"{prefix}h.{i}.{hf}"] = array[0] if array.ndim == 3 else array
-    return tensors
 
 
 def assert_trees_equal(actual: dict, expected: dict) -> None:

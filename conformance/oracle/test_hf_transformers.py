@@ -8,16 +8,19 @@ Run by `nox -s oracle` (which installs PyTorch and transformers) with `--oracle`
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors
+import safetensors.numpy
 import torch
 import transformers
 
-from conformance.conftest import CONFIGS, canonical_tree
+from conformance.conftest import CONFIGS, TINY, canonical_tree
 from conformance.report import max_abs_diff
 from conformance.test_logits import LOGITS_TOLERANCE, forward
 from shared.api import from_canonical
@@ -28,6 +31,8 @@ from shared.sampling import SamplingParams
 from shared.scoring import Scorer
 from shared.tokenizer import Tokenizer
 from shared.weights import load_hf, save_canonical
+from tests.support.hf_checkpoint import write_hf_checkpoint
+from tests.support.openai_checkpoint import openai_variable_shapes
 from tests.support.paths import BPE_DIR
 
 GREEDY_TOKENS = 30
@@ -58,6 +63,33 @@ def hf_checkpoint(request, tmp_path_factory):
     tree, config = load_hf(folder)
     assert config == CONFIGS[request.param]
     return request.param, model, tree
+
+
+def _saved_files(folder) -> tuple[dict, dict]:
+    """(the safetensors header: format tag and each tensor's shape and dtype, config.json less
+    the version that wrote it) of a saved HF folder."""
+    with safetensors.safe_open(folder / "model.safetensors", "np") as f:
+        header = {"metadata": f.metadata()}
+    tensors = safetensors.numpy.load_file(folder / "model.safetensors")
+    header |= {name: (array.shape, array.dtype) for name, array in tensors.items()}
+    config = json.loads((folder / "config.json").read_text())
+    del config["transformers_version"]
+    return header, config
+
+
+def test_the_default_suites_hf_files_are_what_save_pretrained_writes(tmp_path):
+    """`tests.support.hf_checkpoint` writes HF's files for the default suite, which has no
+    transformers: the same tensor names, shapes, dtypes, format tag and config.json as a
+    `GPT2LMHeadModel` with the same shape settings saves."""
+    hf_config = transformers.GPT2Config(
+        vocab_size=TINY.n_vocab, n_positions=TINY.n_ctx, n_embd=TINY.n_embd, n_layer=TINY.n_layer,
+        n_head=TINY.n_head,
+    )  # fmt: skip
+    transformers.GPT2LMHeadModel(hf_config).save_pretrained(tmp_path / "transformers")
+    zeros = {name: np.zeros(shape, np.float32)
+             for name, shape in openai_variable_shapes(TINY).items()}  # fmt: skip
+    write_hf_checkpoint(tmp_path / "by-hand", zeros, TINY)
+    assert _saved_files(tmp_path / "by-hand") == _saved_files(tmp_path / "transformers")
 
 
 def test_logits_match_hf_transformers(backend, hf_checkpoint, report):
