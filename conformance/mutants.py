@@ -41,7 +41,9 @@ AREAS = (
 """What the planted bugs must cover between them; each mutant names one."""
 PYTEST_ARGS = ("-x", "-q", "-p", "no:cacheprovider")
 DEFAULT_TIMEOUT = 300.0
-FIRST_FAILURE = re.compile(r"^(?:FAILED|ERROR) (\S+)(?: - (.*))?$", re.MULTILINE)
+FIRST_FAILURE = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
+REASON = re.compile(r"^E +(.+)$", re.MULTILINE)
+"""The first line of the first exception pytest shows (its `E` lines)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,15 +181,12 @@ def run_mutant(mutant: Mutant, copy: Path) -> Result:
     finally:
         target.write_text(original)
     seconds = time.perf_counter() - start
-    failure = FIRST_FAILURE.search(output)
-    # 1: tests failed; 2: collection failed (the mutant broke an import), which catches it too.
+    failure, reason = FIRST_FAILURE.search(output), REASON.search(output)
     last_line = output.strip().splitlines()[-1] if output.strip() else f"exit status {status}"
+    # 1: tests failed; 2: collection failed (the mutant broke an import), which catches it too.
     if status in (1, 2):
-        if failure is None:
-            return Result(
-                mutant.name, where, "killed", "(pytest named no test)", seconds, last_line
-            )
-        return Result(mutant.name, where, "killed", failure[1], seconds, failure[2] or "")
+        first = failure[1] if failure else "(pytest named no test)"
+        return Result(mutant.name, where, "killed", first, seconds, reason[1] if reason else "")
     outcome = {0: "survived", None: "timeout"}.get(status, "error")
     return Result(mutant.name, where, outcome, "", seconds, last_line)
 
