@@ -42,8 +42,7 @@ AREAS = (
 PYTEST_ARGS = ("-x", "-q", "-p", "no:cacheprovider")
 DEFAULT_TIMEOUT = 300.0
 FIRST_FAILURE = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
-REASON = re.compile(r"^E +(.+)$", re.MULTILINE)
-"""The first line of the first exception pytest shows (its `E` lines)."""
+EXCEPTION_LINE = re.compile(r"^E +(.*\S)", re.MULTILINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,14 +180,21 @@ def run_mutant(mutant: Mutant, copy: Path) -> Result:
     finally:
         target.write_text(original)
     seconds = time.perf_counter() - start
-    failure, reason = FIRST_FAILURE.search(output), REASON.search(output)
+    failure = FIRST_FAILURE.search(output)
     last_line = output.strip().splitlines()[-1] if output.strip() else f"exit status {status}"
     # 1: tests failed; 2: collection failed (the mutant broke an import), which catches it too.
     if status in (1, 2):
         first = failure[1] if failure else "(pytest named no test)"
-        return Result(mutant.name, where, "killed", first, seconds, reason[1] if reason else "")
+        return Result(mutant.name, where, "killed", first, seconds, _reason(output))
     outcome = {0: "survived", None: "timeout"}.get(status, "error")
     return Result(mutant.name, where, outcome, "", seconds, last_line)
+
+
+def _reason(output: str) -> str:
+    """The first line of the first exception pytest shows (its `E` lines), and the next one when
+    it ends in a colon, as numpy's assertion messages do."""
+    lines = EXCEPTION_LINE.findall(output)[:2]
+    return " ".join(lines) if lines and lines[0].endswith(":") else "".join(lines[:1])
 
 
 def write_report(results: Sequence[Result], mutants: Sequence[Mutant], folder: Path) -> None:
