@@ -1,5 +1,5 @@
-"""Test automation: one session per backend, the conformance suite, the HF oracle, benchmarks, lint,
-the documentation site.
+"""Test automation: one session per backend, the conformance suite, the mutation check, the HF
+oracle, benchmarks, lint, the documentation site.
 
 `nox -l` lists them. Each session gets its own virtualenv with only what it needs.
 """
@@ -83,6 +83,15 @@ def conformance(session: nox.Session) -> None:
     """The conformance suite over every backend; writes reports/conformance.{md,json}."""
     session.install(*PINNED, "-e", ".[all]", "pytest>=8")
     session.run("pytest", "conformance", "--conformance-report", "reports", *session.posargs)
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """The planted bugs of conformance/mutants.toml, each in a scratch copy of the checkout with
+    the tests that should catch it; fails unless every one is caught. Writes
+    reports/mutants.{md,json}; `nox -s mutants -- --only NAME` runs one, `-- --list` lists them."""
+    session.install(*PINNED, "-e", ".[all]", "pytest>=8")
+    session.run("python", "-m", "conformance.mutants", *session.posargs)
 
 
 @nox.session

@@ -142,10 +142,16 @@ def cache_free_greedy(backend, params, prompt, steps, adjust=lambda sequence, la
     return sequence[len(prompt) :]
 
 
-def test_greedy_generation_follows_the_full_forward_argmax(backend, tiny_params):
-    generator = Generator(backend, tiny_params, TINY)
-    [completion] = generator.generate([PROMPTS[1]], 6)
-    assert completion.tokens == cache_free_greedy(backend, tiny_params, PROMPTS[1], 6)
+def test_greedy_generation_follows_the_full_forward_argmax(backend):
+    """Position embeddings ten times their initial scale make each step's argmax depend on its
+    position (the random model otherwise repeats one token wherever it stands), so a decode
+    loop that feeds a wrong position id is caught."""
+    tree = canonical_tree(TINY)
+    params = backend.from_canonical({**tree, "wpe": tree["wpe"] * 10}, TINY)
+    [completion] = Generator(backend, params, TINY).generate([PROMPTS[1]], 6)
+    expected = cache_free_greedy(backend, params, PROMPTS[1], 6)
+    assert len(set(expected)) > 1
+    assert completion.tokens == expected
 
 
 def test_a_repetition_penalty_follows_the_penalized_full_forward_argmax(backend, tiny_params):

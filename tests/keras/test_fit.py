@@ -20,8 +20,10 @@ import pytest
 
 from keras_impl import convert
 from keras_impl.backend import backend
-from keras_impl.fit import KerasFit, SharedSchedule, make_optimizer_for
+from keras_impl.fit import DropoutLM, KerasFit, SharedSchedule, make_optimizer_for
+from keras_impl.model import GPT2LM
 from shared import data, weights
+from shared.config import GPT2Config
 from shared.errors import GPT2Error
 from shared.training import checkpoints
 from shared.training.config import TrainingConfig
@@ -83,6 +85,18 @@ def test_the_first_iteration_sees_the_shared_trainers_batches_and_dropout_masks(
     shared = Trainer(_config(char_data, tmp_path / "shared", keras_fit=False, **one)).run()
     assert keras_fit["train_loss"] == shared["train_loss"]  # the loss before the first update
     assert keras_fit["val_loss"] == pytest.approx(shared["val_loss"], abs=1e-5)
+
+
+def test_the_dropout_model_drops_out_only_on_training_batches():
+    """On plain tokens (evaluation, generation) `DropoutLM` is `GPT2LM`; only a training batch,
+    which carries its micro-step, drops out."""
+    config = GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=64, n_ctx=16)
+    model, plain = DropoutLM(config, 0.5, jax.random.PRNGKey(0)), GPT2LM(config)
+    plain.set_weights(model.get_weights())
+    tokens = np.arange(16)[None, :]
+    np.testing.assert_array_equal(model(tokens), plain(tokens))
+    batch = {"tokens": tokens, "micro_step": np.zeros(1, np.int32)}
+    assert not np.array_equal(model(batch), plain(tokens))
 
 
 @pytest.mark.slow
