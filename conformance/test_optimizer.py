@@ -82,6 +82,8 @@ def _compare(a: dict, b: dict) -> float:
     return max_rel_diff([a[k] for k in sorted(b)], [b[k] for k in sorted(b)])
 
 
+# bf16 compute on the reference backend only: the cast over fp32 master weights is the shared
+# step's, whatever the backend, and each case costs a compile of the step.
 @pytest.mark.parametrize(
     ("backend", "compute_dtype"),
     [*((name, "float32") for name in backend_names()), (REFERENCE, "bfloat16")],
@@ -107,14 +109,14 @@ def test_ten_steps_of_gpt2_train_match_the_numpy_adamw(
         logged_norms.append(float(trainer.step()[1]))
     _check_clipping(config, norms)
     setting = f"tiny, {compute_dtype}"
+    final = _canonical(backend, trainer.state.params, model_config)
+    report.check(f"train step: params after {STEPS} steps vs numpy AdamW (relative)",
+                 backend.name, setting, _compare(final, reference.params), TOLERANCE)  # fmt: skip
     norm_diff = max(
         abs(ours / theirs - 1) for ours, theirs in zip(logged_norms, norms, strict=True)
     )
     report.check("train step: grad_norm vs numpy global norm (relative)", backend.name, setting,
                  norm_diff, TOLERANCE)  # fmt: skip
-    final = _canonical(backend, trainer.state.params, model_config)
-    report.check(f"train step: params after {STEPS} steps vs numpy AdamW (relative)",
-                 backend.name, setting, _compare(final, reference.params), TOLERANCE)  # fmt: skip
 
 
 def test_the_schedule_warms_up_then_decays_to_min_lr():
