@@ -37,3 +37,10 @@ def test_inference_imports_no_training_code():
     ]
     assert len(paths) > len(INFERENCE)
     assert _offenders(paths, lambda module: module.startswith("shared.training")) == {}
+
+
+def test_the_numpy_adamw_takes_only_the_hyperparameters_from_the_project():
+    """The reference the optimizer is held to (`tests/support/adamw.py`) shares no code with it."""
+    reference = Path(__file__).parent / "support" / "adamw.py"
+    allowed = {"__future__", "math", "collections.abc", "typing", "numpy", "shared.training.config"}
+    assert _imports(reference) <= allowed

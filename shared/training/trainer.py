@@ -367,6 +367,16 @@ class Trainer:
             functools.partial(self.batches, step), shape, partition.TRAIN_BATCH
         )
 
+    def step(self) -> tuple[jax.Array, jax.Array]:
+        """One iteration of the loop: the state moves on by one step. Returns its (loss,
+        grad_norm), still on the device, so the loop dispatches the next step without waiting."""
+        state = self.state
+        state.params, state.opt_state, loss, grad_norm = self._train_step(
+            state.params, state.opt_state, self.device_batches(state.step), state.step
+        )
+        state.step += 1
+        return loss, grad_norm
+
     def evaluate(self, step: int, split: str = "val") -> float:
         """Mean loss over `eval_iters` batches of `split`, drawn by (seed, step), so evaluating a
         checkpoint (`eval_only`) gives the val loss its run logged at that step."""
@@ -421,10 +431,7 @@ class Trainer:
         timer, timed_steps = time.perf_counter(), 0
         try:
             while state.step < config.max_iters and self._stop_signal is None:
-                state.params, state.opt_state, loss, grad_norm = self._train_step(
-                    state.params, state.opt_state, self.device_batches(state.step), state.step
-                )
-                state.step += 1
+                loss, grad_norm = self.step()
                 timed_steps += 1
                 bar.update(1)
                 done = state.step == config.max_iters

@@ -1,1 +1,2 @@
-"""Test helpers that build real-format inputs (OpenAI checkpoints, a download server)."""
+"""Test helpers that build real-format inputs (OpenAI checkpoints, a download server), and
+references written apart from the library (AdamW in numpy)."""
