@@ -61,11 +61,14 @@ def run(args: argparse.Namespace) -> int:
     compilation_cache.enable()
     from shared.training.trainers import trainer_for
 
-    result = trainer_for(config).run()
+    trainer = trainer_for(config)
+    result = trainer.run()
     if config.eval_only:
         from shared.training.metrics import console_line
 
         print(console_line(result["iter"], result))
+    elif trainer.stop_signal is not None:
+        return 128 + trainer.stop_signal  # the shell's status for a process a signal ended
     else:
         print(f"done at iter {result['iter']}; checkpoints in {config.out_dir}")
     return 0
