@@ -471,7 +471,7 @@ def test_fine_tuning_starts_from_weights_that_convert_reads(tiny_config, char_da
             "path of weights to fine-tune, got '/nonexistent/weights', which is none of them.",
         ),
         ({"data_dir": "/nonexistent/data"}, "has no prepared train data"),
-        ({"init_from": "resume"}, "No checkpoint in"),
+        ({"init_from": "resume"}, r"out does not exist, so it holds no training run to resume"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         (
             {"backend": "jaxx", "data_dir": "/nonexistent/data"},

@@ -49,6 +49,9 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    from shared.sources import check_weights_source
+
+    check_weights_source(args.src)  # before the weights libraries load
     from shared import weights
 
     written = weights.convert(args.src, args.dst, args.to)
