@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 
 from shared.distributed import runtime
 from shared.errors import GPT2Error, check_writable
-from shared.weights.runs import BEST, LAST, latest_step, read_meta, restore
+from shared.weights.runs import BEST, LAST, check_finite, latest_step, read_meta, restore
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,9 @@ def _barriers(prefix: str) -> ocp.options.MultiprocessingOptions:
 def restore_state(out_dir: str | Path, step: int, target: Any, which: str = LAST) -> Any:
     """The saved state of `step`, restored into the structure (and shardings) of `target`."""
     args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
-    return restore(out_dir, which, step, args)["state"]
+    state = restore(out_dir, which, step, args)["state"]
+    check_finite(state["params"], out_dir, which, step)
+    return state
 
 
 def resume_point(out_dir: str | Path) -> tuple[int, dict]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,8 @@ from shared.weights.tf_checkpoint import CorruptCheckpointError, load_tf_checkpo
 
 if TYPE_CHECKING:
     from shared.tokenizer import TextTokenizer
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CANONICAL_NAME",
@@ -63,7 +65,8 @@ def load_pretrained(
 
     The folder also holds `encoder.json` and `vocab.bpe` for the tokenizer. A checkpoint whose
     files turn out corrupt is deleted, so the next call downloads it again instead of failing
-    the same way forever.
+    the same way forever. A cache that cannot be written (a read-only, pre-filled one) only
+    warns: the weights converted in memory are returned all the same.
     """
     size = resolve_size(size)
     folder = openai.size_dir(size, models_dir)
@@ -72,7 +75,7 @@ def load_pretrained(
         try:
             tree, config = load_canonical(cache)
         except GPT2Error as err:
-            warnings.warn(f"{err} Rebuilding it from OpenAI's checkpoint.", stacklevel=2)
+            logger.warning("%s Rebuilding it from OpenAI's checkpoint.", err)
             cache.unlink(missing_ok=True)
         else:
             files = openai.TOKENIZER_FILES
@@ -88,7 +91,11 @@ def load_pretrained(
             f"The downloaded GPT-2 {size} checkpoint in {folder} is corrupt ({err.detail}); its "
             "files were deleted, so run again to download them afresh."
         ) from None
-    save_canonical(tree, config, cache)
+    try:
+        advice = f"the weights converted in memory are used, and each run converts {size} again"
+        save_canonical(tree, config, cache, advice=advice)
+    except GPT2Error as err:
+        logger.warning("%s", err)
     return tree, config, folder
 
 

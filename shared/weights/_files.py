@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -28,8 +29,8 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
 
     The file is read once into one `ALIGNMENT`-aligned buffer and the tensors are views of it, so
     placing them on the CPU device copies nothing (a 124M checkpoint is 500 MB). safetensors itself
-    checks the header, the offsets and the file size first. A missing, foreign or truncated file
-    raises one `GPT2Error` naming it.
+    checks the header, the offsets and the file size first. A missing, foreign or truncated file,
+    or one holding NaN or Inf, raises one `GPT2Error` naming it.
     """
     try:
         with safe_open(str(path), framework="np") as f:
@@ -42,7 +43,26 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
             f"{path} is not a readable safetensors file ({err}); it may be truncated, so write "
             "or download it again."
         ) from None
+    check_finite(tensors, path)
     return tensors, metadata
+
+
+def check_finite(tensors: Mapping[str, np.ndarray], source: object) -> None:
+    """Refuse weights holding NaN or Inf, naming the first such tensor: they would load and then
+    generate garbage without a word. Read in blocks, so no temporary is the size of a tensor."""
+    for name, array in tensors.items():
+        if array.dtype.kind in "biu":
+            continue
+        flat = array.reshape(-1)
+        if not all(np.isfinite(flat[i : i + _BLOCK]).all() for i in range(0, flat.size, _BLOCK)):
+            raise GPT2Error(
+                f"Tensor {name!r} in {source} holds NaN or Inf values, so the weights are "
+                "damaged; use an earlier checkpoint, or convert or download them again."
+            )
+
+
+_BLOCK = 1 << 22
+"""Elements checked at a time by `check_finite`."""
 
 
 def _aligned_tensors(path: Path) -> dict[str, np.ndarray]:

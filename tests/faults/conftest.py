@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -32,10 +33,18 @@ def run_gpt2(
     return result
 
 
+PROGRESS_BAR = re.compile(r"\d+%\|")
+"""A line tqdm drew (downloads show their progress on stderr)."""
+
+
 def refused(result: subprocess.CompletedProcess, message: str) -> str:
     """The one error line of a command that failed with status 2 and `message` in it."""
     assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not PROGRESS_BAR.search(line)
+    ]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     return lines[0]

@@ -4,17 +4,20 @@ never interrupted: the same parameters bit for bit and the same metrics, each it
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import struct
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
+from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.metrics import MetricsLog
 from shared.weights import runs
-from tests.faults.conftest import run_gpt2
+from tests.faults.conftest import refused, run_gpt2
 from tests.support import metrics
 from tests.support.corpus import prepared_characters
 
@@ -132,3 +135,22 @@ def test_a_resumed_runs_logs_drop_what_the_killed_run_logged_past_its_checkpoint
                                             {"iter": 5, "train_loss": 0.5}]  # fmt: skip
     purge = [e.step for e in events(tmp_path / "tensorboard") if e.HasField("session_log")]
     assert purge == [5]  # TensorBoard hides the earlier runs' events from step 5 on
+
+
+@pytest.mark.slow
+def test_a_checkpoint_holding_nan_is_refused_for_sampling_and_resuming(
+    base_env, straight, tmp_path
+):
+    out = shutil.copytree(straight, tmp_path / "out")
+    _, meta = runs.read_meta(out)
+    restore_as_saved = ocp.args.Composite(state=ocp.args.StandardRestore())
+    state = runs.restore(out, runs.LAST, 16, restore_as_saved)["state"]
+    state["params"]["wte"] = np.array(state["params"]["wte"])
+    state["params"]["wte"][3, 2] = np.nan
+    store = checkpoints.Checkpoints(out, keep_last=10)
+    store.save(16, state, meta)
+    store.close()
+    message = f"Parameter wte of checkpoint {out.resolve()}/checkpoints/16 holds " \
+        "NaN or Inf values; delete that folder to go back to step 12, the newest one before it."  # fmt: skip
+    refused(run_gpt2(base_env, "generate", "--prompt=x", f"--checkpoint={out}"), message)
+    refused(run_gpt2(base_env, *resume_args(out)), message)
