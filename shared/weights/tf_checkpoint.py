@@ -164,7 +164,10 @@ def _read(reader: _TensorReader, available: dict, name: str, shape: tuple[int, .
 
 
 def _import_tensorflow() -> ModuleType:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Quiet: TensorFlow's C++ log (oneDNN notices, GPU plugin errors on machines with CUDA) says
+    # nothing a checkpoint read needs; a failed read raises with the same words.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     # TensorFlow may import Keras; keep it on JAX so the keras backend still works afterwards.
     os.environ.setdefault("KERAS_BACKEND", "jax")
     try:

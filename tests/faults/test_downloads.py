@@ -8,13 +8,16 @@ import shutil
 
 import pytest
 
+from shared.tokenizer import RANKS_NAME
+from shared.weights import CANONICAL_NAME
 from shared.weights.openai import FILES
 from tests.faults.conftest import refused, run_gpt2
-from tests.support.openai_server import OpenAIServer
+from tests.support.openai_server import OpenAIServer, unused_port
 
 DATA = "model.ckpt.data-00000-of-00001"
 NOISE = ("oneDNN", "absl", "tensorflow", "TF_ENABLE", "cuda", "Traceback", "WARNING", "E0000")
 """What TensorFlow, absl and XLA print on their own; none of it belongs on a user's terminal."""
+GREEDY = ("generate", "--prompt=Hello", "--max-new-tokens=2", "--temperature=0")
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +112,39 @@ def test_a_damaged_cached_tokenizer_file_is_deleted_and_fetched_again(
     good = (cache / "124M" / "encoder.json").read_bytes()
     (cache / "124M" / "encoder.json").write_bytes(good.replace(b'"!"', b'"?"', 1))
     env = env_for(base_env, openai_server, cache)
-    generate = ("generate", "--prompt=Hello", "--max-new-tokens=2", "--temperature=0")
-    line = refused(run_gpt2(env, *generate), "encoder.json has sha256 ")
+    line = refused(run_gpt2(env, *GREEDY), "encoder.json has sha256 ")
     assert line.endswith("it was deleted, so run again to download it afresh.")
     assert not (cache / "124M" / "encoder.json").exists()
-    result = run_gpt2(env, *generate)
+    result = run_gpt2(env, *GREEDY)
     assert result.returncode == 0 and result.stdout.startswith("Hello"), result.stderr
     assert (cache / "124M" / "encoder.json").read_bytes() == good
+
+
+def read_only(folder):
+    """Make `folder` refuse new files as a read-only cache does: its mode stops everyone but
+    root, and for root folders stand where the files derived from OpenAI's would be written."""
+    for name in (CANONICAL_NAME, RANKS_NAME):
+        (folder / name).mkdir()
+    folder.chmod(0o555)
+
+
+@pytest.mark.slow
+def test_a_read_only_cache_of_openais_files_generates_from_memory(
+    base_env, first_download, tmp_path
+):
+    folder = tmp_path / "models" / "124M"
+    folder.mkdir(parents=True)
+    for name in FILES:
+        shutil.copy(first_download[1] / "124M" / name, folder / name)
+    read_only(folder)
+    held = sorted(path.name for path in folder.iterdir())
+    offline = f"http://127.0.0.1:{unused_port()}/gpt-2"  # nothing is missing, so nothing is fetched
+    env = {**base_env, "GPT2_MODELS_DIR": str(tmp_path / "models"), "GPT2_BASE_URL": offline}
+    result = run_gpt2(env, *GREEDY)
+    assert result.returncode == 0 and result.stdout.startswith("Hello"), result.stderr
+    (line,) = result.stderr.splitlines()  # said once, and nothing else
+    assert line.startswith(f"Cannot write {folder / CANONICAL_NAME} (")
+    assert line.endswith(
+        "); the weights converted in memory are used, and each run converts 124M again."
+    )
+    assert sorted(path.name for path in folder.iterdir()) == held
