@@ -47,10 +47,13 @@ def run_config(values: dict[str, Any]) -> TrainingConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.distributed import runtime
     from shared.training.config import given_values
 
     values = given_values(args, args.config)
+    if values.get("init_from") != "resume":
+        run_config(values)  # refuse a bad setting before JAX loads
+    from shared.distributed import runtime
+
     # Before anything touches JAX (reading a checkpoint to resume does).
     runtime.initialize(
         values.get("coordinator"), values.get("num_processes"), values.get("process_id")
