@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     check_model_source(args)
     # The request the model will serve, checked before the (possibly long) download and load.
     from shared.request import Request
-    from shared.sampling import SamplingParams
+    from shared.sampling_params import SamplingParams
 
     request = Request(
         args.prompt, args.max_new_tokens,

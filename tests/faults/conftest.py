@@ -21,12 +21,17 @@ def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def run_gpt2(
-    env: dict[str, str], *args: str, module: str = "gpt2", stdin: bytes | None = None
+    env: dict[str, str],
+    *args: str,
+    module: str = "gpt2",
+    stdin: bytes | None = None,
+    python: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """`python -m module args` (`gpt2`, or a test wrapper of it), output decoded leniently."""
+    """`python [python] -m module args` (`gpt2`, or a test wrapper of it), output decoded
+    leniently."""
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], env=env, input=stdin, capture_output=True,
-        timeout=300,
+        [sys.executable, *python, "-m", module, *args], env=env, input=stdin,
+        capture_output=True, timeout=300,
     )  # fmt: skip
     result.stdout = result.stdout.decode(errors="replace")
     result.stderr = result.stderr.decode(errors="replace")

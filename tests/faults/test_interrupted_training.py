@@ -154,3 +154,16 @@ def test_a_checkpoint_holding_nan_is_refused_for_sampling_and_resuming(
         "NaN or Inf values; delete that folder to go back to step 12, the newest one before it."  # fmt: skip
     refused(run_gpt2(base_env, "generate", "--prompt=x", f"--checkpoint={out}"), message)
     refused(run_gpt2(base_env, *resume_args(out)), message)
+
+
+@pytest.mark.slow
+def test_a_truncated_checkpoint_is_one_sentence_naming_the_array(base_env, straight, tmp_path):
+    out = shutil.copytree(straight, tmp_path / "out")
+    for chunk in (out / "checkpoints/16/state").rglob("d/*"):
+        chunk.write_bytes(chunk.read_bytes()[:20])
+    result = run_gpt2(base_env, *resume_args(out))
+    line = refused(
+        result, f"Checkpoint {out.resolve()}/checkpoints/16 is damaged or incomplete (array "
+    )
+    assert line.endswith("; delete that folder to go back to step 12, the newest one before it.")
+    assert "<" not in line and "tensorstore_spec" not in line  # no object reprs, no specs
