@@ -35,6 +35,15 @@ def check_weights_source(source: Source) -> None:
     raise GPT2Error(f"{source} holds no GPT-2 weights; expected {FORMATS}.")
 
 
+def check_run_dir(out_dir: Source) -> None:
+    """Refuse an out_dir to resume or sample that does not exist."""
+    if not Path(out_dir).is_dir():
+        raise GPT2Error(
+            f"{out_dir} does not exist, so it holds no training run to resume or sample; give the "
+            "out_dir of a `gpt2 train` run that has saved a checkpoint."
+        )
+
+
 def holds_weights(folder: Path) -> bool:
     """True when `folder` holds a weights file, OpenAI's checkpoint, or a run's saved step."""
     if any((folder / name).exists() for name in (CANONICAL_NAME, HF_WEIGHTS_NAME, "hparams.json")):

@@ -36,7 +36,7 @@ def run_config(values: dict[str, Any]) -> TrainingConfig:
     from shared.distributed import runtime
     from shared.training.trainer import changed_settings, resume_config
 
-    config = resume_config(values.get("out_dir", "out"), values)
+    config = resume_config(values.get("out_dir", TrainingConfig.out_dir), values)
     changes = changed_settings(config)
     if changes and runtime.is_primary():
         print(
@@ -47,11 +47,16 @@ def run_config(values: dict[str, Any]) -> TrainingConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.training.config import given_values
+    from shared.training.config import TrainingConfig, given_values
 
     values = given_values(args, args.config)
-    if values.get("init_from") != "resume":
-        run_config(values)  # refuse a bad setting before JAX loads
+    # Refuse a bad setting, or a run to resume that is not there, before JAX loads.
+    if values.get("init_from") == "resume":
+        from shared.sources import check_run_dir
+
+        check_run_dir(values.get("out_dir", TrainingConfig.out_dir))
+    else:
+        run_config(values)
     from shared.distributed import runtime
 
     # Before anything touches JAX (reading a checkpoint to resume does).

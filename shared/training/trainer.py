@@ -274,16 +274,14 @@ class Trainer:
         return TrainState(params, init(params) if optimizer else None, 0)
 
     def _restore_target(self, backend: Backend, model_config: GPT2Config) -> dict:
-        """What a checkpoint restores into; on a mesh, shape structs carrying this run's shardings,
-        so a checkpoint saved on any mesh (or one device) restores onto this one."""
+        """What a checkpoint restores into: shape structs carrying where each array goes (this
+        run's shardings on a mesh, else its one device), so nothing is computed before the
+        restore, and a checkpoint saved on any mesh (or one device) restores onto this one."""
+        shapes = self._state_shapes(backend, model_config)
         if self.mesh is None:
-            fresh = self._fresh_state(
-                backend.init(model_config, self._key(0)), backend, model_config
-            )
-            return {"params": fresh.params, "opt_state": fresh.opt_state}
-        return placement.abstract(
-            self._state_shapes(backend, model_config), self._state_shardings(backend, model_config)
-        )
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            return placement.abstract(shapes, jax.tree.map(lambda _: device, shapes))
+        return placement.abstract(shapes, self._state_shardings(backend, model_config))
 
     def _params_target(self, backend: Backend, model_config: GPT2Config) -> Any:
         """Shape structs of the parameters alone (`eval_only` restores nothing else), carrying

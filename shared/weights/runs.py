@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from shared.errors import GPT2Error
+from shared.sources import check_run_dir
 
 LAST, BEST = "checkpoints", "best"
 
@@ -36,11 +37,7 @@ def latest_step(out_dir: str | Path, which: str = LAST) -> int | None:
 
 def read_meta(out_dir: str | Path, which: str = LAST) -> tuple[int, dict]:
     """(step, meta) of the newest checkpoint in `out_dir`, or a clear error when there is none."""
-    if not Path(out_dir).is_dir():
-        raise GPT2Error(
-            f"{out_dir} does not exist, so it holds no training run to resume or sample; give the "
-            "out_dir of a `gpt2 train` run that has saved a checkpoint."
-        )
+    check_run_dir(out_dir)
     step = latest_step(out_dir, which)
     if step is None:
         raise GPT2Error(

@@ -20,6 +20,7 @@ HEAVY = {"jax", "tensorflow", "orbax"}
         (["generate", "--prompt=x", "--checkpoint=/nowhere"], "/nowhere does not exist, and it is"),
         (["score", "--text=x", "--stride=0"], "--stride must be at least 1, got 0."),
         (["train", "--max-iters=-5"], "max_iters must be at least 1, got -5."),
+        (["train", "--init-from=resume", "--out-dir=/nowhere"], "/nowhere does not exist, so it"),
         (["download", "999M"], "Unknown model size '999M'; valid sizes are: 124M"),
         (["convert", "/nowhere", "out", "--to=hf"], "/nowhere does not exist, and it is"),
     ],

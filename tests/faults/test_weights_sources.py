@@ -25,11 +25,6 @@ def test_a_folder_without_weights_names_the_formats_looked_for(base_env, tmp_pat
     refused(result, FORMATS)
 
 
-def test_resuming_an_out_dir_that_does_not_exist_says_so(base_env, tmp_path):
-    result = run_gpt2(base_env, "train", "--init-from=resume", f"--out-dir={tmp_path}/out")
-    refused(result, f"{tmp_path}/out does not exist, so it holds no training run to resume")
-
-
 @pytest.mark.parametrize(
     ("save", "bad"),
     [(save_canonical, "blocks/mlp/c_fc/w"), (save_hf, "h.1.mlp.c_fc.weight")],
