@@ -8,7 +8,6 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
@@ -18,7 +17,7 @@ ALIGNMENT = 64
 """Bytes: JAX on CPU adopts a host array aligned like this without copying it."""
 
 _DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": jnp.bfloat16,
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": "bfloat16",
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
     "BOOL": np.bool_,
 }  # fmt: skip
@@ -91,6 +90,10 @@ def _dtype(path: Path, name: str, dtype: str) -> np.dtype:
             f"Tensor {name!r} in {path} has dtype {dtype}, which gpt2-jax cannot read; supported "
             f"dtypes are {', '.join(_DTYPES)}."
         )
+    if dtype == "BF16":  # numpy's bfloat16 comes with ml_dtypes, slow to load for other files
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(_DTYPES[dtype])
 
 
