@@ -1,5 +1,6 @@
 """`gpt2 train`: train from scratch, fine-tune a GPT-2 size, resume exactly where a run stopped, or
-only evaluate a model (`--eval-only`). A resume takes every setting not given from its run."""
+only evaluate a model (`--eval-only`). A resume takes every setting not given from its run.
+SIGTERM or Ctrl-C saves and exits with 128 + the signal's number (143, 130)."""
 
 from __future__ import annotations
 
