@@ -2,10 +2,10 @@
 
 A file is written as `<name>.part` and renamed only once its size matches what the server announced
 and its sha256 the one expected where one is known (`shared.digests`), so a name without `.part` in
-the cache always means a complete file. A `.part` left by a cut
-connection or an interrupted run is resumed with an HTTP `Range` request. Each file is fetched
-under an exclusive lock on `<name>.lock`, so processes sharing a cache (the hosts of a multi-host
-run on one filesystem) download it once instead of writing the same `.part` together.
+the cache always means a complete file. A `.part` left by a cut connection or an interrupted run is
+resumed with an HTTP `Range` request. Each file is fetched under an exclusive lock on
+`<name>.lock`, so processes sharing a cache (the hosts of a multi-host run on one filesystem)
+download it once instead of writing the same `.part` together.
 """
 
 from __future__ import annotations
@@ -136,9 +136,9 @@ def download(
     fetched again. A cut connection is resumed; `retries` bounds the consecutive attempts that
     bring no new bytes, so a slow but moving download is never abandoned; `timeout` (default
     `$GPT2_DOWNLOAD_TIMEOUT`, else 60) is how many seconds a silent server is waited for before a
-    request is tried again. `digests` maps
-    `<size>/<file>` to the sha256 a file must have (default: `$GPT2_SHA256SUMS`'s table), on top
-    of the pinned digests of OpenAI's tokenizer files; a file with another is deleted, not kept.
+    request is tried again. `digests` maps `<size>/<file>` to the sha256 a file must have
+    (default: `$GPT2_SHA256SUMS`'s table), on top of the pinned digests of OpenAI's tokenizer
+    files; a file with another is deleted, not kept.
     """
     size = resolve_size(size)
     folder = size_dir(size, models_dir)
