@@ -47,7 +47,13 @@ from shared.training import checkpoints
 from shared.training.config import TrainingConfig
 from shared.training.metrics import PEAK_FLOPS, MetricsLog, console_line, flops_per_token
 from shared.training.optimizer import decay_mask, learning_rate_schedule, make_optimizer
-from shared.training.trainer import check_same_data, diverged, pretrained_start, stream_key
+from shared.training.trainer import (
+    check_same_data,
+    diverged,
+    pretrained_start,
+    report_stop,
+    stream_key,
+)
 
 logger = logging.getLogger(__name__)
 """Where the run's console lines go (`gpt2 train` shows INFO on stdout)."""
@@ -260,7 +266,7 @@ class RunReport(keras.callbacks.Callback):
         super().__init__()
         self.run, self.control = run, control
         config, model_config = run.config, run.model_config
-        self.log = MetricsLog(config, model_config.to_hparams())
+        self.log = MetricsLog(config, model_config.to_hparams(), run.start_step)
         self.store = checkpoints.Checkpoints(config.out_dir, config.keep_last)
         self.schedule = learning_rate_schedule(config)
         self.tokens_per_iter = (
@@ -351,10 +357,12 @@ class KerasFit:
         if not config.data_dir:
             raise GPT2Error("Give data_dir, a folder made by `gpt2 prepare`.")
         self.config = config
+        self.stop_signal: int | None = None
+        """SIGINT or SIGTERM when one stopped the run before max_iters, else None."""
         self.train_data = TokenDataset(config.data_dir, "train", config.block_size)
         self.val_data = TokenDataset(config.data_dir, "val", config.block_size)
         if config.init_from == "resume":
-            self.start_step, meta = checkpoints.read_meta(config.out_dir)
+            self.start_step, meta = checkpoints.resume_point(config.out_dir)
             if meta["backend"] != "keras":
                 raise GPT2Error(
                     f"The checkpoint in {config.out_dir} was trained with the {meta['backend']} "
@@ -458,10 +466,9 @@ class KerasFit:
             report.close()
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
-        if control.stop_signal is not None:
-            logger.info(
-                "stopped by signal at iter %d; saved; resume with --init-from resume", control.step
-            )
+        if control.step < config.max_iters and control.stop_signal is not None:
+            self.stop_signal = control.stop_signal
+            report_stop(self.stop_signal, control.step)
         return {"iter": control.step, **report.last}
 
     def state(self) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from shared.config import GPT2Config
 from shared.generation import (
     Generator,
     apply_repeat_rules,
-    check_max_new_tokens,
     check_token_ids,
     left_pad,
     prefill,
@@ -40,6 +39,7 @@ from shared.generation import (
 from shared.jax_types import PyTree, as_traced
 from shared.kv_cache import KVCache, reorder_rows, take_rows
 from shared.numeric import is_integer, is_real
+from shared.request import check_max_new_tokens
 from shared.sampling import check_repeat_rules
 
 # HF's stand-in for "never": added to the scores of candidates that must not be chosen.

@@ -7,7 +7,6 @@ Text is streamed in chunks, so a corpus larger than memory never loads at once.
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import json
 import os
@@ -21,10 +20,10 @@ import numpy as np
 
 from shared.atomic import atomic_path
 from shared.errors import GPT2Error, check_writable
+from shared.text_input import read_chunks
 from shared.tokenizer import CharTokenizer, Tokenizer, downloaded_gpt2_tokenizer
 
 TOKENIZERS = ("gpt2", "char")
-CHUNK_CHARS = 1 << 20
 META_NAME = "meta.json"
 OUTPUT_NAMES = ("train.bin", "val.bin", META_NAME)
 UINT16_LIMIT = 1 << 16
@@ -64,27 +63,6 @@ def text_files(
 def _hidden(path: Path, folder: Path) -> bool:
     """Whether `path` or a folder between it and `folder` is hidden (`.git/`, `.cache/`)."""
     return any(part.startswith(".") for part in path.relative_to(folder).parts)
-
-
-def read_chunks(path: Path) -> Iterator[str]:
-    """The UTF-8 text of `path` in chunks; invalid bytes are named by their offset in the file."""
-    decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
-    with path.open("rb") as handle:
-        while True:
-            block = handle.read(CHUNK_CHARS)
-            pending = len(decoder.getstate()[0])  # bytes of a character the last block cut
-            try:
-                chunk = decoder.decode(block, final=not block)
-            except UnicodeDecodeError as error:
-                raise GPT2Error(
-                    f"{path} is not UTF-8 text ({error.reason} at byte "
-                    f"{offset - pending + error.start:,})."
-                ) from None
-            if chunk:
-                yield chunk
-            if not block:
-                return
-            offset += len(block)
 
 
 def _safe_pieces(chunks: Iterable[str]) -> Iterator[str]:

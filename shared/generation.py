@@ -27,6 +27,7 @@ from shared.distributed import placement
 from shared.jax_types import PyTree, as_traced
 from shared.kv_cache import KVCache
 from shared.numeric import is_integer
+from shared.request import check_max_new_tokens, check_seed
 from shared.sampling import (
     SamplingParams,
     ngram_completions,
@@ -235,23 +236,12 @@ def token_mask(ids: Iterable[int], n_vocab: int) -> np.ndarray:
     return mask
 
 
-def check_max_new_tokens(max_new_tokens: int) -> None:
-    if not is_integer(max_new_tokens) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
-
-
 def check_prompts(prompts: Sequence[Sized]) -> None:
     """Fail with one sentence if a prompt of token ids is empty (an empty text prompt is
     `<|endoftext|>`'s id by then: `GPT2.prompt_ids`)."""
     for i, prompt in enumerate(prompts):
         if len(prompt) == 0:  # not `not prompt`: numpy arrays of ids have no truth value
             raise ValueError(f"Prompt {i} is empty; give at least one token of text.")
-
-
-def check_seed(seed: int) -> None:
-    """PRNG keys are made from the seed's signed 64 bits."""
-    if not (is_integer(seed) and -(2**63) <= seed < 2**63):
-        raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}.")
 
 
 def check_token_ids(ids: Iterable[object], owner: str, n_vocab: int) -> None:

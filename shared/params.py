@@ -2,19 +2,22 @@
 
 Every converter reads or writes this tree and every backend converts from and to it, so it is the one
 place where parameter names and shapes are defined. Weights are used as `x @ w` ([in, out]).
+JAX is imported by the functions that compute, so reading and writing weight files (`gpt2
+download`, `gpt2 convert`) starts without it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from shared.config import GPT2Config
+
+if TYPE_CHECKING:
+    import jax
 
 Params = dict[str, Any]
 """A nested dict of arrays; leaves are addressed by '/'-joined paths such as `blocks/attn/c_attn/w`."""
@@ -84,9 +87,12 @@ def validate(tree: Mapping[str, Any], config: GPT2Config) -> None:
         )
 
 
-def init_params(config: GPT2Config, key: jax.Array, dtype: jnp.dtype = jnp.float32) -> Params:
+def init_params(config: GPT2Config, key: jax.Array, dtype: Any = np.float32) -> Params:
     """GPT-2 initialisation: N(0, 0.02) weights, residual projections N(0, 0.02/sqrt(2*n_layer)),
     zero biases, LayerNorm g=1 b=0."""
+    import jax
+    import jax.numpy as jnp
+
     residual_std = 0.02 / math.sqrt(2 * config.n_layer)
     stds = {"blocks/attn/c_proj/w": residual_std, "blocks/mlp/c_proj/w": residual_std}
     shapes = canonical_shapes(config)
@@ -104,13 +110,16 @@ def init_params(config: GPT2Config, key: jax.Array, dtype: jnp.dtype = jnp.float
     return unflatten(flat)
 
 
-def cast(tree: Params, dtype: jnp.dtype) -> Params:
+def cast(tree: Params, dtype: Any) -> Params:
     """Cast every floating-point leaf to `dtype` (e.g. bfloat16 weights for faster decoding).
 
     Host (numpy) leaves stay on the host, so a checkpoint read from disk is split into layers there
     and sent to the device once; slicing device arrays eagerly costs a compile per shape (about a
     second of `gpt2 generate`'s start).
     """
+    import jax
+    import jax.numpy as jnp
+
     return jax.tree.map(
         lambda x: np.asarray(x, dtype) if isinstance(x, np.ndarray) else jnp.asarray(x, dtype), tree
     )
@@ -118,6 +127,8 @@ def cast(tree: Params, dtype: jnp.dtype) -> Params:
 
 def unstack_blocks(tree: Params) -> Params:
     """The tree with `blocks` split into one dict per layer (each layer its own buffers)."""
+    import jax
+
     n_layer = jax.tree.leaves(tree["blocks"])[0].shape[0]
     layers = tuple(jax.tree.map(lambda x, i=i: x[i], tree["blocks"]) for i in range(n_layer))
     return {**tree, "blocks": layers}
@@ -125,4 +136,7 @@ def unstack_blocks(tree: Params) -> Params:
 
 def stack_blocks(tree: Params) -> Params:
     """Inverse of `unstack_blocks`: per-layer dicts back to the canonical stacked `blocks`."""
+    import jax
+    import jax.numpy as jnp
+
     return {**tree, "blocks": jax.tree.map(lambda *xs: jnp.stack(xs), *tree["blocks"])}

@@ -13,9 +13,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from shared.generation import check_max_new_tokens, check_seed
 from shared.numeric import is_integer
-from shared.sampling import SamplingParams
+from shared.sampling_params import SamplingParams
 
 _DEFAULT_SAMPLING = SamplingParams()
 """Greedy decoding; frozen, so one default serves every request."""
@@ -82,3 +81,14 @@ class Request:
 
 def _strings(given: str | Sequence[str]) -> tuple[str, ...]:
     return (given,) if isinstance(given, str) else tuple(given)
+
+
+def check_max_new_tokens(max_new_tokens: int) -> None:
+    if not is_integer(max_new_tokens) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
+
+
+def check_seed(seed: int) -> None:
+    """PRNG keys are made from the seed's signed 64 bits."""
+    if not (is_integer(seed) and -(2**63) <= seed < 2**63):
+        raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {seed!r}.")

@@ -20,13 +20,11 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 from shared.atomic import atomic_path
+from shared.digests import ENCODER_JSON_SHA256, VOCAB_BPE_SHA256, file_sha256
 from shared.errors import GPT2Error
 
 ENDOFTEXT = "<|endoftext|>"
 EOT_ID = 50256
-# The files OpenAI ships with every GPT-2 size; anything else is a corrupt or foreign download.
-ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
-VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 # The merge ranks derived from those two files, in tiktoken's format: byte for byte OpenAI's
 # `r50k_base.tiktoken`. Kept beside them, so later starts read the ranks instead of deriving them.
 RANKS_NAME = "gpt2.tiktoken"
@@ -62,11 +60,12 @@ class TextTokenizer(Protocol):
     def stream_decoder(self) -> StreamDecoder: ...
 
 
-def _derive_ranks(folder: Path) -> dict[bytes, int]:
-    """Merge ranks from OpenAI's `encoder.json` + `vocab.bpe`, after checking both files."""
+def _derive_ranks(folder: Path, *, managed: bool) -> dict[bytes, int]:
+    """Merge ranks from OpenAI's `encoder.json` + `vocab.bpe`, after checking both files (deleted
+    when they are damaged and `managed`: the models cache downloads them again)."""
     encoder_json, vocab_bpe = folder / "encoder.json", folder / "vocab.bpe"
-    _check_sha256(encoder_json, ENCODER_JSON_SHA256)
-    _check_sha256(vocab_bpe, VOCAB_BPE_SHA256)
+    _check_sha256(encoder_json, ENCODER_JSON_SHA256, managed=managed)
+    _check_sha256(vocab_bpe, VOCAB_BPE_SHA256, managed=managed)
     return data_gym_to_mergeable_bpe_ranks(
         vocab_bpe_file=str(vocab_bpe),
         encoder_json_file=str(encoder_json),
@@ -91,7 +90,7 @@ def _cached_ranks(folder: Path) -> dict[bytes, int]:
                 base64.b64decode(token): int(rank)
                 for token, rank in (line.split() for line in data.splitlines())
             }
-    ranks = _derive_ranks(folder)
+    ranks = _derive_ranks(folder, managed=True)
     with contextlib.suppress(OSError), atomic_path(path) as tmp:
         tmp.write_bytes(
             b"".join(
@@ -102,15 +101,23 @@ def _cached_ranks(folder: Path) -> dict[bytes, int]:
     return ranks
 
 
-def _check_sha256(path: Path, expected: str) -> None:
+def _check_sha256(path: Path, expected: str, *, managed: bool) -> None:
     if not path.is_file():
         raise GPT2Error(f"Tokenizer file {path} is missing; download the model again.")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != expected:
-        raise GPT2Error(
-            f"Tokenizer file {path} is not OpenAI's GPT-2 file (sha256 {digest[:12]}…); "
-            "delete it and download the model again."
-        )
+    digest = file_sha256(path)
+    if digest == expected:
+        return
+    advice = "replace it with OpenAI's file"
+    if managed:
+        try:
+            path.unlink()
+            advice = "it was deleted, so run again to download it afresh"
+        except OSError:  # a read-only cache
+            advice = "delete it and run again to download it afresh"
+    raise GPT2Error(
+        f"Tokenizer file {path} has sha256 {digest}, not {expected} as OpenAI's GPT-2 file "
+        f"has; {advice}."
+    )
 
 
 class Tokenizer:
@@ -125,7 +132,7 @@ class Tokenizer:
         for the models folder this library manages, not for folders it was only given to read.
         """
         folder = Path(folder)
-        ranks = _cached_ranks(folder) if cache_ranks else _derive_ranks(folder)
+        ranks = _cached_ranks(folder) if cache_ranks else _derive_ranks(folder, managed=False)
         self._vocabulary = [b""] * (EOT_ID + 1)
         for token, rank in ranks.items():
             self._vocabulary[rank] = token

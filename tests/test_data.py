@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from shared import data
+from shared import data, text_input
 from shared.cli import main as gpt2_cli
 from shared.errors import GPT2Error
 from shared.tokenizer import RANKS_NAME, CharTokenizer, Tokenizer
@@ -69,7 +69,7 @@ def test_character_tokenizer_stores_its_alphabet(tmp_path):
 
 def test_streaming_in_small_chunks_gives_identical_tokens(tmp_path, monkeypatch):
     whole = data.prepare([TINY_SHAKESPEARE], tmp_path / "whole", "gpt2", bpe_dir=BPE_DIR)
-    monkeypatch.setattr(data, "CHUNK_CHARS", 997)
+    monkeypatch.setattr(text_input, "CHUNK_BYTES", 997)
     streamed = data.prepare([TINY_SHAKESPEARE], tmp_path / "streamed", "gpt2", bpe_dir=BPE_DIR)
     assert streamed == {**whole, "sources": streamed["sources"]}
     for split in ("train", "val"):
@@ -156,7 +156,7 @@ def test_a_character_vocabulary_beyond_uint16_is_refused(tmp_path):
 def _prepared_in_chunks_equals_encoding_it_whole(text, folder, monkeypatch, chunk):
     source = folder / "in.txt"
     source.write_bytes(text.encode())
-    monkeypatch.setattr(data, "CHUNK_CHARS", chunk)
+    monkeypatch.setattr(text_input, "CHUNK_BYTES", chunk)
     data.prepare([source], folder / "out", "gpt2", bpe_dir=BPE_DIR)
     boundary, tokenizer = int(len(text) * 0.9), Tokenizer(BPE_DIR)
     assert _tokens(folder / "out", "train").tolist() == tokenizer.encode(text[:boundary])
@@ -234,7 +234,7 @@ def test_token_files_that_disagree_with_their_meta_are_refused(tmp_path):
 def test_invalid_utf8_is_named_by_its_offset_in_the_file(tmp_path, monkeypatch):
     source = tmp_path / "in.txt"
     source.write_bytes("é".encode() * 3000 + b"\xff rest")  # é is two bytes
-    monkeypatch.setattr(data, "CHUNK_CHARS", 997)
+    monkeypatch.setattr(text_input, "CHUNK_BYTES", 997)
     with pytest.raises(GPT2Error, match=r"is not UTF-8 text \(invalid start byte at byte 6,000\)"):
         data.prepare([source], tmp_path / "out", "char")
 

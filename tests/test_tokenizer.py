@@ -66,11 +66,15 @@ def test_stream_decoder_holds_back_split_characters(tokenizer):
     assert all("\ufffd" not in p for p in pieces)
 
 
-def test_foreign_vocabulary_files_are_rejected(tmp_path):
+def test_foreign_vocabulary_files_are_rejected_and_only_the_caches_deleted(tmp_path):
     shutil.copy(BPE_DIR / "vocab.bpe", tmp_path / "vocab.bpe")
     (tmp_path / "encoder.json").write_text('{"a": 0}')
-    with pytest.raises(GPT2Error, match=r"encoder\.json.*not OpenAI's GPT-2 file"):
-        Tokenizer(tmp_path)
+    digest = hashlib.sha256(b'{"a": 0}').hexdigest()
+    with pytest.raises(GPT2Error, match=rf"encoder\.json has sha256 {digest}, not 1961.*; replace"):
+        Tokenizer(tmp_path)  # a folder it was given to read: kept
+    with pytest.raises(GPT2Error, match=r"; it was deleted, so run again to download it afresh\.$"):
+        Tokenizer(tmp_path, cache_ranks=True)  # the models cache: deleted, downloaded again
+    assert not (tmp_path / "encoder.json").exists()
 
 
 def test_missing_vocabulary_file_is_named(tmp_path):

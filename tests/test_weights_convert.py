@@ -181,12 +181,13 @@ def test_foreign_safetensors_is_not_mistaken_for_canonical(tmp_path):
         load_canonical(path)
 
 
-def test_damaged_canonical_cache_is_rebuilt(cached_checkpoint, models_dir, tiny_config):
+def test_damaged_canonical_cache_is_rebuilt(cached_checkpoint, models_dir, tiny_config, caplog):
     (cached_checkpoint / CANONICAL_NAME).write_bytes(b"garbage")
     offline = f"http://127.0.0.1:{unused_port()}/gpt-2"
 
-    with pytest.warns(UserWarning, match="Rebuilding"):
-        _, config, _ = load_pretrained("124M", models_dir, offline, progress=False)
+    _, config, _ = load_pretrained("124M", models_dir, offline, progress=False)
+
+    assert "Rebuilding it from OpenAI's checkpoint." in caplog.text
 
     assert config == tiny_config
     assert load_canonical(cached_checkpoint / CANONICAL_NAME)[1] == tiny_config

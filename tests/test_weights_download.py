@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from shared import digests
 from shared.cli import main
 from shared.errors import GPT2Error
-from shared.weights import CANONICAL_NAME, download, downloaded_sizes, load_pretrained
-from shared.weights.openai import FILES, models_dir
+from shared.weights import CANONICAL_NAME, download, downloaded_sizes, load_pretrained, openai
+from shared.weights.openai import FILES, TIMEOUT_ENV, models_dir, resolve_timeout
 from tests.support.openai_server import unused_port
 
 DATA = "model.ckpt.data-00000-of-00001"
@@ -138,17 +139,48 @@ def test_unreachable_server_names_url_folder_and_files(models_dir, openai_checkp
     assert_no_incomplete_final_files(models_dir, openai_checkpoint_dir)
 
 
-def test_missing_file_404_names_url_and_size(openai_server, openai_checkpoint_dir, models_dir):
-    openai_server.not_found.add("model.ckpt.meta")
+def test_a_file_whose_digest_differs_from_the_tables_is_never_renamed(
+    openai_server, openai_checkpoint_dir, models_dir
+):
+    wrong = {f"124M/{DATA}": "0" * 64}
 
-    with pytest.raises(GPT2Error) as error:
-        download("124M", models_dir, openai_server.base_url, progress=False)
+    with pytest.raises(GPT2Error, match=r"sha256 is [0-9a-f]{64}, not the expected 0{64}"):
+        download("124M", models_dir, openai_server.base_url, digests=wrong, progress=False)
 
-    message = str(error.value)
-    assert f"{openai_server.base_url}/models/124M/model.ckpt.meta" in message
-    assert "124M" in message and "404" in message
-    assert not (models_dir / "124M" / "model.ckpt.meta").exists()
+    assert not (models_dir / "124M" / DATA).exists()
+    assert not (models_dir / "124M" / f"{DATA}.part").exists()
     assert_no_incomplete_final_files(models_dir, openai_checkpoint_dir)
+
+
+def test_a_sums_file_pins_digests_and_a_bad_one_is_named(monkeypatch, tmp_path):
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(f"{'a' * 64}  124M/{DATA}\n{'B' * 64} *355M/vocab.bpe\n\n")
+    monkeypatch.setenv(digests.SUMS_ENV, str(sums))
+    assert digests.expected_sha256("124M", DATA) == "a" * 64
+    assert digests.expected_sha256("355M", "vocab.bpe") == "b" * 64  # a mirror's own wins
+    assert digests.expected_sha256("124M", "vocab.bpe") == digests.VOCAB_BPE_SHA256  # pinned
+    assert digests.expected_sha256("124M", "hparams.json") is None  # OpenAI publishes none
+    sums.write_text("not a digest  124M/vocab.bpe\n")
+    with pytest.raises(GPT2Error, match=r"^Line 1 of GPT2_SHA256SUMS .* is 'not a digest"):
+        digests.sums_from_environment()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_a_timeout_that_is_not_a_positive_number_is_named(monkeypatch, value):
+    monkeypatch.setenv(TIMEOUT_ENV, value)
+    with pytest.raises(GPT2Error, match=rf"^GPT2_DOWNLOAD_TIMEOUT must be .*, got '{value}'\.$"):
+        resolve_timeout()
+
+
+def test_plain_http_is_warned_about_only_for_another_machine(caplog):
+    for root in ("http://127.0.0.1:8000/gpt-2", "http://localhost/gpt-2", "https://mirror/gpt-2"):
+        openai._warn_if_plain_http(root)
+    assert not caplog.records
+    openai._warn_if_plain_http("http://mirror.example/gpt-2")
+    openai._warn_if_plain_http("http://mirror.example/gpt-2")
+    assert [r.getMessage()[:50] for r in caplog.records] == [
+        "http://mirror.example/gpt-2 is plain http://, so t"
+    ]
 
 
 def test_complete_files_are_not_downloaded_again(openai_server, models_dir):

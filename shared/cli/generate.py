@@ -7,6 +7,7 @@ import itertools
 import sys
 from typing import TYPE_CHECKING
 
+from shared import text_input
 from shared.cli.options import (
     add_checkpoint,
     add_model_options,
@@ -106,10 +107,12 @@ def _top_k(text: str) -> int | None:
 def run(args: argparse.Namespace) -> int:
     if bool(args.prompt) == args.interactive:
         raise ValueError("Give either --prompt (repeatable) or --interactive, not both or neither.")
+    args.prompt = [text_input.argument(prompt, "--prompt") for prompt in args.prompt]
+    args.stop = [text_input.argument(stop, "--stop") for stop in args.stop]
     check_model_source(args)
     # The request the model will serve, checked before the (possibly long) download and load.
     from shared.request import Request
-    from shared.sampling import SamplingParams
+    from shared.sampling_params import SamplingParams
 
     request = Request(
         args.prompt, args.max_new_tokens,
@@ -174,13 +177,16 @@ def _interactive(model: GPT2, args: argparse.Namespace, options: dict) -> int:
         "to quit.",
         file=sys.stderr,
     )
-    seed = args.seed
+    seed, read = args.seed, 0  # bytes of stdin read so far, which name a bad byte's offset
     while True:
-        try:
-            prompt = input("prompt> ")
-        except EOFError:
+        sys.stdout.write("prompt> ")
+        sys.stdout.flush()
+        line = sys.stdin.buffer.readline()
+        if not line:
             print(file=sys.stderr)
             return 0
+        prompt = text_input.decode(line, "stdin", read).removesuffix("\n")
+        read += len(line)
         if not prompt.strip():
             continue
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from shared.sources import check_weights_source
+
 if TYPE_CHECKING:
     from shared.api import GPT2
 
@@ -42,12 +44,15 @@ def add_checkpoint(parser: argparse.ArgumentParser, use: str) -> None:
 
 
 def check_model_source(args: argparse.Namespace) -> None:
-    """Refuse --model-size with --checkpoint, whose weights have their own size."""
+    """Refuse --model-size with --checkpoint, whose weights have their own size, and a
+    --checkpoint that names nothing, before the model's libraries are imported."""
     if args.checkpoint and args.model_size:
         raise ValueError(
             f"--model-size {args.model_size} does not apply to --checkpoint {args.checkpoint}, "
             "whose weights have their own size; give one of them."
         )
+    if args.checkpoint:
+        check_weights_source(args.checkpoint)
 
 
 def load_model(args: argparse.Namespace, mesh: str | None = None) -> GPT2:

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from shared import text_input
 from shared.cli.options import add_checkpoint, add_model_options, check_model_source, load_model
 from shared.errors import GPT2Error
 
@@ -44,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--stride must be at least 1, got {args.stride}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    text = _read(args.file) if args.file is not None else args.text
+    text = _read(args.file) if args.file is not None else text_input.argument(args.text, "--text")
+    context = text_input.argument(args.context, "--context")
     if not text:
         raise ValueError(f"{'--file ' + str(args.file) if args.file else '--text'} is empty.")
     model = load_model(args)
     score = model.score(
-        text, context=args.context, stride=args.stride, batch_size=args.batch_size, progress=True
+        text, context=context, stride=args.stride, batch_size=args.batch_size, progress=True
     )
     figures = {
         "tokens": score.n_tokens,
@@ -76,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read(path: Path) -> str:
-    from shared.data import read_chunks
-
     if not path.is_file():
         raise GPT2Error(f"--file {path} is not a file; give the text file to score.")
-    return "".join(read_chunks(path))
+    return "".join(text_input.read_chunks(path))

@@ -1,5 +1,6 @@
 """`gpt2 train`: train from scratch, fine-tune a GPT-2 size, resume exactly where a run stopped, or
-only evaluate a model (`--eval-only`). A resume takes every setting not given from its run."""
+only evaluate a model (`--eval-only`). A resume takes every setting not given from its run.
+SIGTERM or Ctrl-C saves and exits with 128 + the signal's number (143, 130)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def run_config(values: dict[str, Any]) -> TrainingConfig:
     from shared.distributed import runtime
     from shared.training.trainer import changed_settings, resume_config
 
-    config = resume_config(values.get("out_dir", "out"), values)
+    config = resume_config(values.get("out_dir", TrainingConfig.out_dir), values)
     changes = changed_settings(config)
     if changes and runtime.is_primary():
         print(
@@ -47,10 +48,18 @@ def run_config(values: dict[str, Any]) -> TrainingConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.distributed import runtime
-    from shared.training.config import given_values
+    from shared.training.config import TrainingConfig, given_values
 
     values = given_values(args, args.config)
+    # Refuse a bad setting, or a run to resume that is not there, before JAX loads.
+    if values.get("init_from") == "resume":
+        from shared.sources import check_run_dir
+
+        check_run_dir(values.get("out_dir", TrainingConfig.out_dir))
+    else:
+        run_config(values)
+    from shared.distributed import runtime
+
     # Before anything touches JAX (reading a checkpoint to resume does).
     runtime.initialize(
         values.get("coordinator"), values.get("num_processes"), values.get("process_id")
@@ -61,11 +70,14 @@ def run(args: argparse.Namespace) -> int:
     compilation_cache.enable()
     from shared.training.trainers import trainer_for
 
-    result = trainer_for(config).run()
+    trainer = trainer_for(config)
+    result = trainer.run()
     if config.eval_only:
         from shared.training.metrics import console_line
 
         print(console_line(result["iter"], result))
+    elif trainer.stop_signal is not None:
+        return 128 + trainer.stop_signal  # the shell's status for a process a signal ended
     else:
         print(f"done at iter {result['iter']}; checkpoints in {config.out_dir}")
     return 0

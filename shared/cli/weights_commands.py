@@ -21,10 +21,11 @@ def _add_download(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    from shared import weights
     from shared.config import resolve_model_size
 
-    sizes = [resolve_model_size(size) for size in args.sizes]  # fail before any download
+    sizes = [resolve_model_size(size) for size in args.sizes]  # before any download or import
+    from shared import weights
+
     for size in sizes:
         _, config, folder = weights.load_pretrained(size, models_dir=args.models_dir)
         print(f"{size}: {config.n_params:,} parameters ready in {folder}")
@@ -49,6 +50,9 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    from shared.sources import check_weights_source
+
+    check_weights_source(args.src)  # before the weights libraries load
     from shared import weights
 
     written = weights.convert(args.src, args.dst, args.to)

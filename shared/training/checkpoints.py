@@ -10,14 +10,22 @@ is `shared.weights.runs`, which inference uses without importing training.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
 
+from shared.distributed import runtime
 from shared.errors import GPT2Error, check_writable
-from shared.weights.runs import BEST, LAST, latest_step, read_meta, restore
+from shared.weights.runs import BEST, LAST, check_finite, latest_step, read_meta, restore
+
+logger = logging.getLogger(__name__)
+
+UNFINISHED = "*.orbax-checkpoint-tmp*"
+"""The folders of saves that were still being written when their run was killed."""
 
 
 class Checkpoints:
@@ -63,7 +71,38 @@ def _barriers(prefix: str) -> ocp.options.MultiprocessingOptions:
 def restore_state(out_dir: str | Path, step: int, target: Any, which: str = LAST) -> Any:
     """The saved state of `step`, restored into the structure (and shardings) of `target`."""
     args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
-    return restore(out_dir, which, step, args)["state"]
+    state = restore(out_dir, which, step, args)["state"]
+    check_finite(state["params"], out_dir, which, step)
+    return state
+
+
+def resume_point(out_dir: str | Path) -> tuple[int, dict]:
+    """(step, meta) of the checkpoint a resumed run continues from, said once on the console.
+
+    Saves a killed run left unfinished are removed first and named in one warning: orbax would
+    otherwise warn about each when it next saves that step, and they hold nothing to resume from.
+    """
+    if runtime.is_primary():
+        discard_unfinished(out_dir)
+    step, meta = read_meta(out_dir)
+    logger.info("resuming from step %d (checkpoint %s)", step, Path(out_dir) / LAST / str(step))
+    return step, meta
+
+
+def discard_unfinished(out_dir: str | Path) -> None:
+    """Remove the unfinished saves in `out_dir`'s checkpoint folders, naming them once."""
+    unfinished = sorted(
+        folder for which in (LAST, BEST) for folder in (Path(out_dir) / which).glob(UNFINISHED)
+    )
+    if not unfinished:
+        return
+    logger.warning(
+        "Removing %s: %s that a stopped run left unfinished, not a checkpoint to resume from.",
+        ", ".join(str(folder) for folder in unfinished),
+        "a save" if len(unfinished) == 1 else "saves",
+    )
+    for folder in unfinished:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def best_val_loss(out_dir: str | Path, meta: dict) -> float:

@@ -13,6 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, cast
 
+from shared import text_input
 from shared.config import MODEL_SIZES, SIZE_ALIASES, GPT2Config, config_for_size, resolve_model_size
 from shared.errors import GPT2Error
 
@@ -197,7 +198,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
             f"{', '.join(FILE_FORMATS)}."
         )
     try:
-        values = parse(path.read_text())
+        values = parse(text_input.decode(path.read_bytes(), f"Config file {path}"))
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
         raise GPT2Error(
             f"Config file {path} is not valid {path.suffix[1:].upper()}: {error}."

@@ -1,5 +1,9 @@
 """Where training metrics go: one console line per interval, JSONL always, TensorBoard and Weights &
-Biases when asked (W&B honours WANDB_MODE=offline)."""
+Biases when asked (W&B honours WANDB_MODE=offline).
+
+A run continues its logs from the step it starts at: the records a killed run logged after its
+last checkpoint are dropped, since the resumed run logs those iterations again.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from shared.errors import GPT2Error
+from shared.atomic import atomic_path
+from shared.errors import GPT2Error, writing
 from shared.training.config import TrainingConfig
 
 # Dense bf16 peak FLOP/s by device kind, for MFU; devices not listed report no MFU.
@@ -25,10 +30,18 @@ def flops_per_token(n_params: int, n_layer: int, n_embd: int, block_size: int) -
 
 
 class MetricsLog:
-    """`enabled=False` (every process of a multi-process run but the first) writes nothing."""
+    """The logs of a run starting at `start_step` (0, or the step a resume restored).
+
+    `enabled=False` (every process of a multi-process run but the first) writes nothing.
+    """
 
     def __init__(
-        self, config: TrainingConfig, model_hparams: dict, *, enabled: bool = True
+        self,
+        config: TrainingConfig,
+        model_hparams: dict,
+        start_step: int = 0,
+        *,
+        enabled: bool = True,
     ) -> None:
         self.path = Path(config.out_dir) / "metrics.jsonl"
         self.enabled = enabled
@@ -36,10 +49,14 @@ class MetricsLog:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _keep_records_until(self.path, start_step)
         if config.tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tensorboard = SummaryWriter(str(Path(config.out_dir) / "tensorboard"))
+            # TensorBoard hides the earlier events from this step on.
+            self._tensorboard = SummaryWriter(
+                str(Path(config.out_dir) / "tensorboard"), purge_step=start_step + 1
+            )
         if config.use_wandb:
             try:
                 import wandb
@@ -75,6 +92,26 @@ class MetricsLog:
             self._tensorboard.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _keep_records_until(path: Path, step: int) -> None:
+    """Drop the records of `path` past `step` (atomically: a kill now leaves the file as it was)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _iteration(line) <= step]
+    if len(kept) == len(lines):
+        return
+    with writing(path), atomic_path(path) as tmp:
+        tmp.write_text("".join(kept))
+
+
+def _iteration(line: str) -> float:
+    """The iteration of a JSONL record; a line cut short by a kill counts as past every step."""
+    try:
+        return json.loads(line)["iter"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
 
 
 def console_line(step: int, values: dict[str, Any]) -> str:

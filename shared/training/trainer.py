@@ -1,8 +1,9 @@
 """The training loop, written once over the backend contract, so every backend trains the same way.
 
 Each iteration draws its batches from (seed, step), runs one jitted step with donated buffers, and
-every interval logs, evaluates on val, and checkpoints. SIGTERM or Ctrl-C saves and exits; a
-non-finite loss stops the run before anything bad is saved. Resume continues bit-for-bit.
+every interval logs, evaluates on val, and checkpoints. SIGTERM or Ctrl-C saves and stops the run
+(`stop_signal` says which); a non-finite loss stops the run before anything bad is saved. Resume
+continues bit-for-bit.
 
 On several devices (`mesh`, or more than one device) the state and batches are global arrays split
 by `shared.distributed`'s rules, and the same step runs partitioned by `jit`; on one device without
@@ -160,6 +161,15 @@ def check_same_data(checkpoint_data: dict, data_meta: dict, data_dir: str) -> No
         )
 
 
+def report_stop(signum: int, step: int) -> None:
+    """Say that a stop signal ended the run at `step`, saved (`stop_signal` gives the status)."""
+    logger.info(
+        "stopped by %s at iter %d; saved; resume with --init-from resume",
+        signal.Signals(signum).name,
+        step,
+    )
+
+
 def diverged(what: str, step: int, last_saved: int, out_dir: str) -> GPT2Error:
     """The error that stops a run before a non-finite state is saved (`last_saved` 0: none yet)."""
     kept = (
@@ -213,14 +223,16 @@ class Trainer:
         )
         if self.mesh is not None:
             self._shard_steps()
-        self._stop_signal: int | None = None
+        self.stop_signal: int | None = None
+        """SIGINT or SIGTERM when one stopped the run before max_iters, else None."""
 
     # -- setup ---------------------------------------------------------------------------------
 
     def _initial_state(self, backend: Backend | None) -> tuple[Backend, GPT2Config, TrainState]:
         config, vocab = self.config, self.train_data.meta["vocab_size"]
         if config.init_from == "resume":
-            step, meta = checkpoints.read_meta(config.out_dir)
+            read = checkpoints.read_meta if config.eval_only else checkpoints.resume_point
+            step, meta = read(config.out_dir)
             if meta["backend"] != config.backend:
                 raise GPT2Error(
                     f"The checkpoint in {config.out_dir} was trained with the {meta['backend']} "
@@ -262,16 +274,14 @@ class Trainer:
         return TrainState(params, init(params) if optimizer else None, 0)
 
     def _restore_target(self, backend: Backend, model_config: GPT2Config) -> dict:
-        """What a checkpoint restores into; on a mesh, shape structs carrying this run's shardings,
-        so a checkpoint saved on any mesh (or one device) restores onto this one."""
+        """What a checkpoint restores into: shape structs carrying where each array goes (this
+        run's shardings on a mesh, else its one device), so nothing is computed before the
+        restore, and a checkpoint saved on any mesh (or one device) restores onto this one."""
+        shapes = self._state_shapes(backend, model_config)
         if self.mesh is None:
-            fresh = self._fresh_state(
-                backend.init(model_config, self._key(0)), backend, model_config
-            )
-            return {"params": fresh.params, "opt_state": fresh.opt_state}
-        return placement.abstract(
-            self._state_shapes(backend, model_config), self._state_shardings(backend, model_config)
-        )
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            return placement.abstract(shapes, jax.tree.map(lambda _: device, shapes))
+        return placement.abstract(shapes, self._state_shardings(backend, model_config))
 
     def _params_target(self, backend: Backend, model_config: GPT2Config) -> Any:
         """Shape structs of the parameters alone (`eval_only` restores nothing else), carrying
@@ -410,7 +420,9 @@ class Trainer:
             return self.evaluate_only()
         config, state = self.config, self.state
         host_memory.reuse_freed_memory()
-        log = MetricsLog(config, self.model_config.to_hparams(), enabled=runtime.is_primary())
+        log = MetricsLog(
+            config, self.model_config.to_hparams(), state.step, enabled=runtime.is_primary()
+        )
         store = checkpoints.Checkpoints(config.out_dir, config.keep_last)
         tokens_per_step = config.batch_size * config.gradient_accumulation_steps * config.block_size
         peak = PEAK_FLOPS.get(jax.devices()[0].device_kind)
@@ -430,7 +442,7 @@ class Trainer:
         )  # fmt: skip
         timer, timed_steps = time.perf_counter(), 0
         try:
-            while state.step < config.max_iters and self._stop_signal is None:
+            while state.step < config.max_iters and self.stop_signal is None:
                 loss, grad_norm = self.step()
                 timed_steps += 1
                 bar.update(1)
@@ -469,13 +481,13 @@ class Trainer:
                     self._check_finite("parameters", self._params_finite(), state.step, last_saved)
                     store.save(state.step, self._state_dict(), self._meta(state.step, best_val))
                     last_saved = state.step
-            if self._stop_signal is not None and state.step != last_saved:
-                self._check_finite("parameters", self._params_finite(), state.step, last_saved)
-                store.save(state.step, self._state_dict(), self._meta(state.step, best_val))
-                logger.info(
-                    "stopped by signal at iter %d; saved; resume with --init-from resume",
-                    state.step,
-                )
+            if state.step == config.max_iters:
+                self.stop_signal = None  # a signal during the last save: the run is complete
+            elif self.stop_signal is not None:
+                if state.step != last_saved:
+                    self._check_finite("parameters", self._params_finite(), state.step, last_saved)
+                    store.save(state.step, self._state_dict(), self._meta(state.step, best_val))
+                report_stop(self.stop_signal, state.step)
         finally:
             bar.close()
             store.wait()
@@ -508,7 +520,7 @@ class Trainer:
 
     def _catch_stop_signals(self) -> dict:
         def request_stop(signum: int, _frame: object) -> None:
-            self._stop_signal = signum
+            self.stop_signal = signum
 
         previous = {}
         for signum in (signal.SIGINT, signal.SIGTERM):

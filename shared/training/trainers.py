@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 
 class Run(Protocol):
+    stop_signal: int | None
+    """SIGINT or SIGTERM when one stopped the run (saved) before max_iters, else None."""
+
     def run(self) -> dict[str, Any]:
         """Train (or evaluate) to the end; the last logged figures, "iter" included."""
         ...

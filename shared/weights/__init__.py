@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from shared.config import GPT2Config
 from shared.errors import GPT2Error, check_writable
 from shared.params import Params
+from shared.sources import CANONICAL_NAME, FORMATS, check_weights_source, holds_weights
 from shared.weights import openai
 from shared.weights.canonical import is_canonical, load_canonical, save_canonical
 from shared.weights.hf import WEIGHTS_NAME as HF_NAME
@@ -30,6 +31,8 @@ from shared.weights.tf_checkpoint import CorruptCheckpointError, load_tf_checkpo
 
 if TYPE_CHECKING:
     from shared.tokenizer import TextTokenizer
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CANONICAL_NAME",
@@ -49,9 +52,6 @@ __all__ = [
     "save_hf",
 ]
 
-CANONICAL_NAME = "model.canonical.safetensors"
-"""The converted cache of a size, beside OpenAI's files in `<models_dir>/<size>/`."""
-
 Source = str | os.PathLike[str]
 
 
@@ -65,7 +65,8 @@ def load_pretrained(
 
     The folder also holds `encoder.json` and `vocab.bpe` for the tokenizer. A checkpoint whose
     files turn out corrupt is deleted, so the next call downloads it again instead of failing
-    the same way forever.
+    the same way forever. A cache that cannot be written (a read-only, pre-filled one) only
+    warns: the weights converted in memory are returned all the same.
     """
     size = resolve_size(size)
     folder = openai.size_dir(size, models_dir)
@@ -74,7 +75,7 @@ def load_pretrained(
         try:
             tree, config = load_canonical(cache)
         except GPT2Error as err:
-            warnings.warn(f"{err} Rebuilding it from OpenAI's checkpoint.", stacklevel=2)
+            logger.warning("%s Rebuilding it from OpenAI's checkpoint.", err)
             cache.unlink(missing_ok=True)
         else:
             files = openai.TOKENIZER_FILES
@@ -90,7 +91,11 @@ def load_pretrained(
             f"The downloaded GPT-2 {size} checkpoint in {folder} is corrupt ({err.detail}); its "
             "files were deleted, so run again to download them afresh."
         ) from None
-    save_canonical(tree, config, cache)
+    try:
+        advice = f"the weights converted in memory are used, and each run converts {size} again"
+        save_canonical(tree, config, cache, advice=advice)
+    except GPT2Error as err:
+        logger.warning("%s", err)
     return tree, config, folder
 
 
@@ -120,11 +125,7 @@ def detect_format(path: Source) -> str:
         return "canonical"
     elif path.is_file() and path.suffix == ".safetensors":
         return "hf"
-    raise GPT2Error(
-        f"{path} is not a GPT-2 checkpoint; expected an OpenAI folder (hparams.json + checkpoint), "
-        "a Hugging Face folder or model.safetensors, a gpt2-jax .safetensors file, or the "
-        "out_dir of `gpt2 train`."
-    )
+    raise GPT2Error(f"{path} is not a GPT-2 checkpoint; expected {FORMATS}.")
 
 
 @dataclasses.dataclass(eq=False)
@@ -161,12 +162,9 @@ def resolve(source: Source, *, models_dir: Source | None = None, progress: bool 
     folder of this repository's root.
     """
     path = Path(source)
-    if not path.exists() or (path.is_dir() and not _holds_weights(path) and _names_a_size(source)):
-        try:
-            size = resolve_size(str(source))
-        except GPT2Error:
-            raise GPT2Error(f"{source} does not exist and is not a GPT-2 size name.") from None
-        return pretrained(size, models_dir=models_dir, progress=progress)
+    check_weights_source(source)
+    if not path.exists() or (path.is_dir() and not holds_weights(path)):
+        return pretrained(resolve_size(str(source)), models_dir=models_dir, progress=progress)
     kind = detect_format(path)
     if kind == "run":
         return _run(path, models_dir)
@@ -235,21 +233,6 @@ def load_weights(src: Source) -> tuple[Params, GPT2Config]:
     """The (canonical tree, config) of any source `resolve` reads."""
     resolved = resolve(src)
     return resolved.tree, resolved.config
-
-
-def _holds_weights(folder: Path) -> bool:
-    return any(
-        (folder / name).exists()
-        for name in (CANONICAL_NAME, HF_NAME, "hparams.json", "checkpoints")
-    )
-
-
-def _names_a_size(src: Source) -> bool:
-    try:
-        resolve_size(str(src))
-    except GPT2Error:
-        return False
-    return True
 
 
 def convert(src: Source, dst: Source, to: str) -> Path:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
@@ -17,7 +17,7 @@ ALIGNMENT = 64
 """Bytes: JAX on CPU adopts a host array aligned like this without copying it."""
 
 _DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": jnp.bfloat16,
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": "bfloat16",
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
     "BOOL": np.bool_,
 }  # fmt: skip
@@ -28,8 +28,8 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
 
     The file is read once into one `ALIGNMENT`-aligned buffer and the tensors are views of it, so
     placing them on the CPU device copies nothing (a 124M checkpoint is 500 MB). safetensors itself
-    checks the header, the offsets and the file size first. A missing, foreign or truncated file
-    raises one `GPT2Error` naming it.
+    checks the header, the offsets and the file size first. A missing, foreign or truncated file,
+    or one holding NaN or Inf, raises one `GPT2Error` naming it.
     """
     try:
         with safe_open(str(path), framework="np") as f:
@@ -42,7 +42,26 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
             f"{path} is not a readable safetensors file ({err}); it may be truncated, so write "
             "or download it again."
         ) from None
+    check_finite(tensors, path)
     return tensors, metadata
+
+
+def check_finite(tensors: Mapping[str, np.ndarray], source: object) -> None:
+    """Refuse weights holding NaN or Inf, naming the first such tensor: they would load and then
+    generate garbage without a word. Read in blocks, so no temporary is the size of a tensor."""
+    for name, array in tensors.items():
+        if array.dtype.kind in "biu":
+            continue
+        flat = array.reshape(-1)
+        if not all(np.isfinite(flat[i : i + _BLOCK]).all() for i in range(0, flat.size, _BLOCK)):
+            raise GPT2Error(
+                f"Tensor {name!r} in {source} holds NaN or Inf values, so the weights are "
+                "damaged; use an earlier checkpoint, or convert or download them again."
+            )
+
+
+_BLOCK = 1 << 22
+"""Elements checked at a time by `check_finite`."""
 
 
 def _aligned_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -71,6 +90,10 @@ def _dtype(path: Path, name: str, dtype: str) -> np.dtype:
             f"Tensor {name!r} in {path} has dtype {dtype}, which gpt2-jax cannot read; supported "
             f"dtypes are {', '.join(_DTYPES)}."
         )
+    if dtype == "BF16":  # numpy's bfloat16 comes with ml_dtypes, slow to load for other files
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(_DTYPES[dtype])
 
 

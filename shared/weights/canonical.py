@@ -18,7 +18,7 @@ import safetensors.numpy
 
 from shared.atomic import atomic_path
 from shared.config import GPT2Config
-from shared.errors import GPT2Error, writing
+from shared.errors import FREE_WRITABLE_PATH, GPT2Error, writing
 from shared.params import Params, flatten, unflatten, validate
 from shared.weights._files import read_metadata, read_safetensors
 
@@ -27,9 +27,14 @@ VERSION = "1"
 
 
 def save_canonical(
-    tree: Mapping[str, Any], config: GPT2Config, path: str | os.PathLike[str]
+    tree: Mapping[str, Any],
+    config: GPT2Config,
+    path: str | os.PathLike[str],
+    *,
+    advice: str = FREE_WRITABLE_PATH,
 ) -> Path:
-    """Write `tree` (checked against `config`) to `path` atomically and return `path`."""
+    """Write `tree` (checked against `config`) to `path` atomically and return `path`; a file
+    that cannot be written is a `GPT2Error` ending with `advice`."""
     path = Path(path)
     try:
         validate(tree, config)
@@ -37,7 +42,7 @@ def save_canonical(
         raise GPT2Error(f"Cannot save {path}: {err}") from None
     flat = {name: np.ascontiguousarray(np.asarray(leaf)) for name, leaf in flatten(tree).items()}
     metadata = {"format": FORMAT, "version": VERSION, "config": json.dumps(config.to_hparams())}
-    with writing(path), atomic_path(path) as tmp:
+    with writing(path, advice), atomic_path(path) as tmp:
         safetensors.numpy.save_file(flat, str(tmp), metadata=metadata)
     return path
 

@@ -21,9 +21,9 @@ from shared.atomic import atomic_path
 from shared.config import MODEL_SIZES, GPT2Config
 from shared.errors import GPT2Error, writing
 from shared.params import Params, canonical_shapes, flatten, unflatten, validate
+from shared.sources import HF_WEIGHTS_NAME as WEIGHTS_NAME
 from shared.weights._files import read_safetensors
 
-WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 PREFIX = "transformer."
 """`GPT2LMHeadModel` saves its body under this prefix; `GPT2Model` saves without it."""

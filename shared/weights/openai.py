@@ -1,30 +1,37 @@
 """Download OpenAI's GPT-2 files into a local cache, resumably and never leaving a half file behind.
 
-A file is written as `<name>.part` and renamed only once its size matches what the server announced,
-so a name without `.part` in the cache always means a complete file. A `.part` left by a cut
-connection or an interrupted run is resumed with an HTTP `Range` request. Each file is fetched
-under an exclusive lock on `<name>.lock`, so processes sharing a cache (the hosts of a multi-host
-run on one filesystem) download it once instead of writing the same `.part` together.
+A file is written as `<name>.part` and renamed only once its size matches what the server announced
+and its sha256 the one expected where one is known (`shared.digests`), so a name without `.part` in
+the cache always means a complete file. A `.part` left by a cut connection or an interrupted run is
+resumed with an HTTP `Range` request. Each file is fetched under an exclusive lock on
+`<name>.lock`, so processes sharing a cache (the hosts of a multi-host run on one filesystem)
+download it once instead of writing the same `.part` together.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
+import ipaddress
+import logging
+import math
 import os
 import re
 import ssl
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import platformdirs
 from tqdm.auto import tqdm
 
 from shared.config import MODEL_SIZES, resolve_model_size
+from shared.digests import expected_sha256, file_sha256, sums_from_environment
 from shared.errors import GPT2Error, writing
 
 try:
@@ -32,9 +39,14 @@ try:
 except ImportError:  # Windows: no flock, so downloads into one cache are not serialised there
     fcntl = None
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2"
 BASE_URL_ENV = "GPT2_BASE_URL"
 MODELS_DIR_ENV = "GPT2_MODELS_DIR"
+TIMEOUT_ENV = "GPT2_DOWNLOAD_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
+"""Seconds a request may wait for the server's next bytes before it is tried again."""
 
 TOKENIZER_FILES = ("encoder.json", "vocab.bpe")
 CHECKPOINT_FILES = (
@@ -63,6 +75,22 @@ def resolve_size(name: str) -> str:
 def resolve_base_url(url: str | None = None) -> str:
     """The download root: the argument, else `$GPT2_BASE_URL`, else OpenAI's public storage."""
     return (url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+
+def resolve_timeout(timeout: float | None = None) -> float:
+    """The argument, else `$GPT2_DOWNLOAD_TIMEOUT`, else `DEFAULT_TIMEOUT` seconds."""
+    if timeout is not None:
+        return timeout
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise GPT2Error(f"{TIMEOUT_ENV} must be a positive number of seconds, got {text!r}.")
+    return value
 
 
 def models_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -96,20 +124,27 @@ def download(
     base_url: str | None = None,
     *,
     files: Sequence[str] = FILES,
+    digests: Mapping[str, str] | None = None,
     progress: bool = True,
     retries: int = 4,
     retry_delay: float = 1.0,
-    timeout: float = 60.0,
+    timeout: float | None = None,
 ) -> Path:
     """Fetch the missing `files` of `size` into `<models_dir>/<size>/` and return that folder.
 
     Files already present under their final names are complete by construction and are not
     fetched again. A cut connection is resumed; `retries` bounds the consecutive attempts that
-    bring no new bytes, so a slow but moving download is never abandoned.
+    bring no new bytes, so a slow but moving download is never abandoned; `timeout` (default
+    `$GPT2_DOWNLOAD_TIMEOUT`, else 60) is how many seconds a silent server is waited for before a
+    request is tried again. `digests` maps `<size>/<file>` to the sha256 a file must have
+    (default: `$GPT2_SHA256SUMS`'s table), on top of the pinned digests of OpenAI's tokenizer
+    files; a file with another is deleted, not kept.
     """
     size = resolve_size(size)
     folder = size_dir(size, models_dir)
     root = resolve_base_url(base_url)
+    timeout = resolve_timeout(timeout)
+    table = sums_from_environment() if digests is None else digests
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -126,9 +161,11 @@ def download(
             with _locked(dest):
                 if dest.is_file():  # another process fetched it while this one waited
                     continue
+                _warn_if_plain_http(root)
                 _fetch(
                     url,
                     dest,
+                    expected_sha256(size, name, table),
                     label=f"{size}/{name}",
                     progress=progress,
                     retries=retries,
@@ -164,6 +201,27 @@ def download(
                 f"resume from {dest}.part."
             ) from None
     return folder
+
+
+@functools.cache
+def _warn_if_plain_http(root: str) -> None:
+    """Say once that files from `root` could be altered on the way, unless it is this machine."""
+    url = urllib.parse.urlsplit(root)
+    if url.scheme != "http" or _is_loopback(url.hostname or ""):
+        return
+    logger.warning(
+        "%s is plain http://, so the files could be altered on the way and only the digests "
+        "known for them are checked; use https:// for %s unless this network is trusted.",
+        root,
+        BASE_URL_ENV,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @contextlib.contextmanager
@@ -217,6 +275,7 @@ _RETRYABLE = (ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPExcep
 def _fetch(
     url: str,
     dest: Path,
+    sha256: str | None,
     *,
     label: str,
     progress: bool,
@@ -224,7 +283,8 @@ def _fetch(
     retry_delay: float,
     timeout: float,
 ) -> None:
-    """Download `url` to `dest` through `dest.part`, resuming a cut connection with `Range`.
+    """Download `url` to `dest` through `dest.part`, resuming a cut connection with `Range`,
+    and keep it only if its digest is `sha256` (when not None).
 
     The caller holds `dest`'s lock. Local file failures raise `GPT2Error` naming the file.
     """
@@ -254,11 +314,26 @@ def _fetch(
                     raise
                 time.sleep(retry_delay * failures)
                 continue
+            _check_digest(url, part, sha256)
             with writing(dest):
                 os.replace(part, dest)
             return
     finally:
         bar.close()
+
+
+def _check_digest(url: str, part: Path, sha256: str | None) -> None:
+    """Delete `part` and say so when its digest is not `sha256`."""
+    if sha256 is None:
+        return
+    with writing(part):
+        actual = file_sha256(part)
+    if actual != sha256:
+        _discard(part)
+        raise GPT2Error(
+            f"{url} sent a file whose sha256 is {actual}, not the expected {sha256}; it was "
+            f"deleted, so try again, or point {BASE_URL_ENV} at a server with OpenAI's files."
+        )
 
 
 class _Progress:

@@ -11,13 +11,17 @@ is here, beside the other weights formats, so inference never imports the traini
 from __future__ import annotations
 
 import functools
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from shared.errors import GPT2Error
+from shared.sources import check_run_dir
 
 LAST, BEST = "checkpoints", "best"
 
@@ -33,6 +37,7 @@ def latest_step(out_dir: str | Path, which: str = LAST) -> int | None:
 
 def read_meta(out_dir: str | Path, which: str = LAST) -> tuple[int, dict]:
     """(step, meta) of the newest checkpoint in `out_dir`, or a clear error when there is none."""
+    check_run_dir(out_dir)
     step = latest_step(out_dir, which)
     if step is None:
         raise GPT2Error(
@@ -50,28 +55,91 @@ def restore_params(out_dir: str | Path, step: int, target: Any, which: str = LAS
     params = ocp.args.PyTreeRestore(
         item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
     )
-    return restore(out_dir, which, step, ocp.args.Composite(state=params))["state"]["params"]
+    restored = restore(out_dir, which, step, ocp.args.Composite(state=params))["state"]["params"]
+    check_finite(restored, out_dir, which, step)
+    return restored
 
 
 def restore(out_dir: str | Path, which: str, step: int, args: ocp.args.Composite) -> Any:
     """`args` of checkpoint `step`, or one sentence naming a damaged checkpoint and the step
     before it, instead of orbax's or tensorstore's own errors."""
     folder = Path(out_dir).resolve() / which
+    _quiet_abandoned_reads()
     with ocp.CheckpointManager(folder, item_names=("state", "meta")) as manager:
         try:
             return manager.restore(step, args=args)
         except Exception as error:  # orbax raises anything from KeyError to tensorstore's own
-            older = [s for s in manager.all_steps() if s < step]
-            reason = next(iter(str(error).strip().splitlines()), "")[:200]
-            fallback = (
-                f"delete that folder to go back to step {max(older)}, the newest one before it"
-                if older
-                else "no older checkpoint is left, so train again"
-            )
             raise GPT2Error(
-                f"Checkpoint {folder / str(step)} is damaged or incomplete "
-                f"({type(error).__name__}: {reason}); {fallback}."
+                f"Checkpoint {folder / str(step)} is damaged or incomplete ({_reason(error)}); "
+                f"{_go_back(folder, step)}."
             ) from None
+
+
+def check_finite(params: Any, out_dir: str | Path, which: str, step: int) -> None:
+    """Refuse restored parameters holding NaN or Inf, naming the first such one: they would
+    train or generate garbage without a word. One compiled pass over them, where they are."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    finite = jax.device_get(_finite_leaves([leaf for _, leaf in leaves]))
+    for (path, _), ok in zip(leaves, finite, strict=True):
+        if not ok:
+            folder = Path(out_dir).resolve() / which
+            name = jax.tree_util.keystr(path, simple=True, separator="/")
+            raise GPT2Error(
+                f"Parameter {name} of checkpoint {folder / str(step)} holds NaN or Inf values; "
+                f"{_go_back(folder, step)}."
+            )
+
+
+@jax.jit
+def _finite_leaves(leaves: list[jax.Array]) -> list[jax.Array]:
+    return [jnp.all(jnp.isfinite(leaf)) for leaf in leaves]
+
+
+def _go_back(folder: Path, step: int) -> str:
+    """What to do about a bad checkpoint `step` in `folder`: the newest one before it, if any."""
+    older = [int(p.name) for p in folder.iterdir() if p.name.isdigit() and int(p.name) < step]
+    if not older:
+        return "no older checkpoint is left, so train again"
+    return f"delete that folder to go back to step {max(older)}, the newest one before it"
+
+
+_STATUS = re.compile(r"[A-Z_]{4,}: ")
+_SPEC = re.compile(r" \[(tensorstore_spec|source locations)\S*=.*?(?=\]?$|\]:)\]?")
+_ARRAY = re.compile(r'Error reading "([^"/]+)')
+
+
+def _reason(error: BaseException) -> str:
+    """Why a restore failed, in a line: TensorStore's own error where there is one (orbax wraps
+    it in messages holding whole object reprs), naming the array it could not read."""
+    cause: BaseException | None = error
+    while cause is not None:
+        text = _SPEC.sub("", " ".join(str(cause).split()))
+        if _STATUS.match(text):
+            array = _ARRAY.search(text)
+            detail = text.rsplit(": ", 1)[-1][:160]
+            return f"array {array.group(1)}: {detail}" if array else detail
+        cause = cause.__cause__ or cause.__context__
+    first = next(iter(str(error).strip().splitlines()), "")
+    return f"{type(error).__name__}: {_REPR.sub('…', first)[:160]}"
+
+
+_REPR = re.compile(r"<[^<>]*>")
+"""An object's repr (`<bound method ...>`), which says nothing to a user."""
+
+
+@functools.cache
+def _quiet_abandoned_reads() -> None:
+    """A failed restore abandons TensorStore reads whose completions call into orbax's closed
+    event loop, during and after the failure; without this each prints a traceback of 'Event
+    loop is closed'. Installed once, before the first restore."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def load_for_inference(path: str | Path) -> tuple[dict, Any, dict]:

@@ -20,6 +20,7 @@ import numpy as np
 from shared.config import GPT2Config
 from shared.errors import GPT2Error
 from shared.params import Params, canonical_shapes, unflatten
+from shared.weights._files import check_finite
 
 GLOBAL_NAMES = {
     "wte": "model/wte",
@@ -99,7 +100,7 @@ def load_tf_checkpoint(folder: str | os.PathLike[str]) -> tuple[Params, GPT2Conf
     """Read OpenAI's checkpoint in `folder` into a canonical tree of float32 numpy arrays.
 
     Raises `CorruptCheckpointError` for damaged files and `GPT2Error` for a checkpoint that is
-    readable but not the GPT-2 its `hparams.json` describes.
+    readable but not the GPT-2 its `hparams.json` describes, or that holds NaN or Inf.
     """
     folder = Path(folder)
     config = read_hparams(folder)
@@ -131,6 +132,7 @@ def load_tf_checkpoint(folder: str | os.PathLike[str]) -> tuple[Params, GPT2Conf
             "that folder and download it again.",
             detail,
         ) from None
+    check_finite(flat, folder)
     return unflatten(flat), config
 
 
@@ -164,7 +166,10 @@ def _read(reader: _TensorReader, available: dict, name: str, shape: tuple[int, .
 
 
 def _import_tensorflow() -> ModuleType:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Quiet: TensorFlow's C++ log (oneDNN notices, GPU plugin errors on machines with CUDA) says
+    # nothing a checkpoint read needs; a failed read raises with the same words.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     # TensorFlow may import Keras; keep it on JAX so the keras backend still works afterwards.
     os.environ.setdefault("KERAS_BACKEND", "jax")
     try:

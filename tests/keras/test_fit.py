@@ -136,7 +136,7 @@ def test_a_keras_fit_run_killed_by_sigterm_resumes_exactly(straight, char_data, 
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
+    assert process.returncode == 128 + signal.SIGTERM, stderr
     stopped_at = checkpoints.latest_step(out)
     assert 10 <= stopped_at < 40, stderr
     assert metrics.logged_iters(out) == list(range(2, stopped_at + 1, 2))

@@ -1,8 +1,9 @@
 """A local stand-in for OpenAI's GPT-2 storage, with knobs to break it the ways networks break.
 
 It serves `<root>/models/<size>/<file>` at `http://127.0.0.1:<port>/gpt-2/models/<size>/<file>`,
-honours `Range: bytes=N-` with 206 + Content-Range, and can cut a file's connection after N bytes
-or answer 404 for a file. It listens on loopback only, on a free port, and stops on exit.
+honours `Range: bytes=N-` with 206 + Content-Range, and can cut a file's connection after N bytes,
+stall in the middle of it, send other bytes than the file's, or answer an HTTP error for it. It
+listens on loopback only, on a free port, and stops on exit.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import collections
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +27,11 @@ class OpenAIServer:
     Knobs (all by file name, e.g. `"model.ckpt.data-00000-of-00001"`):
       - `cut(name, after_bytes, times=1)`: the next `times` responses for `name` announce the full
         length but close the connection once byte `after_bytes` of the file has been sent.
+      - `stall(name, after_bytes, seconds, times=1)`: the next `times` responses for `name` pause
+        for `seconds` once byte `after_bytes` has been sent, then go on.
       - `not_found.add(name)`: answer 404.
+      - `errors[name] = status`: answer that HTTP status (500, 503...).
+      - `damaged.add(name)`: send the file with its middle byte changed (same length).
       - `ignore_range.add(name)`: answer 200 with the whole file even to a Range request.
     Records: `requests[name]` counts requests, `range_headers[name]` lists the Range headers seen.
     """
@@ -33,10 +39,13 @@ class OpenAIServer:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
         self.not_found: set[str] = set()
+        self.errors: dict[str, int] = {}
+        self.damaged: set[str] = set()
         self.ignore_range: set[str] = set()
         self.requests: collections.Counter[str] = collections.Counter()
         self.range_headers: dict[str, list[str]] = collections.defaultdict(list)
         self._cuts: dict[str, list[int]] = {}  # name -> [after_bytes, times_left]
+        self._stalls: dict[str, list[float]] = {}  # name -> [after_bytes, seconds, times_left]
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
@@ -51,6 +60,10 @@ class OpenAIServer:
     def cut(self, name: str, after_bytes: int, times: int = 1) -> None:
         with self._lock:
             self._cuts[name] = [after_bytes, times]
+
+    def stall(self, name: str, after_bytes: int, seconds: float, times: int = 1) -> None:
+        with self._lock:
+            self._stalls[name] = [after_bytes, seconds, times]
 
     def __enter__(self) -> OpenAIServer:
         self._thread.start()
@@ -74,6 +87,14 @@ class OpenAIServer:
             cut[1] -= 1
             return cut[0]
 
+    def _take_stall(self, name: str) -> tuple[int, float] | None:
+        with self._lock:
+            stall = self._stalls.get(name)
+            if not stall or stall[2] <= 0:
+                return None
+            stall[2] -= 1
+            return int(stall[0]), stall[1]
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -92,10 +113,16 @@ class OpenAIServer:
                 if name in server.not_found or not path.is_relative_to(server.root):
                     self.send_error(404)
                     return
+                if name in server.errors:
+                    self.send_error(server.errors[name])
+                    return
                 if not path.is_file():
                     self.send_error(404)
                     return
                 data = path.read_bytes()
+                if name in server.damaged:
+                    middle = len(data) // 2
+                    data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
                 start = 0
                 match = _RANGE.match(range_header or "")
                 if match and name not in server.ignore_range:
@@ -115,8 +142,17 @@ class OpenAIServer:
                 self.end_headers()
                 cut = server._take_cut(name)
                 end = len(data) if cut is None else max(start, min(cut, len(data)))
-                self.wfile.write(data[start:end])
-                self.wfile.flush()
+                stall = server._take_stall(name)
+                if stall is not None and start < stall[0] < end:
+                    self.wfile.write(data[start : stall[0]])
+                    self.wfile.flush()
+                    time.sleep(stall[1])
+                    start = stall[0]
+                try:
+                    self.wfile.write(data[start:end])
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up during a stall
+                    return
                 if cut is not None:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
