@@ -21,7 +21,7 @@ from shared import weights
 from shared.backend import Backend, get_backend
 from shared.beam_search import BeamParams, search
 from shared.config import GPT2Config
-from shared.generation import GREEDY, Generator
+from shared.generation import GREEDY, Generator, check_chunk
 from shared.generation_windows import sliding_stream
 from shared.internals import attention_patterns, residual_stream
 from shared.jax_types import PyTree
@@ -92,12 +92,16 @@ class GPT2:
         The sampling settings come as `sampling=SamplingParams(...)` or as its keywords
         (`temperature`, `top_k`, `top_p`, `repetition_penalty`, `no_repeat_ngram_size`), not both.
         """
-        chunk = 32 if stop else None
+        request = Request(
+            prompts, max_new_tokens, sampling_from(sampling, keywords), stop, seed, num_samples,
+            truncate,
+        )  # fmt: skip
+        return self.generate_request(request)
+
+    def generate_request(self, request: Request) -> list[str]:
+        """`generate` for a request already built (and so already checked)."""
         texts: list[str] | None = None
-        for deltas in self.stream(
-            prompts, max_new_tokens, sampling=sampling, stop=stop, seed=seed,
-            num_samples=num_samples, truncate=truncate, chunk=chunk, **keywords,
-        ):  # fmt: skip
+        for deltas in self.stream_request(request, chunk=32 if request.stop else None):
             texts = deltas if texts is None else [t + d for t, d in zip(texts, deltas, strict=True)]
         assert texts is not None
         return texts
@@ -125,6 +129,12 @@ class GPT2:
             prompts, max_new_tokens, sampling_from(sampling, keywords), stop, seed, num_samples,
             truncate,
         )  # fmt: skip
+        yield from self.stream_request(request, chunk)
+
+    def stream_request(self, request: Request, chunk: int | None = 1) -> Iterator[list[str]]:
+        """`stream` for a request already built (and so already checked): the CLI builds its
+        request before loading the model and serves it here."""
+        check_chunk(chunk)
         encoded = self.encode_prompts(request.prompts, request.max_new_tokens, request.truncate)
         rows = [ids for ids in encoded for _ in range(request.num_samples)]
         stops = (*request.stop, ENDOFTEXT)
@@ -170,10 +180,16 @@ class GPT2:
         beam = BeamParams(
             num_beams, length_penalty, num_return, repetition_penalty, no_repeat_ngram_size
         )
-        request = Request(prompts, max_new_tokens, stop=stop)
+        return self.beam_search_request(
+            Request(prompts, max_new_tokens, stop=stop, truncate=truncate), beam
+        )
+
+    def beam_search_request(self, request: Request, beam: BeamParams) -> list[BeamText]:
+        """`beam_search` for a request and beam settings already built (and so already checked);
+        the request's sampling settings and seed play no part."""
         max_new_tokens = request.max_new_tokens
         encoded = self.prompt_ids(request.prompts)
-        if truncate:
+        if request.truncate:
             room = self.config.n_ctx - max_new_tokens
             if room < 1:
                 raise ValueError(
@@ -373,6 +389,4 @@ def main(
         prompt, n_tokens_to_generate, sampling_from(sampling, keywords, GREEDY), seed=seed
     )
     model = load_model(model_size, backend, models_dir=models_dir)
-    return model.generate(
-        request.prompts, request.max_new_tokens, sampling=request.sampling, seed=request.seed
-    )[0]
+    return model.generate_request(request)[0]

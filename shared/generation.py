@@ -244,6 +244,13 @@ def check_prompts(prompts: Sequence[Sized]) -> None:
             raise ValueError(f"Prompt {i} is empty; give at least one token of text.")
 
 
+def check_chunk(chunk: int | None) -> None:
+    if chunk is not None and not (is_integer(chunk) and chunk >= 1):
+        raise ValueError(
+            f"chunk must be an integer >= 1 (or None: all tokens at once), got {chunk!r}."
+        )
+
+
 def check_token_ids(ids: Iterable[object], owner: str, n_vocab: int) -> None:
     """Name the first of `ids` that is not an integer of a vocabulary of `n_vocab` ids (the
     backends' embedding lookups would disagree on it)."""
@@ -319,10 +326,7 @@ class Generator:
                 f"keys holds {len(keys)} PRNG keys for {n_rows} prompts; give one each."
             )
         check_seed(seed)
-        if chunk is not None and not (is_integer(chunk) and chunk >= 1):
-            raise ValueError(
-                f"chunk must be an integer >= 1 (or None: all tokens at once), got {chunk!r}."
-            )
+        check_chunk(chunk)
 
     def stream(
         self,
@@ -345,7 +349,24 @@ class Generator:
         self.check_lengths(prompts, max_new_tokens)
         stop_tokens = list(stop_tokens)
         self._check_options(stop_tokens, keys, len(prompts), seed, chunk)
-        max_new_tokens, seed = int(max_new_tokens), int(seed)
+        yield from self.stream_checked(
+            prompts, int(max_new_tokens), sampling, stop_tokens=stop_tokens, keys=keys,
+            seed=int(seed), chunk=chunk,
+        )  # fmt: skip
+
+    def stream_checked(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        *,
+        stop_tokens: Iterable[int],
+        keys: jax.Array | None,
+        seed: int,
+        chunk: int | None,
+    ) -> Iterator[tuple[list[list[int]], list[bool]]]:
+        """`stream` for arguments already checked where they entered: the text API checks a
+        request once, as text (`shared.request`), and its prompts' lengths once, as ids."""
         padded, mask = left_pad(prompts, self.config.n_ctx)
         batch, bucket = padded.shape
         stop_mask = token_mask(stop_tokens, self.config.n_vocab)

@@ -43,8 +43,9 @@ def sliding_stream(
     chunk: int | None,
     slide: bool,
 ) -> Iterator[tuple[list[list[int]], list[bool]]]:
-    """`generator.stream` of `rows` (token ids); with `slide`, rows whose text outgrows the
-    context keep going in `segments` that each see the last tokens before them."""
+    """`generator.stream` of `rows` (token ids, checked against the context by the caller); with
+    `slide`, rows whose text outgrows the context keep going in `segments` that each see the last
+    tokens before them."""
     plans: dict[tuple[int, ...], list[int]] = {}
     for row, ids in enumerate(rows):
         plan = segments(len(ids), max_new_tokens, generator.config.n_ctx, slide)
@@ -87,7 +88,7 @@ def _segment_stream(
         segment_seed = (seed + 7919 * segment + 2**63) % 2**64 - 2**63
         # The whole batch keys its rows from the seed inside the jitted prefill.
         keys = None if whole else row_keys(segment_seed, batch)[np.asarray(places)]
-        for new, done in generator.stream(
+        for new, done in generator.stream_checked(
             contexts, new_tokens, sampling, stop_tokens=stop_tokens, keys=keys,
             seed=segment_seed, chunk=chunk,
         ):  # fmt: skip

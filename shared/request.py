@@ -1,9 +1,10 @@
 """A text generation request as it enters the library: prompts, how many tokens, the sampling
 settings, stop strings, seed and samples per prompt, checked once, here.
 
-`GPT2.generate`, `stream` and `beam_search` build one from their arguments, and `gpt2 generate`
-builds the same before it loads a model, so a request no model could serve fails in one sentence
-before any download. What depends on the model (a prompt longer than its context, an empty prompt
+`GPT2.generate`, `stream` and `beam_search` build one from their arguments and serve it with
+`generate_request`, `stream_request` and `beam_search_request`; `gpt2 generate` builds its request
+before it loads a model, so a request no model could serve fails in one sentence before any
+download, and hands that same request to those methods. What depends on the model (a prompt longer than its context, an empty prompt
 to a model without `<|endoftext|>`) is checked when it runs. The token-level entries
 (`Generator.stream`, `beam_search.search`) check their own arguments with the same functions.
 """

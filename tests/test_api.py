@@ -48,7 +48,7 @@ def test_stream_deltas_add_up_to_generate(model, monkeypatch):
     """`stream` yields each token's text as it comes: when a piece arrives, the token source has
     computed only the tokens that piece needs, and the pieces add up to `generate`'s text."""
     steps = []  # tokens per row the generator had computed at each of its yields
-    plain = model.generator.stream
+    plain = model.generator.stream_checked
 
     def counted(*args, **kwargs):
         for new, done in plain(*args, **kwargs):
@@ -56,7 +56,7 @@ def test_stream_deltas_add_up_to_generate(model, monkeypatch):
             yield new, done
 
     kwargs = {"temperature": 1.0, "top_k": 50, "seed": 4}
-    monkeypatch.setattr(model.generator, "stream", counted)
+    monkeypatch.setattr(model.generator, "stream_checked", counted)
     stream = model.stream(["Hello", "Goodbye"], 15, **kwargs)
     pieces = [next(stream)]
     assert steps == [1]  # the first piece came before a second token was computed

@@ -70,7 +70,7 @@ import sys
 from shared import generation
 from shared.cli import main
 
-plain = generation.Generator.stream
+plain = generation.Generator.stream_checked
 
 def gated(self, *args, **kwargs):
     for count, item in enumerate(plain(self, *args, **kwargs), start=1):
@@ -79,7 +79,7 @@ def gated(self, *args, **kwargs):
         sys.stderr.flush()
         sys.stdin.readline()
 
-generation.Generator.stream = gated
+generation.Generator.stream_checked = gated
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -225,6 +225,40 @@ def test_beam_search_prints_the_python_apis_best_hypotheses(env, model):
     one = ok(gpt2(env, "generate", "--prompt", "Hello", "--num-beams", "3",
                   "--max-new-tokens", "8"))  # fmt: skip
     assert one == "Hello" + model.beam_search("Hello", 8, num_beams=3)[0].text + "\n"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--seed", "3"], ["--seed", "3", "--no-stream", "--num-samples", "2"], ["--num-beams", "2"]],
+    ids=["stream", "generate", "beam"],
+)
+def test_a_request_is_checked_once_between_the_command_line_and_the_sampler(
+    env, model, monkeypatch, capsys, flags
+):
+    """`gpt2 generate` checks its request before loading the model and serves that same request:
+    the text path does not build (and check) it again, nor the token path its prompts."""
+    from shared import generation
+    from shared.cli import main
+    from shared.request import Request
+
+    counts = {"request": 0, "lengths": 0}
+    for name in ("GPT2_BASE_URL", "GPT2_MODELS_DIR"):
+        monkeypatch.setenv(name, env[name])
+    check, lengths = Request._check, generation.Generator.check_lengths
+
+    def counted_check(self, *args):
+        counts["request"] += 1
+        return check(self, *args)
+
+    def counted_lengths(self, *args):
+        counts["lengths"] += 1
+        return lengths(self, *args)
+
+    monkeypatch.setattr(Request, "_check", counted_check)
+    monkeypatch.setattr(generation.Generator, "check_lengths", counted_lengths)
+    assert main(["generate", "--prompt", "Hello", "--max-new-tokens", "4", *flags]) == 0
+    assert capsys.readouterr().out.startswith("Hello" if "--no-stream" not in flags else "===")
+    assert counts == {"request": 1, "lengths": 1}
 
 
 def test_download_of_another_size_converts_it_for_later_runs(env):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import sys
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from shared.cli.options import (
 
 if TYPE_CHECKING:
     from shared.api import GPT2
+    from shared.beam_search import BeamParams
     from shared.request import Request
 
 
@@ -123,28 +125,23 @@ def run(args: argparse.Namespace) -> int:
         [unescape(s) for s in args.stop], args.seed, args.num_samples, args.truncate,
     )  # fmt: skip
     if args.num_beams != 1:
-        options = _beam_options(args, request)
+        beam = _beam_params(args, request)
     elif args.length_penalty != 1.0:
         raise ValueError("--length-penalty scores beam search's hypotheses; add --num-beams.")
     else:
-        options = {
-            "sampling": request.sampling,
-            "stop": request.stop,
-            "num_samples": request.num_samples,
-            "truncate": request.truncate,
-        }
+        beam = None
 
     model = load_model(args, mesh=args.mesh)
     if args.interactive:
-        return _interactive(model, args, options)
-    _print_samples(model, args.prompt, args, options, seed=args.seed)
+        return _interactive(model, request, beam, args.no_stream)
+    _print_samples(model, request, beam, args.no_stream)
     return 0
 
 
 SAMPLING_ONLY = {"temperature": 1.0, "top_k": 40, "top_p": 1.0, "seed": None}
 
 
-def _beam_options(args: argparse.Namespace, request: Request) -> dict:
+def _beam_params(args: argparse.Namespace, request: Request) -> BeamParams:
     """The beam search's settings from the command line, refusing the options that only
     sampling uses."""
     from shared.beam_search import BeamParams
@@ -156,28 +153,19 @@ def _beam_options(args: argparse.Namespace, request: Request) -> dict:
             f"--num-beams searches for the most likely text, so it takes no {flags} (those "
             "choose among sampled tokens); drop them or --num-beams."
         )
-    beam = BeamParams(
+    return BeamParams(
         args.num_beams, args.length_penalty, request.num_samples,
         request.sampling.repetition_penalty, request.sampling.no_repeat_ngram_size,
     )  # fmt: skip
-    return {
-        "num_beams": beam.num_beams,
-        "length_penalty": beam.length_penalty,
-        "num_return": beam.num_return,
-        "repetition_penalty": beam.repetition_penalty,
-        "no_repeat_ngram_size": beam.no_repeat_ngram_size,
-        "stop": request.stop,
-        "truncate": request.truncate,
-    }
 
 
-def _interactive(model: GPT2, args: argparse.Namespace, options: dict) -> int:
+def _interactive(model: GPT2, request: Request, beam: BeamParams | None, no_stream: bool) -> int:
     print(
         "Interactive mode: type a prompt, Enter to generate, Ctrl-C to stop an answer, Ctrl-D "
         "to quit.",
         file=sys.stderr,
     )
-    seed, read = args.seed, 0  # bytes of stdin read so far, which name a bad byte's offset
+    seed, read = request.seed, 0  # bytes of stdin read so far, which name a bad byte's offset
     while True:
         sys.stdout.write("prompt> ")
         sys.stdout.flush()
@@ -190,7 +178,9 @@ def _interactive(model: GPT2, args: argparse.Namespace, options: dict) -> int:
         if not prompt.strip():
             continue
         try:
-            _print_samples(model, [prompt], args, options, seed=seed)
+            # The settings were checked once at start; only the prompt and seed are new.
+            turn = dataclasses.replace(request, prompts=(prompt,), seed=seed)
+            _print_samples(model, turn, beam, no_stream)
         except ValueError as error:  # a too-long prompt should not end the session
             print(f"error: {error}", file=sys.stderr)
         except KeyboardInterrupt:  # Ctrl-C stops this answer; Ctrl-D ends the session
@@ -198,22 +188,21 @@ def _interactive(model: GPT2, args: argparse.Namespace, options: dict) -> int:
         seed = None if seed is None else seed + 1
 
 
-def _print_samples(
-    model: GPT2, prompts: list[str], args: argparse.Namespace, options: dict, seed: int | None
-) -> None:
-    rows = [p for p in prompts for _ in range(args.num_samples)]
-    if args.num_beams > 1:
-        results = model.beam_search(prompts, args.max_new_tokens, **options)
+def _print_samples(model: GPT2, request: Request, beam: BeamParams | None, no_stream: bool) -> None:
+    per_prompt = request.num_samples
+    rows = [p for p in request.prompts for _ in range(per_prompt)]
+    if beam is not None:
+        results = model.beam_search_request(request, beam)
         for i, (prompt, result) in enumerate(zip(rows, results, strict=True)):
             if len(rows) > 1:
                 print(
-                    f"=== beam {i % args.num_samples + 1} of prompt {i // args.num_samples + 1} "
+                    f"=== beam {i % per_prompt + 1} of prompt {i // per_prompt + 1} "
                     f"(score {result.score:.4f}) ==="
                 )
             print(prompt + result.text)
         return
-    if len(rows) == 1 and not args.no_stream:
-        stream = model.stream(prompts, args.max_new_tokens, seed=seed, **options)
+    if len(rows) == 1 and not no_stream:
+        stream = model.stream_request(request)
         first = next(stream)  # raises on a bad prompt before anything is printed
         sys.stdout.write(rows[0])
         for deltas in itertools.chain([first], stream):
@@ -221,10 +210,8 @@ def _print_samples(
             sys.stdout.flush()
         sys.stdout.write("\n")
         return
-    texts = model.generate(prompts, args.max_new_tokens, seed=seed, **options)
+    texts = model.generate_request(request)
     for i, (prompt, text) in enumerate(zip(rows, texts, strict=True)):
         if len(rows) > 1:
-            print(
-                f"=== sample {i % args.num_samples + 1} of prompt {i // args.num_samples + 1} ==="
-            )
+            print(f"=== sample {i % per_prompt + 1} of prompt {i // per_prompt + 1} ===")
         print(prompt + text)
