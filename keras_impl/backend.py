@@ -19,19 +19,27 @@ from shared.params import Params
 
 
 @functools.cache
-def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...]]:
-    """One built model per (config, dtype), and its weight paths in `trainable_variables` order
-    (`apply` passes `remat` with the rest of its options to each call).
+def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...], tuple[str, ...]]:
+    """One built model per (config, dtype), and its weight paths in `trainable_variables` and
+    `non_trainable_variables` order (`apply` passes `remat` with the rest of its options to each
+    call). Dtype "int8" is a float32 model holding Keras' weight-only int8, whose int8 weights
+    and scales Keras makes non-trainable.
 
     The model is only the function: `apply` passes the weights in, so its own variables are never
     read. It is therefore built under `jax.eval_shape`, where its variables get shapes but no
     storage and no random initialisation: building it is quick and holds no second copy of the
     weights (6 GB at 1558M). The dtype is the parameters' own, so `stateless_call` casts nothing.
     """
+    int8 = dtype == "int8"
     built: list[GPT2LM] = []
-    jax.eval_shape(lambda: built.append(GPT2LM(config, dtype=dtype)))
+    jax.eval_shape(
+        lambda: built.append(GPT2LM(config, int8=int8, dtype="float32" if int8 else dtype))
+    )
     model = built[0]
-    return model, tuple(convert.variable_path(model, v) for v in model.trainable_variables)
+    return model, *(
+        tuple(convert.variable_path(model, v) for v in variables)
+        for variables in (model.trainable_variables, model.non_trainable_variables)
+    )
 
 
 class KerasBackend(Backend):
@@ -59,15 +67,16 @@ class KerasBackend(Backend):
 
     def bind(self, keras_params: KerasParams, config: GPT2Config) -> Forward:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
-        model, paths = _model(config, dtype)
-        values = [keras_params[path] for path in paths]
+        model, trainable, non_trainable = _model(config, dtype)
+        values = [keras_params[path] for path in trainable]
+        frozen = [keras_params[path] for path in non_trainable]
 
         def forward(
             tokens: jax.Array, positions: jax.Array, cache: KVCache | None, options: ApplyOptions
         ) -> tuple[jax.Array, KVCache | None]:
             # (outputs, non-trainable values); only `return_losses=True` adds the losses
             outputs = model.stateless_call(
-                values, [], tokens, positions=positions, cache=cache, options=options
+                values, frozen, tokens, positions=positions, cache=cache, options=options
             )[0]
             return outputs if cache is not None else (outputs, None)
 
