@@ -90,6 +90,18 @@ def quantize(tree: Params) -> Params:
     )  # fmt: skip
 
 
+WEIGHT_DTYPES = ("float32", "bfloat16", "int8")
+"""The dtypes a model's weights can be held in for inference."""
+
+
+def weights_in(tree: Params, dtype: str) -> Params:
+    """A canonical tree with its weights in `dtype`, one of `WEIGHT_DTYPES`: float32 and bfloat16
+    by casting every leaf, int8 by quantising the float32 weights."""
+    if dtype == "int8":
+        return quantize(params.cast(tree, np.float32))
+    return params.cast(tree, jnp.dtype(dtype))
+
+
 def dequantize(tree: Params) -> Params:
     """The float32 tree a quantised one stands for (the inverse of `quantize` up to rounding)."""
     return jax.tree.map(
