@@ -58,6 +58,13 @@ class QuantizedWeight:
         return QuantizedWeight(self.values[index], self.scale[index])
 
 
+jax.export.register_pytree_node_serialization(
+    QuantizedWeight,
+    serialized_name="gpt2.QuantizedWeight",
+    serialize_auxdata=lambda _: b"",
+    deserialize_auxdata=lambda _: (),
+)  # the exported prefill and decode programs (`shared.program_cache`) take int8 weights too
+
 Weight: TypeAlias = jax.Array | QuantizedWeight
 """What a kernel multiplies by: a float array or an int8 one with its scales."""
 
