@@ -85,7 +85,8 @@ class Embed(hk.Embed):
 
     def table(self) -> Weight:
         """The embedding matrix [vocab_size, embed_dim], as `shared.embedding.lookup` takes it."""
-        return _held("embeddings", self.embeddings, [self.vocab_size, 1])
+        embeddings = self.embeddings
+        return _held("embeddings", embeddings, [embeddings.shape[0], 1])
 
 
 class CausalSelfAttention(hk.Module):

@@ -36,10 +36,11 @@ def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...], tup
         lambda: built.append(GPT2LM(config, int8=int8, dtype="float32" if int8 else dtype))
     )
     model = built[0]
-    return model, *(
+    trainable, non_trainable = (
         tuple(convert.variable_path(model, v) for v in variables)
         for variables in (model.trainable_variables, model.non_trainable_variables)
     )
+    return model, trainable, non_trainable
 
 
 class KerasBackend(Backend):

@@ -34,7 +34,10 @@ def _normal(stddev: float) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
 
 
-WEIGHT_ONLY_INT8 = keras.quantizers.Int8QuantizationConfig(activation_quantizer=None)
+# Keras annotates `activation_quantizer` as `str` from its "default"; it takes None.
+WEIGHT_ONLY_INT8 = keras.quantizers.Int8QuantizationConfig(
+    activation_quantizer=None  # pyright: ignore[reportArgumentType]
+)
 """Keras' own int8 with its activation quantizer off: int8 weights with one scale per output
 channel, float inputs. (Keras' default int8 also rounds each layer's input to int8 per token.)"""
 

@@ -80,7 +80,9 @@ def test_training_in_int8_is_refused_in_one_sentence():
 
 
 def test_an_unknown_dtype_is_refused_with_the_allowed_ones():
-    with pytest.raises(ValueError, match="Unknown dtype 'int4'; allowed: float32, bfloat16, int8."):
+    with pytest.raises(
+        ValueError, match=r"Unknown dtype 'int4'; allowed: float32, bfloat16, int8\."
+    ):
         api.load_model(dtype="int4")
 
 
