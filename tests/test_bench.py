@@ -61,6 +61,11 @@ def test_baselines_and_ratios_are_measured_in_the_same_run(report):
     for batch in (1, 2):  # batch 1 and the largest batch
         ratio = report.value("ratios", f"bf16 / fp32 batch-{batch} greedy decode", "functional")
         assert _positive(ratio), batch
+    for backend in backend_names():  # int8 on every backend
+        assert report.value("ratios", "int8 / fp32 weights bytes", backend) < 0.5, backend
+        for batch in (1, 2):
+            ratio = report.value("ratios", f"int8 / fp32 batch-{batch} greedy decode", backend)
+            assert _positive(ratio), (backend, batch)
     for backend in set(backend_names()) - {"functional"}:
         step_ratio = report.value("ratios", "batch-1 decode step time vs functional", backend)
         assert _positive(step_ratio), backend
