@@ -19,11 +19,9 @@ from shared.params import Params
 
 
 @functools.cache
-def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...], tuple[str, ...]]:
-    """One built model per (config, dtype), and its weight paths in `trainable_variables` and
-    `non_trainable_variables` order (`apply` passes `remat` with the rest of its options to each
-    call). Dtype "int8" is a float32 model holding Keras' weight-only int8, whose int8 weights
-    and scales Keras makes non-trainable.
+def _model(config: GPT2Config, dtype: str) -> GPT2LM:
+    """One built model per (config, dtype) (`apply` passes `remat` with the rest of its options
+    to each call). Dtype "int8" is a float32 model holding Keras' weight-only int8.
 
     The model is only the function: `apply` passes the weights in, so its own variables are never
     read. It is therefore built under `jax.eval_shape`, where its variables get shapes but no
@@ -35,12 +33,27 @@ def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...], tup
     jax.eval_shape(
         lambda: built.append(GPT2LM(config, int8=int8, dtype="float32" if int8 else dtype))
     )
-    model = built[0]
-    trainable, non_trainable = (
-        tuple(convert.variable_path(model, v) for v in variables)
+    return built[0]
+
+
+def stateless_forward(model: GPT2LM, keras_params: KerasParams) -> Forward:
+    """`model` run by `stateless_call` on `keras_params`, as `apply` runs it; Keras' int8 weights
+    and scales are its non-trainable variables."""
+    values, frozen = (
+        [keras_params[convert.variable_path(model, v)] for v in variables]
         for variables in (model.trainable_variables, model.non_trainable_variables)
     )
-    return model, trainable, non_trainable
+
+    def forward(
+        tokens: jax.Array, positions: jax.Array, cache: KVCache | None, options: ApplyOptions
+    ) -> tuple[jax.Array, KVCache | None]:
+        # (outputs, non-trainable values); only `return_losses=True` adds the losses
+        outputs = model.stateless_call(
+            values, frozen, tokens, positions=positions, cache=cache, options=options
+        )[0]
+        return outputs if cache is not None else (outputs, None)
+
+    return forward
 
 
 class KerasBackend(Backend):
@@ -68,20 +81,7 @@ class KerasBackend(Backend):
 
     def bind(self, keras_params: KerasParams, config: GPT2Config) -> Forward:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
-        model, trainable, non_trainable = _model(config, dtype)
-        values = [keras_params[path] for path in trainable]
-        frozen = [keras_params[path] for path in non_trainable]
-
-        def forward(
-            tokens: jax.Array, positions: jax.Array, cache: KVCache | None, options: ApplyOptions
-        ) -> tuple[jax.Array, KVCache | None]:
-            # (outputs, non-trainable values); only `return_losses=True` adds the losses
-            outputs = model.stateless_call(
-                values, frozen, tokens, positions=positions, cache=cache, options=options
-            )[0]
-            return outputs if cache is not None else (outputs, None)
-
-        return forward
+        return stateless_forward(_model(config, dtype), keras_params)
 
 
 backend = KerasBackend()

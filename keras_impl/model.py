@@ -147,10 +147,11 @@ class GPT2LM(keras.Model):
         return output, kv_cache.advance(cache, new_k, new_v, seq)
 
     def _head(self) -> Weight:
-        """The tied output projection: `wte` in the compute dtype, or int8 with the scales
+        """The tied output projection: `wte` in the compute dtype, or, held as Keras' int8 (by
+        `int8` or by Keras' own `model.quantize("int8")`), int8 with the scales
         `shared.quantization` multiplies by (Keras keeps their inverses and divides)."""
         # `keras.ops` is untyped; on the JAX backend it returns jax.Array.
-        if self.int8:
+        if self.wte.quantization_mode == "int8":
             scale = cast(jax.Array, ops.reciprocal(self.wte.embeddings_scale))
             values = cast(jax.Array, ops.convert_to_tensor(self.wte.embeddings))
             return QuantizedWeight(values, scale[:, None])
