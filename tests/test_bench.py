@@ -227,7 +227,7 @@ def test_a_plot_without_generation_is_refused_before_measuring(no_measuring, cap
 def test_profile_writes_a_trace_of_each_warm_decode_and_training_step(tiny_config, tmp_path):
     settings = suite.BenchSettings(
         size=tiny_config, prompt_len=4, new_tokens=8, batch_sizes=(1, 2), prefill_len=16,
-        recompute_baseline=False, bfloat16=False, train_batch=2, train_seq=16,
+        recompute_baseline=False, bfloat16=False, int8=False, train_batch=2, train_seq=16,
         profile_dir=tmp_path,
     )  # fmt: skip
     suite.run(settings)
