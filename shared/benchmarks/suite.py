@@ -199,13 +199,7 @@ def _decode_step_ratios(report: Report, settings: BenchSettings, rounds: int = 6
     generators = {
         name: Generator(*generation.random_model(settings.size, name)) for name in settings.backends
     }
-    best = dict.fromkeys(generators, 0.0)
-    for _ in range(rounds):
-        for name, generator in generators.items():
-            tokens_per_s, _ = generation.decode_tokens_per_s(
-                generator, 1, settings.prompt_len, settings.new_tokens, repeats=1
-            )
-            best[name] = max(best[name], tokens_per_s)
+    best = _interleaved(generators, settings, 1, rounds)
     for name in [name for name in generators if name != "functional"]:
         report.add(
             Result("ratios", "batch-1 decode step time vs functional", best["functional"]
@@ -213,6 +207,20 @@ def _decode_step_ratios(report: Report, settings: BenchSettings, rounds: int = 6
         )  # fmt: skip
     del generators
     jax.clear_caches()
+
+
+def _interleaved(
+    generators: dict[str, Generator], settings: BenchSettings, batch: int, rounds: int
+) -> dict[str, float]:
+    """Each generator's best greedy decode tokens/s over `rounds` rounds that time them in turn."""
+    best = dict.fromkeys(generators, 0.0)
+    for _ in range(rounds):
+        for name, generator in generators.items():
+            tokens_per_s, _ = generation.decode_tokens_per_s(
+                generator, batch, settings.prompt_len, settings.new_tokens, repeats=1
+            )
+            best[name] = max(best[name], tokens_per_s)
+    return best
 
 
 def _bfloat16(report: Report, settings: BenchSettings) -> None:
@@ -244,9 +252,10 @@ def _bfloat16(report: Report, settings: BenchSettings) -> None:
         )  # fmt: skip
 
 
-def _int8(report: Report, settings: BenchSettings, name: str) -> None:
+def _int8(report: Report, settings: BenchSettings, name: str, rounds: int = 3) -> None:
     """Weight-only int8 (`shared.quantization`) vs fp32 weights on backend `name`: the weights'
-    bytes, batch-1 and largest-batch decode, and how far the logits drift."""
+    bytes, batch-1 and largest-batch decode (the two timed in interleaved rounds, as
+    `_decode_step_ratios` says why), and how far the logits drift."""
     config = config_for_size(settings.size)
     tokens = np.asarray(generation.random_prompts(1, settings.prompt_len, config), np.int32)
     models = {
@@ -262,19 +271,17 @@ def _int8(report: Report, settings: BenchSettings, name: str) -> None:
         Result("memory", "weights, int8", int8_bytes / 1e6, "MB", name),
         Result("ratios", "int8 / fp32 weights bytes", int8_bytes / fp32_bytes, "x", name),
     )  # fmt: skip
-    generator = Generator(*models["int8"])
+    generators = {dtype: Generator(*model) for dtype, model in models.items()}
     for batch in sorted({1, max(settings.batch_sizes)}):
-        int8, _ = generation.decode_tokens_per_s(
-            generator, batch, settings.prompt_len, settings.new_tokens
-        )
-        fp32 = report.value("generation", f"decode batch {batch}, greedy", name)
+        best = _interleaved(generators, settings, batch, rounds)
         report.add(
-            Result("generation", f"decode batch {batch}, greedy, int8 weights", int8, "tokens/s",
-                   name),
+            Result("generation", f"decode batch {batch}, greedy, int8 weights", best["int8"],
+                   "tokens/s", name, f"fp32 {best['float32']:.1f} in the same rounds"),
             Result("ratios", f"int8 / fp32 batch-{batch} greedy decode",
-                   int8 / fp32 if fp32 else None, "x", name, drift),
+                   best["int8"] / best["float32"], "x", name,
+                   f"{drift}; best of {rounds} interleaved rounds"),
         )  # fmt: skip
-    del generator, models
+    del generators, models
     jax.clear_caches()
 
 
