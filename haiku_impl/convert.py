@@ -15,6 +15,7 @@ from haiku_impl.model import MODEL_NAME
 from shared import name_table as name_table_lib
 from shared.config import GPT2Config
 from shared.params import Params
+from shared.quantization import QuantizedWeight
 
 HaikuParams: TypeAlias = Mapping[str, Mapping[str, jax.Array]]
 """`{module scope: {parameter name: array}}`, as `hk.transform(...).init` returns (`hk.Params`)."""
@@ -43,6 +44,9 @@ PER_LAYER: dict[tuple[str, str], str] = {
 }
 """(module under `gpt2/~/h{i}/~/`, parameter) -> canonical path, indexed by layer i."""
 
+SCALE_SUFFIX = "_scale"
+"""An int8 parameter `w` (or `embeddings`) keeps its scales beside it as `w_scale`."""
+
 
 def name_table(config: GPT2Config) -> name_table_lib.Table[tuple[str, str]]:
     """Every haiku (module, parameter) of `config` -> (canonical path, layer index or None)."""
@@ -59,20 +63,32 @@ def _describe(key: tuple[str, str]) -> str:
 
 
 def from_canonical(tree: Params, config: GPT2Config) -> HaikuParams:
-    """Canonical tree -> haiku params; layer i of each stacked tensor goes to module `h{i}`."""
+    """Canonical tree -> haiku params; layer i of each stacked tensor goes to module `h{i}`, and an
+    int8 weight to its parameter and the scales beside it (`SCALE_SUFFIX`)."""
     haiku_params: dict[str, dict[str, jax.Array]] = {}
     for (module, name), value in name_table_lib.from_canonical(
         tree, config, name_table(config)
     ).items():
-        haiku_params.setdefault(module, {})[name] = value
+        named = haiku_params.setdefault(module, {})
+        if isinstance(value, QuantizedWeight):
+            named[name], named[name + SCALE_SUFFIX] = value.values, value.scale
+        else:
+            named[name] = value
     return haiku_params
 
 
 def to_canonical(haiku_params: Mapping[str, Mapping[str, Any]], config: GPT2Config) -> Params:
     """Haiku params -> canonical tree, stacking modules `h0..h{n_layer-1}` on the layer axis."""
     flat = {
-        (module, name): value
+        (module, name): _with_scale(named, name)
         for module, named in haiku_params.items()
-        for name, value in named.items()
+        for name in named
+        if not (name.endswith(SCALE_SUFFIX) and name.removesuffix(SCALE_SUFFIX) in named)
     }
     return name_table_lib.to_canonical(flat, config, name_table(config), _describe)
+
+
+def _with_scale(named: Mapping[str, Any], name: str) -> Any:
+    """Parameter `name` of a module, joined with its scales when it is held as int8."""
+    scale = named.get(name + SCALE_SUFFIX)
+    return named[name] if scale is None else QuantizedWeight(named[name], scale)

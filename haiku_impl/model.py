@@ -24,8 +24,9 @@ from shared.config import GPT2Config, check_tokens
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.embedding import lookup
 from shared.kv_cache import KVCache, LayerCache
-from shared.linear import over_rows
+from shared.linear import linear
 from shared.logits import model_output
+from shared.quantization import QuantizedWeight, Weight
 
 MODEL_NAME = "gpt2"
 """The top module's name: the first scope of every haiku parameter name."""
@@ -58,15 +59,34 @@ class LayerNorm(hk.Module):
         return ((x32 - mean) * jax.lax.rsqrt(variance + self.eps)).astype(x.dtype) * scale + offset
 
 
-class Linear(hk.Linear):
-    """`hk.Linear` (same parameters, `w` [in, out] and `b`) applied to all positions as one 2-D
-    product, as every backend does (`shared.linear` says why)."""
+def _held(name: str, value: jax.Array, scale_shape: list[int]) -> Weight:
+    """Parameter `name` as the kernels take it: an int8 one with its scales, parameter
+    `{name}_scale` of the same module (`shared.quantization`), a float one as it is."""
+    if value.dtype != jnp.int8:
+        return value
+    scale = hk.get_parameter(f"{name}_scale", scale_shape, jnp.float32, init=jnp.ones)
+    return QuantizedWeight(value, scale)
 
-    def __call__(
-        self, inputs: jax.Array, *, precision: jax.lax.Precision | None = None
-    ) -> jax.Array:
-        apply = super().__call__
-        return over_rows(lambda rows: apply(rows, precision=precision), inputs)
+
+class Linear(hk.Linear):
+    """`hk.Linear`'s parameters (`w` [in, out] and `b`) run by `shared.linear.linear`: all
+    positions as one 2-D product, as every backend does, and an int8 `w` with its `w_scale`
+    [1, out] too."""
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        shape = [inputs.shape[-1], self.output_size]
+        w = hk.get_parameter("w", shape, inputs.dtype, init=self.w_init)
+        b = hk.get_parameter("b", [self.output_size], inputs.dtype, init=self.b_init or jnp.zeros)
+        return linear(inputs, _held("w", w, [1, self.output_size]), b)
+
+
+class Embed(hk.Embed):
+    """`hk.Embed`, whose table may be int8 with one scale per row (`embeddings_scale`)."""
+
+    def table(self) -> Weight:
+        """The embedding matrix [vocab_size, embed_dim], as `shared.embedding.lookup` takes it."""
+        embeddings = self.embeddings
+        return _held("embeddings", embeddings, [embeddings.shape[0], 1])
 
 
 class CausalSelfAttention(hk.Module):
@@ -148,7 +168,7 @@ class GPT2(hk.Module):
     def __init__(self, config: GPT2Config, name: str = MODEL_NAME) -> None:
         super().__init__(name=name)
         normal = hk.initializers.RandomNormal(INIT_STD)
-        self.wte = hk.Embed(config.n_vocab, config.n_embd, w_init=normal, name="wte")
+        self.wte = Embed(config.n_vocab, config.n_embd, w_init=normal, name="wte")
         self.wpe = hk.Embed(config.n_ctx, config.n_embd, w_init=normal, name="wpe")
         self.blocks = [Block(config, name=f"h{i}") for i in range(config.n_layer)]
         self.ln_f = LayerNorm(config.ln_eps, name="ln_f")
@@ -172,7 +192,8 @@ class GPT2(hk.Module):
         check_tokens(tokens.shape, self.wpe.vocab_size)
         dropout, attentions = options.dropout, options.output == "attentions"
         seq = tokens.shape[1]
-        embedded = lookup(self.wte.embeddings, tokens) + lookup(self.wpe.embeddings, positions)
+        wte = self.wte.table()
+        embedded = lookup(wte, tokens) + lookup(self.wpe.embeddings, positions)
         x = drop(embedded, dropout, EMBEDDINGS)
         mask = attention.attention_mask(cache, seq)
         index = None if cache is None else cache.index
@@ -190,9 +211,7 @@ class GPT2(hk.Module):
             )
             new_caches.append(layer_cache)
             probabilities += layer_probabilities
-        output = model_output(
-            options, block_inputs, probabilities, x, self.ln_f, self.wte.embeddings
-        )
+        output = model_output(options, block_inputs, probabilities, x, self.ln_f, wte)
         if cache is not None:
             k, v = zip(*new_caches, strict=True)
             cache = kv_cache.advance(cache, k, v, seq)

@@ -19,19 +19,41 @@ from shared.params import Params
 
 
 @functools.cache
-def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...]]:
-    """One built model per (config, dtype), and its weight paths in `trainable_variables` order
-    (`apply` passes `remat` with the rest of its options to each call).
+def _model(config: GPT2Config, dtype: str) -> GPT2LM:
+    """One built model per (config, dtype) (`apply` passes `remat` with the rest of its options
+    to each call). Dtype "int8" is a float32 model holding Keras' weight-only int8.
 
     The model is only the function: `apply` passes the weights in, so its own variables are never
     read. It is therefore built under `jax.eval_shape`, where its variables get shapes but no
     storage and no random initialisation: building it is quick and holds no second copy of the
     weights (6 GB at 1558M). The dtype is the parameters' own, so `stateless_call` casts nothing.
     """
+    int8 = dtype == "int8"
     built: list[GPT2LM] = []
-    jax.eval_shape(lambda: built.append(GPT2LM(config, dtype=dtype)))
-    model = built[0]
-    return model, tuple(convert.variable_path(model, v) for v in model.trainable_variables)
+    jax.eval_shape(
+        lambda: built.append(GPT2LM(config, int8=int8, dtype="float32" if int8 else dtype))
+    )
+    return built[0]
+
+
+def stateless_forward(model: GPT2LM, keras_params: KerasParams) -> Forward:
+    """`model` run by `stateless_call` on `keras_params`, as `apply` runs it; Keras' int8 weights
+    and scales are its non-trainable variables."""
+    values, frozen = (
+        [keras_params[convert.variable_path(model, v)] for v in variables]
+        for variables in (model.trainable_variables, model.non_trainable_variables)
+    )
+
+    def forward(
+        tokens: jax.Array, positions: jax.Array, cache: KVCache | None, options: ApplyOptions
+    ) -> tuple[jax.Array, KVCache | None]:
+        # (outputs, non-trainable values); only `return_losses=True` adds the losses
+        outputs = model.stateless_call(
+            values, frozen, tokens, positions=positions, cache=cache, options=options
+        )[0]
+        return outputs if cache is not None else (outputs, None)
+
+    return forward
 
 
 class KerasBackend(Backend):
@@ -59,19 +81,7 @@ class KerasBackend(Backend):
 
     def bind(self, keras_params: KerasParams, config: GPT2Config) -> Forward:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
-        model, paths = _model(config, dtype)
-        values = [keras_params[path] for path in paths]
-
-        def forward(
-            tokens: jax.Array, positions: jax.Array, cache: KVCache | None, options: ApplyOptions
-        ) -> tuple[jax.Array, KVCache | None]:
-            # (outputs, non-trainable values); only `return_losses=True` adds the losses
-            outputs = model.stateless_call(
-                values, [], tokens, positions=positions, cache=cache, options=options
-            )[0]
-            return outputs if cache is not None else (outputs, None)
-
-        return forward
+        return stateless_forward(_model(config, dtype), keras_params)
 
 
 backend = KerasBackend()

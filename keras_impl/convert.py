@@ -18,6 +18,7 @@ import keras
 from shared import name_table as name_table_lib
 from shared.config import GPT2Config
 from shared.params import Params
+from shared.quantization import QuantizedWeight
 
 KerasParams = dict[str, jax.Array]
 """`{variable path below the model: array}`, e.g. `{"h0/attn/c_attn/kernel": ...}`."""
@@ -46,6 +47,10 @@ PER_LAYER: dict[str, str] = {
 }
 """Keras path below `h{i}/` -> canonical path, indexed by layer i."""
 
+SCALE_SUFFIX = "_scale"
+"""Keras' int8 `kernel` and `embeddings` keep their scales beside them (`kernel_scale`, one per
+output channel). Keras' scale is the inverse of `shared.quantization`'s: it divides by it."""
+
 
 def name_table(config: GPT2Config) -> name_table_lib.Table[str]:
     """Every Keras variable path of `config` -> (canonical path, layer index or None)."""
@@ -70,13 +75,35 @@ def model_params(model: keras.Model) -> KerasParams:
 
 
 def from_canonical(tree: Params, config: GPT2Config) -> KerasParams:
-    """Canonical tree -> Keras params; layer i of each stacked tensor goes to layer `h{i}`."""
-    return name_table_lib.from_canonical(tree, config, name_table(config))
+    """Canonical tree -> Keras params; layer i of each stacked tensor goes to layer `h{i}`, and an
+    int8 weight to Keras' int8 variables (`SCALE_SUFFIX`)."""
+    values: KerasParams = {}
+    for path, value in name_table_lib.from_canonical(tree, config, name_table(config)).items():
+        if isinstance(value, QuantizedWeight):
+            values[path + SCALE_SUFFIX] = 1 / value.scale.reshape(-1)
+            value = value.values
+        values[path] = value
+    return values
 
 
 def to_canonical(keras_params: Mapping[str, Any], config: GPT2Config) -> Params:
-    """Keras params -> canonical tree, stacking layers `h0..h{n_layer-1}` on the layer axis."""
-    return name_table_lib.to_canonical(keras_params, config, name_table(config), _describe)
+    """Keras params -> canonical tree, stacking layers `h0..h{n_layer-1}` on the layer axis (an
+    int8 weight's scales are the inverses of Keras', so exact up to one rounding of each)."""
+    values = {
+        path: _with_scale(keras_params, path)
+        for path in keras_params
+        if not (path.endswith(SCALE_SUFFIX) and path.removesuffix(SCALE_SUFFIX) in keras_params)
+    }
+    return name_table_lib.to_canonical(values, config, name_table(config), _describe)
+
+
+def _with_scale(keras_params: Mapping[str, Any], path: str) -> Any:
+    """Weight `path`, joined with its scales (as `shared.quantization` keeps them) when int8."""
+    scale = keras_params.get(path + SCALE_SUFFIX)
+    if scale is None:
+        return keras_params[path]
+    input_axis = -1 if path.endswith("embeddings") else -2  # wte: one scale per vocabulary row
+    return QuantizedWeight(keras_params[path], jnp.expand_dims(1 / scale, input_axis))
 
 
 def load_into(model: keras.Model, tree: Params) -> None:

@@ -34,6 +34,32 @@ def _normal(stddev: float) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
 
 
+# Keras annotates `activation_quantizer` as `str` from its "default"; it takes None.
+WEIGHT_ONLY_INT8 = keras.quantizers.Int8QuantizationConfig(
+    activation_quantizer=None  # pyright: ignore[reportArgumentType]
+)
+"""Keras' own int8 with its activation quantizer off: int8 weights with one scale per output
+channel, float inputs. (Keras' default int8 also rounds each layer's input to int8 per token.)"""
+
+
+def weights_dtype(policy: keras.DTypePolicy, int8: bool) -> dict[str, Any]:
+    """A `Dense`'s or `Embedding`'s dtype keywords: `policy`, or with `int8` Keras' weight-only
+    int8 over it (the layer builds an int8 kernel and its `kernel_scale` directly)."""
+    if not int8:
+        return {"dtype": policy}
+    quantized = keras.dtype_policies.QuantizedDTypePolicy(mode="int8", source_name=policy.name)
+    return {"dtype": quantized, "quantization_config": WEIGHT_ONLY_INT8}
+
+
+def _dense(units: int, stddev: float, name: str, policy: keras.DTypePolicy, int8: bool) -> Dense:
+    return Dense(
+        units,
+        kernel_initializer=_normal(stddev),  # pyright: ignore[reportArgumentType]
+        name=name,
+        **weights_dtype(policy, int8),
+    )
+
+
 def _last_dim(input_shape: tuple[int | None, ...]) -> int:
     """The feature width of a layer's input, which must be known to build its weights."""
     dim = input_shape[-1]
@@ -113,6 +139,7 @@ class CausalSelfAttention(keras.layers.Layer):
         n_head: number of attention heads; n_embd must be divisible by it.
         residual_std: standard deviation of `c_proj`'s initial kernel (GPT-2 scales the residual
             projections by 1/sqrt(2 * n_layer)).
+        int8: hold `c_attn` and `c_proj` as Keras' weight-only int8 (inference).
         **kwargs: passed to `keras.layers.Layer`.
 
     Example:
@@ -128,10 +155,13 @@ class CausalSelfAttention(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, n_head: int, residual_std: float = GPT2_INIT_STD, **kwargs: Any) -> None:
+    def __init__(
+        self, n_head: int, residual_std: float = GPT2_INIT_STD, int8: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.n_head = n_head
         self.residual_std = residual_std
+        self.int8 = int8
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         n_embd = _last_dim(input_shape)
@@ -139,18 +169,9 @@ class CausalSelfAttention(keras.layers.Layer):
             raise ValueError(
                 f"{self.name}: n_embd ({n_embd}) must be divisible by n_head ({self.n_head})."
             )
-        self.c_attn = Dense(
-            3 * n_embd,
-            kernel_initializer=_normal(GPT2_INIT_STD),  # pyright: ignore[reportArgumentType]
-            name="c_attn",
-            dtype=self.dtype_policy,
-        )
-        self.c_proj = Dense(
-            n_embd,
-            kernel_initializer=_normal(self.residual_std),  # pyright: ignore[reportArgumentType]
-            name="c_proj",
-            dtype=self.dtype_policy,
-        )
+        policy, int8 = self.dtype_policy, self.int8
+        self.c_attn = _dense(3 * n_embd, GPT2_INIT_STD, "c_attn", policy, int8)
+        self.c_proj = _dense(n_embd, self.residual_std, "c_proj", policy, int8)
         self.c_attn.build(input_shape)
         self.c_proj.build(input_shape)
 
@@ -181,7 +202,12 @@ class CausalSelfAttention(keras.layers.Layer):
         )
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "n_head": self.n_head, "residual_std": self.residual_std}
+        return {
+            **super().get_config(),
+            "n_head": self.n_head,
+            "residual_std": self.residual_std,
+            "int8": self.int8,
+        }
 
 
 @keras.saving.register_keras_serializable(package="gpt2")
@@ -190,6 +216,7 @@ class MLP(keras.layers.Layer):
 
     Args:
         residual_std: standard deviation of `c_proj`'s initial kernel.
+        int8: hold `c_fc` and `c_proj` as Keras' weight-only int8 (inference).
         **kwargs: passed to `keras.layers.Layer`.
 
     Example:
@@ -204,24 +231,18 @@ class MLP(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, residual_std: float = GPT2_INIT_STD, **kwargs: Any) -> None:
+    def __init__(
+        self, residual_std: float = GPT2_INIT_STD, int8: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.residual_std = residual_std
+        self.int8 = int8
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         n_embd = _last_dim(input_shape)
-        self.c_fc = Dense(
-            4 * n_embd,
-            kernel_initializer=_normal(GPT2_INIT_STD),  # pyright: ignore[reportArgumentType]
-            name="c_fc",
-            dtype=self.dtype_policy,
-        )
-        self.c_proj = Dense(
-            n_embd,
-            kernel_initializer=_normal(self.residual_std),  # pyright: ignore[reportArgumentType]
-            name="c_proj",
-            dtype=self.dtype_policy,
-        )
+        policy, int8 = self.dtype_policy, self.int8
+        self.c_fc = _dense(4 * n_embd, GPT2_INIT_STD, "c_fc", policy, int8)
+        self.c_proj = _dense(n_embd, self.residual_std, "c_proj", policy, int8)
         self.c_fc.build(input_shape)
         self.c_proj.build((*input_shape[:-1], 4 * n_embd))
 
@@ -229,7 +250,7 @@ class MLP(keras.layers.Layer):
         return self.c_proj(gelu(self.c_fc(x)))
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "residual_std": self.residual_std}
+        return {**super().get_config(), "residual_std": self.residual_std, "int8": self.int8}
 
 
 @keras.saving.register_keras_serializable(package="gpt2")
@@ -245,6 +266,7 @@ class TransformerBlock(keras.layers.Layer):
         n_head: number of attention heads.
         ln_eps: LayerNorm epsilon.
         residual_std: standard deviation of the initial `c_proj` kernels.
+        int8: hold the four projections as Keras' weight-only int8 (inference).
         **kwargs: passed to `keras.layers.Layer`.
 
     Example:
@@ -265,15 +287,17 @@ class TransformerBlock(keras.layers.Layer):
         n_head: int,
         ln_eps: float = 1e-5,
         residual_std: float = GPT2_INIT_STD,
+        int8: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.n_head, self.ln_eps, self.residual_std = n_head, ln_eps, residual_std
+        self.int8 = int8
         policy = self.dtype_policy
         self.ln_1 = LayerNorm(epsilon=ln_eps, name="ln_1", dtype=policy)
-        self.attn = CausalSelfAttention(n_head, residual_std, name="attn", dtype=policy)
+        self.attn = CausalSelfAttention(n_head, residual_std, int8, name="attn", dtype=policy)
         self.ln_2 = LayerNorm(epsilon=ln_eps, name="ln_2", dtype=policy)
-        self.mlp = MLP(residual_std, name="mlp", dtype=policy)
+        self.mlp = MLP(residual_std, int8, name="mlp", dtype=policy)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         for layer in (self.ln_1, self.attn, self.ln_2, self.mlp):
@@ -302,4 +326,5 @@ class TransformerBlock(keras.layers.Layer):
             "n_head": self.n_head,
             "ln_eps": self.ln_eps,
             "residual_std": self.residual_std,
+            "int8": self.int8,
         }

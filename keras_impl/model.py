@@ -11,7 +11,7 @@ import jax
 import keras
 from keras import ops
 
-from keras_impl.layers import GPT2_INIT_STD, LayerNorm, TransformerBlock
+from keras_impl.layers import GPT2_INIT_STD, LayerNorm, TransformerBlock, weights_dtype
 from shared import attention, kv_cache
 from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config, check_tokens
@@ -19,6 +19,7 @@ from shared.dropout import EMBEDDINGS, drop
 from shared.kv_cache import KVCache
 from shared.logits import model_output
 from shared.params import Params
+from shared.quantization import QuantizedWeight, Weight
 
 
 @keras.saving.register_keras_serializable(package="gpt2")
@@ -39,6 +40,9 @@ class GPT2LM(keras.Model):
         config: the network's shape (`shared.config.GPT2Config`).
         remat: in training, keep only each block's input for the backward pass, which recomputes
             the block (`keras.remat`): one block's activation memory instead of all of them.
+        int8: hold the projections and `wte` as Keras' weight-only int8 (`kernel` and
+            `kernel_scale`, `embeddings` and `embeddings_scale`; one scale per output channel),
+            for inference; `wpe`, biases and LayerNorms stay in `dtype`.
         **kwargs: passed to `keras.Model` (`name`, `dtype`, e.g. `dtype="bfloat16"`).
 
     Example:
@@ -63,15 +67,17 @@ class GPT2LM(keras.Model):
     ```
     """
 
-    def __init__(self, config: GPT2Config, remat: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, config: GPT2Config, remat: bool = False, int8: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self.config, self.remat = config, remat
+        self.config, self.remat, self.int8 = config, remat, int8
         policy = self.dtype_policy
         # Keras infers `embeddings_initializer: str` from its default; it takes an Initializer.
         normal = keras.initializers.RandomNormal(stddev=GPT2_INIT_STD)
         self.wte = keras.layers.Embedding(
             config.n_vocab, config.n_embd, embeddings_initializer=normal,  # pyright: ignore[reportArgumentType]
-            name="wte", dtype=policy,
+            name="wte", **weights_dtype(policy, int8),
         )  # fmt: skip
         self.wpe = keras.layers.Embedding(
             config.n_ctx, config.n_embd, embeddings_initializer=normal,  # pyright: ignore[reportArgumentType]
@@ -79,7 +85,9 @@ class GPT2LM(keras.Model):
         )  # fmt: skip
         residual_std = GPT2_INIT_STD / math.sqrt(2 * config.n_layer)
         self.blocks = [
-            TransformerBlock(config.n_head, config.ln_eps, residual_std, name=f"h{i}", dtype=policy)
+            TransformerBlock(
+                config.n_head, config.ln_eps, residual_std, int8, name=f"h{i}", dtype=policy
+            )
             for i in range(config.n_layer)
         ]
         self.ln_f = LayerNorm(epsilon=config.ln_eps, name="ln_f", dtype=policy)
@@ -133,15 +141,29 @@ class GPT2LM(keras.Model):
                 assert layer_cache is not None, "a block given a layer cache returns it updated"
                 new_k.append(layer_cache[0])
                 new_v.append(layer_cache[1])
-        # `keras.ops` is untyped; on the JAX backend it returns jax.Array.
-        embeddings = cast(jax.Array, ops.cast(self.wte.embeddings, self.compute_dtype))
-        output = model_output(options, block_inputs, probabilities, x, self.ln_f, embeddings)
+        output = model_output(options, block_inputs, probabilities, x, self.ln_f, self._head())
         if cache is None:
             return output
         return output, kv_cache.advance(cache, new_k, new_v, seq)
 
+    def _head(self) -> Weight:
+        """The tied output projection: `wte` in the compute dtype, or, held as Keras' int8 (by
+        `int8` or by Keras' own `model.quantize("int8")`), int8 with the scales
+        `shared.quantization` multiplies by (Keras keeps their inverses and divides)."""
+        # `keras.ops` is untyped; on the JAX backend it returns jax.Array.
+        if self.wte.quantization_mode == "int8":
+            scale = cast(jax.Array, ops.reciprocal(self.wte.embeddings_scale))
+            values = cast(jax.Array, ops.convert_to_tensor(self.wte.embeddings))
+            return QuantizedWeight(values, scale[:, None])
+        return cast(jax.Array, ops.cast(self.wte.embeddings, self.compute_dtype))
+
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **dataclasses.asdict(self.config), "remat": self.remat}
+        return {
+            **super().get_config(),
+            **dataclasses.asdict(self.config),
+            "remat": self.remat,
+            "int8": self.int8,
+        }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> GPT2LM:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from shared import weights
@@ -25,7 +24,8 @@ from shared.generation import GREEDY, Generator, check_chunk
 from shared.generation_windows import sliding_stream
 from shared.internals import attention_patterns, residual_stream
 from shared.jax_types import PyTree
-from shared.params import Params, cast
+from shared.params import Params
+from shared.quantization import WEIGHT_DTYPES, weights_in
 from shared.request import Request
 from shared.sampling import SamplingParams, sampling_from
 from shared.scoring import Scorer, TextScore
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from shared.sampling import SamplingKeywords
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass
@@ -347,8 +345,13 @@ def load_checkpoint(
 
 def _check_options(dtype: str, mesh: str | None) -> None:
     """Refuse a bad dtype or mesh before minutes of downloading and loading."""
-    if dtype not in DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}.")
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; allowed: {', '.join(WEIGHT_DTYPES)}.")
+    if mesh is not None and dtype == "int8":
+        raise ValueError(
+            f"dtype int8 runs on one device, not on mesh {mesh!r}; drop the mesh or load the "
+            "weights in float32 or bfloat16."
+        )
     if mesh is not None:
         from shared.distributed.mesh import parse
 
@@ -365,10 +368,11 @@ def from_canonical(
     mesh: str | None = None,
 ) -> GPT2:
     """A GPT2 from a canonical tree (e.g. one you trained or converted yourself); `backend` is a
-    Backend or its name."""
+    Backend or its name. `dtype` "int8" holds the projections and the tied embedding as int8
+    with one float32 scale per output channel (`shared.quantization`), for inference."""
     _check_options(dtype, mesh)
     backend = get_backend(backend) if isinstance(backend, str) else backend
-    params = backend.from_canonical(cast(tree, DTYPES[dtype]), config)
+    params = backend.from_canonical(weights_in(tree, dtype), config)
     return GPT2(tokenizer, config, backend, params, mesh=mesh)
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import jax
 
+from shared.quantization import Weight, matmul
+
 
 def over_rows(apply: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
     """Run `apply`, a map of rows [n, in] -> [n, out], on x [..., in] as one [n, in] matrix."""
@@ -21,6 +23,7 @@ def over_rows(apply: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Arra
     return rows.reshape(*x.shape[:-1], rows.shape[-1])
 
 
-def linear(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    """[..., in] @ [in, out] + [out], computed over rows (see the module docstring)."""
-    return over_rows(lambda rows: rows @ w + b, x)
+def linear(x: jax.Array, w: Weight, b: jax.Array) -> jax.Array:
+    """[..., in] @ [in, out] + [out], computed over rows (see the module docstring); `w` may be
+    int8 with scales (`shared.quantization`)."""
+    return over_rows(lambda rows: matmul(rows, w) + b, x)

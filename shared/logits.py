@@ -9,9 +9,10 @@ import jax.numpy as jnp
 
 from shared.apply_options import ApplyOptions
 from shared.linear import over_rows
+from shared.quantization import QuantizedWeight, Weight
 
 
-def tied_logits(hidden: jax.Array, wte: jax.Array) -> jax.Array:
+def tied_logits(hidden: jax.Array, wte: Weight) -> jax.Array:
     """hidden [..., n_embd] -> logits [..., n_vocab], i.e. hidden @ wte.T.
 
     Spelled as wte @ hidden so that XLA:CPU runs one row (batch-1 decoding) through its
@@ -19,8 +20,11 @@ def tied_logits(hidden: jax.Array, wte: jax.Array) -> jax.Array:
     the product alone. Inside the decode loop the two forms measured the same, and training steps
     too; one definition keeps the three backends' logits identical. The positions are projected
     as rows (`shared.linear.over_rows`) so the tied embedding's gradient is one 2-D product, which
-    shortened the 124M training step on CPU.
+    shortened the 124M training step on CPU. An int8 `wte` (`shared.quantization`) has one scale
+    per vocabulary row, which is one per logit.
     """
+    if isinstance(wte, QuantizedWeight):
+        return tied_logits(hidden, wte.values.astype(hidden.dtype)) * wte.scale[:, 0]
     return over_rows(lambda rows: jnp.einsum("vd,nd->nv", wte, rows), hidden)
 
 
@@ -39,7 +43,7 @@ def model_output(
     probabilities: Sequence[jax.Array] | jax.Array | None,
     x: jax.Array,
     ln_f: Callable[[jax.Array], jax.Array],
-    wte: jax.Array,
+    wte: Weight,
 ) -> jax.Array:
     """What a forward pass returns from its last block's output `x`, as `options.output` asks:
     the tied logits (of the last position only with `options.last_only`); or the residual stream

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeAlias, TypeVar
 
+import jax
 import jax.numpy as jnp
 
 from shared import params
@@ -36,11 +37,12 @@ def build(
 
 
 def from_canonical(tree: Params, config: GPT2Config, table: Table[K]) -> dict[K, Any]:
-    """Canonical tree -> `{backend key: array}`; layer i of each stacked tensor to its own key."""
+    """Canonical tree -> `{backend key: array}`; layer i of each stacked tensor to its own key
+    (an int8 weight stays one `shared.quantization.QuantizedWeight`)."""
     params.validate(tree, config)
     flat = params.flatten(tree)
     return {
-        key: jnp.asarray(flat[path] if layer is None else flat[path][layer])
+        key: jax.tree.map(jnp.asarray, flat[path] if layer is None else flat[path][layer])
         for key, (path, layer) in table.items()
     }
 
@@ -61,8 +63,13 @@ def to_canonical(
             flat[path] = values[key]
         else:
             layers.setdefault(path, []).append(values[key])
-    flat.update({path: jnp.stack(stacked) for path, stacked in layers.items()})
+    flat.update({path: _stack(stacked) for path, stacked in layers.items()})
     return params.unflatten(flat)
+
+
+def _stack(layers: list[Any]) -> Any:
+    """Per-layer arrays (or int8 weights with their scales) stacked on a leading layer axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
 
 
 def check(

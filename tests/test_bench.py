@@ -61,6 +61,11 @@ def test_baselines_and_ratios_are_measured_in_the_same_run(report):
     for batch in (1, 2):  # batch 1 and the largest batch
         ratio = report.value("ratios", f"bf16 / fp32 batch-{batch} greedy decode", "functional")
         assert _positive(ratio), batch
+    for backend in backend_names():  # int8 on every backend
+        assert report.value("ratios", "int8 / fp32 weights bytes", backend) < 0.5, backend
+        for batch in (1, 2):
+            ratio = report.value("ratios", f"int8 / fp32 batch-{batch} greedy decode", backend)
+            assert _positive(ratio), (backend, batch)
     for backend in set(backend_names()) - {"functional"}:
         step_ratio = report.value("ratios", "batch-1 decode step time vs functional", backend)
         assert _positive(step_ratio), backend
@@ -222,7 +227,7 @@ def test_a_plot_without_generation_is_refused_before_measuring(no_measuring, cap
 def test_profile_writes_a_trace_of_each_warm_decode_and_training_step(tiny_config, tmp_path):
     settings = suite.BenchSettings(
         size=tiny_config, prompt_len=4, new_tokens=8, batch_sizes=(1, 2), prefill_len=16,
-        recompute_baseline=False, bfloat16=False, train_batch=2, train_seq=16,
+        recompute_baseline=False, bfloat16=False, int8=False, train_batch=2, train_seq=16,
         profile_dir=tmp_path,
     )  # fmt: skip
     suite.run(settings)

@@ -428,6 +428,20 @@ def test_score_prints_the_python_apis_figures(env, model, tmp_path):
     assert "stride must be an integer from 1 to the context, 128, got 129." in wide.stderr
 
 
+def test_int8_generate_and_score_print_the_python_apis_int8_results(env, model, tmp_path):
+    """`--dtype int8` reaches the weights of both commands: greedy text and figures equal the
+    Python API's with dtype="int8" (and the int8 log-prob is not the float32 one)."""
+    int8 = api.load_model("124M", models_dir=env["GPT2_MODELS_DIR"], dtype="int8", progress=False)
+    prompt = "The capital of France is"
+    generate = ["generate", "--prompt", prompt, "--max-new-tokens", "12", "--temperature", "0"]
+    expected = int8.generate(prompt, 12, temperature=0)[0]
+    assert ok(gpt2(env, *generate, "--dtype", "int8")) == prompt + expected + "\n"
+    text = " Paris, and the capital of Italy is Rome."
+    figures = json.loads(ok(gpt2(env, "score", "--text", text, "--json", "--dtype", "int8")))
+    assert figures["log_prob"] == pytest.approx(int8.score(text).log_prob, rel=1e-5)
+    assert figures["log_prob"] != pytest.approx(model.score(text).log_prob, rel=1e-7)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -17,7 +17,7 @@ from shared.config import GPT2Config, config_for_size
 from shared.generation import GREEDY, Generator, slot_bucket
 from shared.jax_types import PyTree
 from shared.kv_cache import KVCache
-from shared.params import cast
+from shared.quantization import weights_in
 from shared.sampling import SamplingParams
 
 TOP_P = SamplingParams(temperature=1.0, top_p=0.9)
@@ -27,13 +27,11 @@ def random_model(
     size: str | GPT2Config, backend_name: str, seed: int = 0, dtype: str = "float32"
 ) -> tuple[Backend, Any, GPT2Config]:
     """A backend's parameters for `size` (a name or a config) with GPT-2's random initialisation
-    (no download)."""
+    (no download), in weights `dtype` (float32, bfloat16 or int8)."""
     backend, config = get_backend(backend_name), config_for_size(size)
     tree = jax.jit(functools.partial(backend.init, config))(jax.random.PRNGKey(seed))
     if dtype != "float32":
-        tree = backend.from_canonical(
-            cast(backend.to_canonical(tree, config), jnp.dtype(dtype)), config
-        )
+        tree = backend.from_canonical(weights_in(backend.to_canonical(tree, config), dtype), config)
     return backend, tree, config
 
 

@@ -32,6 +32,7 @@ class BenchSettings:
     generation: bool = True
     recompute_baseline: bool = True
     bfloat16: bool = True
+    int8: bool = True
     train: bool = True
     train_batch: int = 4
     train_seq: int = 256
@@ -102,6 +103,8 @@ def run(settings: BenchSettings, on_result: Callable[[Result], None] | None = No
         _decode_step_ratios(report, settings)
     if settings.bfloat16 and settings.generation:
         _bfloat16(report, settings)
+    for backend in settings.backends if settings.int8 and settings.generation else ():
+        _int8(report, settings, backend)
     if settings.train:
         _training(report, settings)
     if settings.models_dir is not None:
@@ -196,13 +199,7 @@ def _decode_step_ratios(report: Report, settings: BenchSettings, rounds: int = 6
     generators = {
         name: Generator(*generation.random_model(settings.size, name)) for name in settings.backends
     }
-    best = dict.fromkeys(generators, 0.0)
-    for _ in range(rounds):
-        for name, generator in generators.items():
-            tokens_per_s, _ = generation.decode_tokens_per_s(
-                generator, 1, settings.prompt_len, settings.new_tokens, repeats=1
-            )
-            best[name] = max(best[name], tokens_per_s)
+    best = _interleaved(generators, settings, 1, rounds)
     for name in [name for name in generators if name != "functional"]:
         report.add(
             Result("ratios", "batch-1 decode step time vs functional", best["functional"]
@@ -210,6 +207,20 @@ def _decode_step_ratios(report: Report, settings: BenchSettings, rounds: int = 6
         )  # fmt: skip
     del generators
     jax.clear_caches()
+
+
+def _interleaved(
+    generators: dict[str, Generator], settings: BenchSettings, batch: int, rounds: int
+) -> dict[str, float]:
+    """Each generator's best greedy decode tokens/s over `rounds` rounds that time them in turn."""
+    best = dict.fromkeys(generators, 0.0)
+    for _ in range(rounds):
+        for name, generator in generators.items():
+            tokens_per_s, _ = generation.decode_tokens_per_s(
+                generator, batch, settings.prompt_len, settings.new_tokens, repeats=1
+            )
+            best[name] = max(best[name], tokens_per_s)
+    return best
 
 
 def _bfloat16(report: Report, settings: BenchSettings) -> None:
@@ -225,10 +236,7 @@ def _bfloat16(report: Report, settings: BenchSettings) -> None:
     logits = {
         dtype: generation.full_forward_logits(*model, tokens) for dtype, model in models.items()
     }
-    drift = np.max(np.abs(logits["bfloat16"] - logits["float32"])) / np.max(
-        np.abs(logits["float32"])
-    )
-    agree = np.mean(logits["bfloat16"].argmax(-1) == logits["float32"].argmax(-1))
+    drift = _drift(logits["bfloat16"], logits["float32"])
     generator = Generator(*models["bfloat16"])
     for batch in sorted({1, max(settings.batch_sizes)}):
         bf16, _ = generation.decode_tokens_per_s(
@@ -240,8 +248,48 @@ def _bfloat16(report: Report, settings: BenchSettings) -> None:
                    "functional"),
             Result("ratios", f"bf16 / fp32 batch-{batch} greedy decode",
                    bf16 / fp32 if fp32 else None, "x", "functional",
-                   f"logit drift {drift:.1e} of max |logit|, argmax agrees {agree:.0%}"),
+                   drift),
         )  # fmt: skip
+
+
+def _int8(report: Report, settings: BenchSettings, name: str, rounds: int = 3) -> None:
+    """Weight-only int8 (`shared.quantization`) vs fp32 weights on backend `name`: the weights'
+    bytes, batch-1 and largest-batch decode (the two timed in interleaved rounds, as
+    `_decode_step_ratios` says why), and how far the logits drift."""
+    config = config_for_size(settings.size)
+    tokens = np.asarray(generation.random_prompts(1, settings.prompt_len, config), np.int32)
+    models = {
+        dtype: generation.random_model(settings.size, name, dtype=dtype)
+        for dtype in ("float32", "int8")
+    }
+    logits = {
+        dtype: generation.full_forward_logits(*model, tokens) for dtype, model in models.items()
+    }
+    drift = _drift(logits["int8"], logits["float32"])
+    int8_bytes, fp32_bytes = (generation.parameter_bytes(models[d][1]) for d in ("int8", "float32"))
+    report.add(
+        Result("memory", "weights, int8", int8_bytes / 1e6, "MB", name),
+        Result("ratios", "int8 / fp32 weights bytes", int8_bytes / fp32_bytes, "x", name),
+    )  # fmt: skip
+    generators = {dtype: Generator(*model) for dtype, model in models.items()}
+    for batch in sorted({1, max(settings.batch_sizes)}):
+        best = _interleaved(generators, settings, batch, rounds)
+        report.add(
+            Result("generation", f"decode batch {batch}, greedy, int8 weights", best["int8"],
+                   "tokens/s", name, f"fp32 {best['float32']:.1f} in the same rounds"),
+            Result("ratios", f"int8 / fp32 batch-{batch} greedy decode",
+                   best["int8"] / best["float32"], "x", name,
+                   f"{drift}; best of {rounds} interleaved rounds"),
+        )  # fmt: skip
+    del generators, models
+    jax.clear_caches()
+
+
+def _drift(logits: np.ndarray, reference: np.ndarray) -> str:
+    """How far `logits` [batch, seq, vocab] are from `reference`, in words."""
+    drift = np.max(np.abs(logits - reference)) / np.max(np.abs(reference))
+    agree = np.mean(logits.argmax(-1) == reference.argmax(-1))
+    return f"logit drift {drift:.1e} of max |logit|, argmax agrees {agree:.0%}"
 
 
 def _training(report: Report, settings: BenchSettings) -> None:

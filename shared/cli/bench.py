@@ -73,6 +73,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the bf16-weights decode (batch 1 and the largest batch)",
     )
+    parser.add_argument(
+        "--no-int8",
+        action="store_true",
+        help="skip the int8-weights rows (--dtype int8 of generate: weights bytes, decode at "
+        "batch 1 and the largest batch, logit drift vs fp32), run for every --backend",
+    )
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, default=None, help="write the markdown table")
@@ -111,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         generation=not args.no_generation,
         recompute_baseline=not args.no_baseline,
         bfloat16=not args.no_bf16,
+        int8=not args.no_int8,
         train=not args.no_train,
         profile_dir=args.profile,
     )

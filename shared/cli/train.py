@@ -24,6 +24,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--config", default=None, help="a TOML or JSON file of TrainingConfig fields"
     )
     training_config.add_arguments(parser)
+    parser.add_argument(
+        "--dtype", dest="compute_dtype", default=None,
+        help="--compute-dtype by the name `gpt2 generate` gives its weights' dtype (float32 or "
+        "bfloat16; int8 weights are for inference only)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 

@@ -126,8 +126,15 @@ class TrainingConfig:
                 f"backend must be one of {', '.join(backend_names())}, got {self.backend!r}."
             )
         if self.compute_dtype not in ("float32", "bfloat16"):
+            inference_only = (
+                " (int8 weights are for inference only: `gpt2 generate` and `gpt2 score` "
+                "--dtype int8)"
+                if self.compute_dtype == "int8"
+                else ""
+            )
             raise GPT2Error(
-                f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}."
+                f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}"
+                f"{inference_only}."
             )
         assert self.min_lr is not None  # filled in above
         if self.min_lr > self.learning_rate:
