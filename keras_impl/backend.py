@@ -15,13 +15,18 @@ from shared.apply_options import ApplyOptions
 from shared.backend import Backend, Forward
 from shared.config import GPT2Config
 from shared.kv_cache import KVCache
+from shared.lora import LoraConfig
 from shared.params import Params
 
 
 @functools.cache
-def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...]]:
-    """One built model per (config, dtype), and its weight paths in `trainable_variables` order
-    (`apply` passes `remat` with the rest of its options to each call).
+def _model(
+    config: GPT2Config, dtype: str, lora: LoraConfig | None = None
+) -> tuple[GPT2LM, tuple[str, ...], tuple[str, ...]]:
+    """One built model per (config, dtype, LoRA), and its weight paths in `trainable_variables`
+    and `non_trainable_variables` order (`apply` passes `remat` with the rest of its options to
+    each call). With `lora` the targeted `Dense` layers have Keras' own LoRA enabled, which
+    freezes their kernels: those move to the non-trainable variables.
 
     The model is only the function: `apply` passes the weights in, so its own variables are never
     read. It is therefore built under `jax.eval_shape`, where its variables get shapes but no
@@ -29,9 +34,19 @@ def _model(config: GPT2Config, dtype: str) -> tuple[GPT2LM, tuple[str, ...]]:
     weights (6 GB at 1558M). The dtype is the parameters' own, so `stateless_call` casts nothing.
     """
     built: list[GPT2LM] = []
-    jax.eval_shape(lambda: built.append(GPT2LM(config, dtype=dtype)))
+
+    def build() -> None:
+        built.append(GPT2LM(config, dtype=dtype))
+        if lora is not None:
+            built[0].enable_lora(lora.rank, lora.alpha, lora.targets)
+
+    jax.eval_shape(build)
     model = built[0]
-    return model, tuple(convert.variable_path(model, v) for v in model.trainable_variables)
+
+    def paths(variables: list) -> tuple[str, ...]:
+        return tuple(convert.variable_path(model, v) for v in variables)
+
+    return model, paths(model.trainable_variables), paths(model.non_trainable_variables)
 
 
 class KerasBackend(Backend):
@@ -57,17 +72,39 @@ class KerasBackend(Backend):
     def to_canonical(self, keras_params: KerasParams, config: GPT2Config) -> Params:
         return convert.to_canonical(keras_params, config)
 
+    def adapters_from_canonical(
+        self, adapters: Params, config: GPT2Config, lora: LoraConfig
+    ) -> KerasParams:
+        """`{"h0/attn/c_attn/lora_kernel_a": ...}`: the weights `Dense.enable_lora` adds."""
+        return convert.adapters_from_canonical(adapters, config, lora)
+
+    def adapters_to_canonical(
+        self, adapters: KerasParams, config: GPT2Config, lora: LoraConfig
+    ) -> Params:
+        return convert.adapters_to_canonical(adapters, config, lora)
+
+    def bind_lora(
+        self, keras_params: KerasParams, adapters: KerasParams, config: GPT2Config, lora: LoraConfig
+    ) -> Forward:
+        return self._bind({**keras_params, **adapters}, config, lora)
+
     def bind(self, keras_params: KerasParams, config: GPT2Config) -> Forward:
+        return self._bind(keras_params, config, None)
+
+    def _bind(
+        self, keras_params: KerasParams, config: GPT2Config, lora: LoraConfig | None
+    ) -> Forward:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
-        model, paths = _model(config, dtype)
-        values = [keras_params[path] for path in paths]
+        model, trainable, frozen = _model(config, dtype, lora)
+        values = [keras_params[path] for path in trainable]
+        frozen_values = [keras_params[path] for path in frozen]
 
         def forward(
             tokens: jax.Array, positions: jax.Array, cache: KVCache | None, options: ApplyOptions
         ) -> tuple[jax.Array, KVCache | None]:
             # (outputs, non-trainable values); only `return_losses=True` adds the losses
             outputs = model.stateless_call(
-                values, [], tokens, positions=positions, cache=cache, options=options
+                values, frozen_values, tokens, positions=positions, cache=cache, options=options
             )[0]
             return outputs if cache is not None else (outputs, None)
 
