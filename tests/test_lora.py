@@ -130,6 +130,7 @@ def test_a_rank_beyond_the_smaller_side_of_a_target_is_refused(base, tmp_path):
         Trainer(lora_config(base, tmp_path, lora_rank=33))
 
 
+@pytest.mark.slow
 def test_keras_fit_trains_the_adapters_the_shared_trainer_trains(lora_run, base, tmp_path):
     """`model.fit` with Keras' own `Dense.enable_lora`: the same losses, and a checkpoint of the
     adapters alone (the base is frozen, so nothing else is trained or saved)."""
