@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = ROOT / "conformance" / "mutants.toml"
 AREAS = (
     "kernels", "masks", "positions", "samplers", "converters", "optimizer", "clipping",
-    "schedule", "loss", "dropout", "checkpoint",
+    "schedule", "loss", "dropout", "checkpoint", "lora",
 )  # fmt: skip
 """What the planted bugs must cover between them; each mutant names one."""
 PYTEST_ARGS = ("-x", "-q", "-p", "no:cacheprovider")

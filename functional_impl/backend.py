@@ -5,9 +5,11 @@ from __future__ import annotations
 import jax
 
 from functional_impl.model import gpt2
+from shared import lora as lora_lib
 from shared import params
 from shared.backend import Backend, Forward
 from shared.config import GPT2Config
+from shared.lora import LoraConfig
 from shared.params import Params
 
 
@@ -32,6 +34,26 @@ class FunctionalBackend(Backend):
         canonical = params.stack_blocks(tree)
         params.validate(canonical, config)
         return canonical
+
+    def adapters_from_canonical(
+        self, adapters: Params, config: GPT2Config, lora: LoraConfig
+    ) -> Params:
+        """The adapter tree beside the parameter tree: `blocks` per layer like the weights'."""
+        lora_lib.validate(adapters, lora, config)
+        return params.unstack_blocks(adapters)
+
+    def adapters_to_canonical(
+        self, adapters: Params, config: GPT2Config, lora: LoraConfig
+    ) -> Params:
+        canonical = params.stack_blocks(adapters)
+        lora_lib.validate(canonical, lora, config)
+        return canonical
+
+    def bind_lora(
+        self, tree: Params, adapters: Params, config: GPT2Config, lora: LoraConfig
+    ) -> Forward:
+        """The model functions over the tree whose adapted weights are merged with the adapters."""
+        return self.bind(lora_lib.merge(tree, adapters, lora.scale), config)
 
     def bind(self, tree: Params, config: GPT2Config) -> Forward:
         return lambda tokens, positions, cache, options: gpt2(

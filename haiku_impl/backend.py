@@ -12,6 +12,7 @@ from haiku_impl import convert, model
 from haiku_impl.convert import HaikuParams
 from shared.backend import Backend, Forward
 from shared.config import GPT2Config
+from shared.lora import LoraConfig
 from shared.params import Params
 
 
@@ -19,6 +20,11 @@ from shared.params import Params
 def _transformed(config: GPT2Config) -> hk.Transformed:
     """One transform per config, so repeated calls trace the same functions."""
     return model.transformed(config)
+
+
+@functools.cache
+def _transformed_lora(config: GPT2Config, scale: float) -> hk.Transformed:
+    return model.transformed_lora(config, scale)
 
 
 class HaikuBackend(Backend):
@@ -39,6 +45,24 @@ class HaikuBackend(Backend):
 
     def bind(self, params: HaikuParams, config: GPT2Config) -> Forward:
         return functools.partial(_transformed(config).apply, params)
+
+    def adapters_from_canonical(
+        self, adapters: Params, config: GPT2Config, lora: LoraConfig
+    ) -> HaikuParams:
+        return convert.adapters_from_canonical(adapters, config, lora)
+
+    def adapters_to_canonical(
+        self, adapters: HaikuParams, config: GPT2Config, lora: LoraConfig
+    ) -> Params:
+        return convert.adapters_to_canonical(adapters, config, lora)
+
+    def bind_lora(
+        self, params: HaikuParams, adapters: HaikuParams, config: GPT2Config, lora: LoraConfig
+    ) -> Forward:
+        apply = _transformed_lora(config, lora.scale).apply
+        return lambda tokens, positions, cache, options: apply(
+            params, tokens, positions, cache, options, adapters
+        )
 
 
 backend = HaikuBackend()

@@ -12,8 +12,10 @@ from typing import Any, TypeAlias
 import jax
 
 from haiku_impl.model import MODEL_NAME
+from shared import lora as lora_lib
 from shared import name_table as name_table_lib
 from shared.config import GPT2Config
+from shared.lora import LoraConfig
 from shared.params import Params
 from shared.quantization import QuantizedWeight
 
@@ -92,3 +94,23 @@ def _with_scale(named: Mapping[str, Any], name: str) -> Any:
     """Parameter `name` of a module, joined with its scales when it is held as int8."""
     scale = named.get(name + SCALE_SUFFIX)
     return named[name] if scale is None else QuantizedWeight(named[name], scale)
+
+
+def _adapter_key(layer: int, projection: str, part: str) -> tuple[str, str]:
+    """("attn/c_proj", "lora_a") of layer 0 -> ("gpt2/~/h0/~/attn/~/c_proj", "lora_a")."""
+    return f"{MODEL_NAME}/~/h{layer}/~/{projection.replace('/', '/~/')}", part
+
+
+def adapters_from_canonical(adapters: Params, config: GPT2Config, lora: LoraConfig) -> HaikuParams:
+    """Canonical adapters -> `{module scope: {lora_a, lora_b}}`, scoped like the weights they adapt."""
+    haiku_adapters: dict[str, dict[str, jax.Array]] = {}
+    for (module, name), value in lora_lib.to_backend(adapters, config, lora, _adapter_key).items():
+        haiku_adapters.setdefault(module, {})[name] = value
+    return haiku_adapters
+
+
+def adapters_to_canonical(adapters: HaikuParams, config: GPT2Config, lora: LoraConfig) -> Params:
+    flat = {
+        (module, name): value for module, named in adapters.items() for name, value in named.items()
+    }
+    return lora_lib.from_backend(flat, config, lora, _adapter_key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Mapping
 
 import haiku as hk
 import jax
@@ -27,6 +28,7 @@ from shared.kv_cache import KVCache, LayerCache
 from shared.linear import linear
 from shared.logits import model_output
 from shared.quantization import QuantizedWeight, Weight
+from shared.lora import merged_weight
 
 MODEL_NAME = "gpt2"
 """The top module's name: the first scope of every haiku parameter name."""
@@ -235,4 +237,38 @@ def transformed(config: GPT2Config) -> hk.Transformed:
     is an explicit argument)."""
     return hk.without_apply_rng(
         hk.transform(lambda *args, **kwargs: forward(*args, config=config, **kwargs))
+    )
+
+
+def lora_forward(
+    tokens: jax.Array,
+    positions: jax.Array,
+    cache: KVCache | None,
+    options: ApplyOptions,
+    adapters: Mapping[str, Mapping[str, jax.Array]],
+    *,
+    config: GPT2Config,
+    scale: float,
+) -> tuple[jax.Array, KVCache | None]:
+    """`forward` with each adapted `w` read as w + scale * lora_a @ lora_b: a custom getter
+    rewrites the fetched weight, so the modules stay as they are. `adapters` maps a module scope
+    (`gpt2/~/h0/~/attn/~/c_attn`) to its `{lora_a, lora_b}`."""
+
+    def add_adapter(
+        next_getter: Callable, value: jax.Array, context: hk.GetterContext
+    ) -> jax.Array:
+        value = next_getter(value)
+        adapter = adapters.get(context.module_name)
+        if context.name != "w" or adapter is None:
+            return value
+        return merged_weight(value, adapter["lora_a"], adapter["lora_b"], scale)
+
+    with hk.custom_getter(add_adapter):
+        return forward(tokens, positions, cache, options, config=config)
+
+
+def transformed_lora(config: GPT2Config, scale: float) -> hk.Transformed:
+    """`lora_forward` as a pure (init, apply) pair; the adapters are apply's last argument."""
+    return hk.without_apply_rng(
+        hk.transform(lambda *args: lora_forward(*args, config=config, scale=scale))
     )

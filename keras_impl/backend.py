@@ -15,13 +15,16 @@ from shared.apply_options import ApplyOptions
 from shared.backend import Backend, Forward
 from shared.config import GPT2Config
 from shared.kv_cache import KVCache
+from shared.lora import LoraConfig
 from shared.params import Params
 
 
 @functools.cache
-def _model(config: GPT2Config, dtype: str) -> GPT2LM:
-    """One built model per (config, dtype) (`apply` passes `remat` with the rest of its options
-    to each call). Dtype "int8" is a float32 model holding Keras' weight-only int8.
+def _model(config: GPT2Config, dtype: str, lora: LoraConfig | None = None) -> GPT2LM:
+    """One built model per (config, dtype, LoRA) (`apply` passes `remat` with the rest of its
+    options to each call). Dtype "int8" is a float32 model holding Keras' weight-only int8. With
+    `lora` the targeted `Dense` layers have Keras' own LoRA enabled, which freezes their kernels:
+    those move to the non-trainable variables.
 
     The model is only the function: `apply` passes the weights in, so its own variables are never
     read. It is therefore built under `jax.eval_shape`, where its variables get shapes but no
@@ -30,15 +33,19 @@ def _model(config: GPT2Config, dtype: str) -> GPT2LM:
     """
     int8 = dtype == "int8"
     built: list[GPT2LM] = []
-    jax.eval_shape(
-        lambda: built.append(GPT2LM(config, int8=int8, dtype="float32" if int8 else dtype))
-    )
+
+    def build() -> None:
+        built.append(GPT2LM(config, int8=int8, dtype="float32" if int8 else dtype))
+        if lora is not None:
+            built[0].enable_lora(lora.rank, lora.alpha, lora.targets)
+
+    jax.eval_shape(build)
     return built[0]
 
 
 def stateless_forward(model: GPT2LM, keras_params: KerasParams) -> Forward:
     """`model` run by `stateless_call` on `keras_params`, as `apply` runs it; Keras' int8 weights
-    and scales are its non-trainable variables."""
+    and scales, and the kernels LoRA freezes, are its non-trainable variables."""
     values, frozen = (
         [keras_params[convert.variable_path(model, v)] for v in variables]
         for variables in (model.trainable_variables, model.non_trainable_variables)
@@ -79,9 +86,30 @@ class KerasBackend(Backend):
     def to_canonical(self, keras_params: KerasParams, config: GPT2Config) -> Params:
         return convert.to_canonical(keras_params, config)
 
+    def adapters_from_canonical(
+        self, adapters: Params, config: GPT2Config, lora: LoraConfig
+    ) -> KerasParams:
+        """`{"h0/attn/c_attn/lora_kernel_a": ...}`: the weights `Dense.enable_lora` adds."""
+        return convert.adapters_from_canonical(adapters, config, lora)
+
+    def adapters_to_canonical(
+        self, adapters: KerasParams, config: GPT2Config, lora: LoraConfig
+    ) -> Params:
+        return convert.adapters_to_canonical(adapters, config, lora)
+
+    def bind_lora(
+        self, keras_params: KerasParams, adapters: KerasParams, config: GPT2Config, lora: LoraConfig
+    ) -> Forward:
+        return self._bind({**keras_params, **adapters}, config, lora)
+
     def bind(self, keras_params: KerasParams, config: GPT2Config) -> Forward:
+        return self._bind(keras_params, config, None)
+
+    def _bind(
+        self, keras_params: KerasParams, config: GPT2Config, lora: LoraConfig | None
+    ) -> Forward:
         dtype = jnp.dtype(keras_params["wte/embeddings"].dtype).name
-        return stateless_forward(_model(config, dtype), keras_params)
+        return stateless_forward(_model(config, dtype, lora), keras_params)
 
 
 backend = KerasBackend()

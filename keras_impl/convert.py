@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import keras
 
+from shared import lora as lora_lib
 from shared import name_table as name_table_lib
 from shared.config import GPT2Config
+from shared.lora import LoraConfig
 from shared.params import Params
 from shared.quantization import QuantizedWeight
 
@@ -112,3 +114,22 @@ def load_into(model: keras.Model, tree: Params) -> None:
     values = from_canonical(tree, model.config)
     for variable in model.weights:  # frozen layers' too
         variable.assign(jnp.array(values[variable_path(model, variable)], copy=True))
+
+
+ADAPTER_WEIGHTS = {"lora_a": "lora_kernel_a", "lora_b": "lora_kernel_b"}
+"""Canonical adapter name -> the weight `keras.layers.Dense.enable_lora` adds."""
+
+
+def _adapter_path(layer: int, projection: str, part: str) -> str:
+    """("attn/c_attn", "lora_a") of layer 0 -> "h0/attn/c_attn/lora_kernel_a"."""
+    return f"h{layer}/{projection}/{ADAPTER_WEIGHTS[part]}"
+
+
+def adapters_from_canonical(adapters: Params, config: GPT2Config, lora: LoraConfig) -> KerasParams:
+    return lora_lib.to_backend(adapters, config, lora, _adapter_path)
+
+
+def adapters_to_canonical(
+    adapters: Mapping[str, Any], config: GPT2Config, lora: LoraConfig
+) -> Params:
+    return lora_lib.from_backend(adapters, config, lora, _adapter_path)

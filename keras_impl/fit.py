@@ -36,8 +36,9 @@ import numpy as np
 import optax
 
 from keras_impl import convert
+from keras_impl.backend import backend
 from keras_impl.model import GPT2LM
-from shared import host_memory, params
+from shared import host_memory, lora, params
 from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
 from shared.data import TokenDataset
@@ -48,12 +49,14 @@ from shared.training.config import TrainingConfig
 from shared.training.metrics import PEAK_FLOPS, MetricsLog, console_line, flops_per_token
 from shared.training.optimizer import decay_mask, learning_rate_schedule, make_optimizer
 from shared.training.trainer import (
+    base_reference,
     check_same_data,
     diverged,
     pretrained_start,
     report_stop,
     stream_key,
 )
+from shared.weights import runs
 
 logger = logging.getLogger(__name__)
 """Where the run's console lines go (`gpt2 train` shows INFO on stdout)."""
@@ -380,6 +383,10 @@ class KerasFit:
             self.model_config = GPT2Config.from_hparams(meta["model"])
             self.best_val = checkpoints.best_val_loss(config.out_dir, meta)
             self.model = self._model()
+            self.lora_meta = meta.get("lora")
+            if self.lora_meta is not None:
+                convert.load_into(self.model, runs.lora_base(config.out_dir, meta))
+                self._enable_lora()
             self._compile()
             self._restore()
         else:
@@ -388,6 +395,11 @@ class KerasFit:
             self.start_step, self.best_val = 0, math.inf
             self.model = self._model()
             convert.load_into(self.model, tree)
+            self.lora_meta = None
+            if config.lora is not None:
+                lora.check(config.lora, self.model_config)
+                self.lora_meta = {**config.lora.to_dict(), "base": base_reference(config, tree)}
+                self._enable_lora()
             self._compile()
 
     def _compile(self) -> None:
@@ -410,6 +422,23 @@ class KerasFit:
             for variable, path in zip(variables, self._variable_paths(), strict=True):
                 variable.assign(values[path])
         optimizer._iterations.assign(self.start_step * self.config.gradient_accumulation_steps)
+
+    def _enable_lora(self) -> None:
+        """Keras' own LoRA on the targeted `Dense` layers (`GPT2LM.enable_lora`), starting from
+        the shared trainer's adapters; every other weight is frozen, so `fit` trains (and AdamW
+        keeps moments for) the adapters alone."""
+        lora_config = self.config.lora
+        assert lora_config is not None, "a LoRA run has a LoRA config"
+        self.model.enable_lora(lora_config.rank, lora_config.alpha, lora_config.targets)
+        adapters = runs.fresh_adapters(
+            backend, self.model_config, lora_config, stream_key(self.config.seed, 0)
+        )
+        for variable in self.model.weights:
+            path = convert.variable_path(self.model, variable)
+            if path in adapters:
+                variable.assign(adapters[path])
+            else:
+                variable.trainable = False
 
     def _model(self) -> GPT2LM:
         config, policy = self.config, POLICIES[self.config.compute_dtype]
@@ -506,4 +535,5 @@ class KerasFit:
             "model": self.model_config.to_hparams(),
             "data": self.train_data.meta,
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+            **({} if self.lora_meta is None else {"lora": self.lora_meta}),
         }

@@ -18,6 +18,7 @@ from shared.config import GPT2Config, check_tokens
 from shared.dropout import EMBEDDINGS, drop
 from shared.kv_cache import KVCache
 from shared.logits import model_output
+from shared.lora import DEFAULT_TARGETS, TARGETS
 from shared.params import Params
 from shared.quantization import QuantizedWeight, Weight
 
@@ -156,6 +157,29 @@ class GPT2LM(keras.Model):
             values = cast(jax.Array, ops.convert_to_tensor(self.wte.embeddings))
             return QuantizedWeight(values, scale[:, None])
         return cast(jax.Array, ops.cast(self.wte.embeddings, self.compute_dtype))
+    def enable_lora(
+        self, rank: int, lora_alpha: float | None = None, targets: tuple[str, ...] = DEFAULT_TARGETS
+    ) -> None:
+        """`keras.layers.Dense.enable_lora` on every block's `targets` (`shared.lora.TARGETS`:
+        c_attn, attn_c_proj, c_fc, mlp_c_proj): their kernels freeze and each gets
+        `lora_kernel_a` [in, rank] and `lora_kernel_b` [rank, out] (zero), scaled by
+        lora_alpha / rank (default 1).
+
+        Example:
+
+        ```python
+        from keras_impl import GPT2LM
+        from shared.config import GPT2Config
+
+        model = GPT2LM(GPT2Config(n_embd=32, n_head=4, n_layer=2, n_vocab=512, n_ctx=128))
+        model.enable_lora(4, lora_alpha=8.0)
+        assert model.blocks[0].attn.c_attn.lora_kernel_a.shape == (32, 4)
+        ```
+        """
+        for block in self.blocks:
+            for target in targets:
+                layer = functools.reduce(getattr, TARGETS[target].split("/"), block)
+                layer.enable_lora(rank, lora_alpha=lora_alpha)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -20,6 +20,7 @@ from shared.apply_options import ApplyOptions
 from shared.config import GPT2Config
 from shared.jax_types import PyTree
 from shared.kv_cache import KVCache
+from shared.lora import LoraConfig
 from shared.params import Params
 
 Forward: TypeAlias = Callable[
@@ -52,6 +53,25 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def bind(self, params: PyTree, config: GPT2Config) -> Forward:
         """The backend's model for `config` with `params` in place: what `apply` runs."""
+
+    @abc.abstractmethod
+    def adapters_from_canonical(
+        self, adapters: Params, config: GPT2Config, lora: LoraConfig
+    ) -> PyTree:
+        """Canonical LoRA adapters (`shared.lora`) -> the backend's own (exact)."""
+
+    @abc.abstractmethod
+    def adapters_to_canonical(
+        self, adapters: PyTree, config: GPT2Config, lora: LoraConfig
+    ) -> Params:
+        """The backend's LoRA adapters -> canonical ones (exact)."""
+
+    @abc.abstractmethod
+    def bind_lora(
+        self, params: PyTree, adapters: PyTree, config: GPT2Config, lora: LoraConfig
+    ) -> Forward:
+        """`bind` with each targeted weight read as `shared.lora.merged_weight` of it and its
+        adapters; differentiating the forward by `adapters` alone leaves `params` a constant."""
 
     def apply(
         self,

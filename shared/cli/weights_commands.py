@@ -46,6 +46,12 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("dst", help="destination folder (hf) or file (canonical)")
     parser.add_argument("--to", required=True, choices=["hf", "canonical"], help="output format")
+    parser.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="SRC is a LoRA run: write its base weights with the adapters merged in "
+        "(w + alpha/rank * A @ B), a plain GPT-2 any reader loads",
+    )
     parser.set_defaults(run=_run_convert)
 
 
@@ -55,7 +61,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     check_weights_source(args.src)  # before the weights libraries load
     from shared import weights
 
-    written = weights.convert(args.src, args.dst, args.to)
+    written = weights.convert(args.src, args.dst, args.to, merge_lora=args.merge_lora)
     print(f"wrote {written}")
     return 0
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 from shared import text_input
 from shared.config import MODEL_SIZES, SIZE_ALIASES, GPT2Config, config_for_size, resolve_model_size
 from shared.errors import GPT2Error
+from shared.lora import DEFAULT_TARGETS, TARGETS, LoraConfig, parse_targets
 
 INIT_FROM = ("scratch", "resume", *MODEL_SIZES, *SIZE_ALIASES)
 FILE_FORMATS = {".toml": tomllib.loads, ".json": json.loads}
@@ -92,6 +93,19 @@ class TrainingConfig:
     project_name: str = _flag("gpt2-jax", "the Weights & Biases project")
     run_name: str | None = _flag(None, "the Weights & Biases run name")
     keras_fit: bool = _flag(False, "train with Keras `model.fit` (backend keras only)")
+    # LoRA: fine-tune low-rank adapters, the base weights frozen
+    lora_rank: int | None = _flag(
+        None,
+        "fine-tune with LoRA: train adapters of this rank on the --lora-targets projections, "
+        "the weights init_from names frozen (default: off, every weight trains)",
+    )
+    lora_alpha: float | None = _flag(
+        None, "LoRA scale numerator: each adapter adds (alpha / rank) * A @ B (default: the rank)"
+    )
+    lora_targets: str = _flag(
+        ",".join(DEFAULT_TARGETS),
+        f"comma-separated projections LoRA adapts in every block: {', '.join(TARGETS)}",
+    )
     # where it runs (RUNTIME_FIELDS): devices and processes; a resumed run does not inherit them
     mesh: str | None = _flag(
         None, "data=D,fsdp=F: rows over data, parameters over fsdp (default: data=all devices)"
@@ -144,7 +158,32 @@ class TrainingConfig:
         if self.keras_fit and self.backend != "keras":
             raise GPT2Error("keras_fit needs backend 'keras'.")
         resolve_model_size(self.model_size)
+        self._check_lora()
         self._check_runtime()
+
+    def _check_lora(self) -> None:
+        parse_targets(self.lora_targets)
+        if self.lora_rank is None:
+            if self.lora_alpha is not None:
+                raise GPT2Error("lora_alpha scales LoRA adapters; give lora_rank too.")
+            return
+        if self.init_from == "scratch":
+            raise GPT2Error(
+                "LoRA fine-tunes existing weights; give init_from a GPT-2 size or weights to "
+                "fine-tune, or drop lora_rank to train from scratch."
+            )
+        if self.mesh is not None or (self.num_processes or 1) > 1:
+            raise GPT2Error(
+                "LoRA trains on one device; drop --mesh and the multi-process flags, or lora_rank."
+            )
+
+    @property
+    def lora(self) -> LoraConfig | None:
+        """The run's LoRA adapters, None when every weight trains."""
+        if self.lora_rank is None:
+            return None
+        alpha = float(self.lora_rank if self.lora_alpha is None else self.lora_alpha)
+        return LoraConfig(self.lora_rank, alpha, parse_targets(self.lora_targets))
 
     def _check_runtime(self) -> None:
         from shared.distributed import mesh, runtime
@@ -221,13 +260,14 @@ def read_file(path: str | Path) -> dict[str, Any]:
 
 _POSITIVE = ("batch_size", "gradient_accumulation_steps", "max_iters", "block_size",
              "eval_interval", "eval_iters", "log_interval", "save_interval", "keep_last",
-             "lr_decay_iters", "n_layer", "n_head", "n_embd")  # fmt: skip
+             "lr_decay_iters", "n_layer", "n_head", "n_embd", "lora_rank")  # fmt: skip
 _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     **{name: (lambda value: value >= 1, "at least 1") for name in _POSITIVE},
     "warmup_iters": (lambda value: value >= 0, "at least 0"),
     "learning_rate": (lambda value: 0 < value < math.inf, "a finite number > 0"),
     "min_lr": (lambda value: 0 <= value < math.inf, "a finite number >= 0"),
     "weight_decay": (lambda value: 0 <= value < math.inf, "a finite number >= 0"),
+    "lora_alpha": (lambda value: 0 < value < math.inf, "a finite number > 0"),
     "grad_clip": (lambda value: 0 <= value < math.inf, "a finite number >= 0 (0 turns it off)"),
     "dropout": (lambda value: 0 <= value < 1, "in [0, 1)"),
     "beta1": (lambda value: 0 <= value < 1, "in [0, 1)"),

@@ -15,15 +15,14 @@ from shared.backend import Backend
 from shared.config import GPT2Config
 from shared.dropout import Dropout
 from shared.jax_types import PyTree
+from shared.lora_backend import with_base
 from shared.loss import language_model_loss
 from shared.params import cast
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
-TrainStep: TypeAlias = Callable[
-    [PyTree, PyTree, jax.Array, jax.Array], tuple[PyTree, PyTree, jax.Array, jax.Array]
-]
-"""(params, opt_state, batches, step) -> (params, opt_state, loss, grad_norm)."""
+TrainStep: TypeAlias = Callable[..., tuple[PyTree, PyTree, jax.Array, jax.Array]]
+"""(params, opt_state, batches, step[, frozen]) -> (params, opt_state, loss, grad_norm)."""
 
 
 def make_train_step(
@@ -37,7 +36,8 @@ def make_train_step(
     gather: Callable[[PyTree], PyTree] | None = None,
     remat: bool = False,
 ) -> TrainStep:
-    """`step(params, opt_state, batches, step) -> (params, opt_state, loss, grad_norm)`.
+    """`step(params, opt_state, batches, step, frozen=None) -> (params, opt_state, loss,
+    grad_norm)`.
 
     `batches` is [accumulation, batch, block + 1]: gradients are averaged over the leading axis
     with a scan, so accumulation costs no extra memory per micro-batch. params and opt_state are
@@ -46,12 +46,20 @@ def make_train_step(
     same masks. `gather` turns the (possibly sharded) parameters into the full ones the forward
     pass needs. `remat` recomputes each block in the backward pass instead of keeping its
     activations (`ApplyOptions.remat`).
+
+    With LoRA, `backend` is a `shared.lora_backend.LoraBackend`, `params` are its adapters (all
+    that is differentiated, updated and given optimizer state) and `frozen` its base weights,
+    which enter the loss as a constant.
     """
     dtype = DTYPES[compute_dtype]
     dropout_stream = jax.random.PRNGKey(0) if dropout_stream is None else dropout_stream
     gather = gather or (lambda params: params)
 
-    def loss_fn(params: PyTree, batch: jax.Array, dropout_key: jax.Array) -> jax.Array:
+    def loss_fn(
+        params: PyTree, batch: jax.Array, dropout_key: jax.Array, frozen: PyTree
+    ) -> jax.Array:
+        if frozen is not None:
+            params = with_base(frozen, params)
         if dtype != jnp.float32:  # fp32 master weights, bf16 arithmetic
             params = cast(params, dtype)
         params = gather(params)
@@ -61,7 +69,11 @@ def make_train_step(
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def train_step(
-        params: PyTree, opt_state: PyTree, batches: jax.Array, step: jax.Array
+        params: PyTree,
+        opt_state: PyTree,
+        batches: jax.Array,
+        step: jax.Array,
+        frozen: PyTree = None,
     ) -> tuple[PyTree, PyTree, jax.Array, jax.Array]:
         micro_steps = step * batches.shape[0] + jnp.arange(batches.shape[0])
         dropout_keys = jax.vmap(functools.partial(jax.random.fold_in, dropout_stream))(micro_steps)
@@ -69,7 +81,7 @@ def make_train_step(
         def accumulate(
             totals: tuple[jax.Array, PyTree], micro_batch: tuple[jax.Array, jax.Array]
         ) -> tuple[tuple[jax.Array, PyTree], None]:
-            loss, grads = jax.value_and_grad(loss_fn)(params, *micro_batch)
+            loss, grads = jax.value_and_grad(loss_fn)(params, *micro_batch, frozen)
             return jax.tree.map(jnp.add, totals, (loss, grads)), None
 
         zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))

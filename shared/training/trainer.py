@@ -19,6 +19,7 @@ import math
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -27,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from shared import host_memory, weights
+from shared import lora as lora_lib
 from shared.backend import Backend, get_backend
 from shared.config import GPT2Config, config_for_size
 from shared.data import TokenDataset
@@ -34,6 +36,7 @@ from shared.distributed import mesh as mesh_lib
 from shared.distributed import partition, placement, runtime
 from shared.errors import GPT2Error
 from shared.jax_types import Device, PyTree
+from shared.lora_backend import lora_backend, with_base
 from shared.loss import language_model_loss
 from shared.tokenizer import EOT_ID
 from shared.training import checkpoints
@@ -77,6 +80,15 @@ def pretrained_start(config: TrainingConfig, data_meta: dict) -> tuple[dict, GPT
     return tree, dataclasses.replace(model_config, n_ctx=config.block_size)
 
 
+def base_reference(config: TrainingConfig, tree: dict) -> dict[str, str]:
+    """What a LoRA run's checkpoints say of the base weights they adapt: where to read them
+    again (a size name, or an absolute path) and the sha256 that tells them from others."""
+    source = config.init_from
+    if Path(source).exists():
+        source = str(Path(source).resolve())
+    return {"source": source, "sha256": lora_lib.base_digest(tree)}
+
+
 logger = logging.getLogger(__name__)
 """Where the run's console lines go (`gpt2 train` shows INFO on stdout, above the progress bar)."""
 
@@ -109,11 +121,22 @@ def resume_config(out_dir: str, overrides: dict[str, Any]) -> TrainingConfig:
                 f"checkpoint in {out_dir} has {_describe(meta['model'])}; {keep_shape}another "
                 "--out-dir."
             )
+    defaults = TrainingConfig.__dataclass_fields__
+    for name in LORA_FIELDS:
+        saved = meta["training"].get(name, defaults[name].default)
+        if overrides.get(name, saved) != saved:
+            raise GPT2Error(
+                f"--{name.replace('_', '-')} {overrides[name]} differs from the checkpoint in "
+                f"{out_dir}, whose {name} is {saved}; a resumed run keeps its adapters, so drop "
+                "the flag or start a new run in another --out-dir."
+            )
     resumed = {**_saved_settings(meta), **overrides, "out_dir": str(out_dir), "init_from": "resume"}
     return TrainingConfig.from_dict(resumed)
 
 
 _WIDTHS = ("n_layer", "n_head", "n_embd")
+LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_targets")
+"""A resumed run's adapters are its checkpoint's: these cannot change."""
 _NOT_SETTINGS = (*RUNTIME_FIELDS, "out_dir", "init_from", "eval_only")
 """Fields that say where or how a run is continued, not how it trains."""
 
@@ -215,11 +238,19 @@ class Trainer:
         self.optimizer = make_optimizer(config)
         self.schedule = learning_rate_schedule(config)
         self.mesh = self._make_mesh(devices)
+        if config.lora is not None and self.mesh is not None:
+            raise GPT2Error(
+                f"LoRA trains on one device, and this run spans {self.mesh.size}; run it on one "
+                "device or without lora_rank."
+            )
         self._shardings: dict | None = None
+        self.frozen: PyTree = None
+        """With LoRA the base weights (the backend's), which the step reads and never updates."""
+        self.lora_meta: dict | None = None
         self.backend, self.model_config, self.state = self._initial_state(backend)
         self._train_step = self._build_train_step()
         self._eval_loss = jax.jit(
-            functools.partial(language_model_loss, self.backend, config=self.model_config)
+            functools.partial(language_model_loss, self.model_backend, config=self.model_config)
         )
         if self.mesh is not None:
             self._shard_steps()
@@ -241,6 +272,18 @@ class Trainer:
             check_same_data(meta["data"], self.train_data.meta, config.data_dir)
             backend = backend or get_backend(meta["backend"])
             model_config = GPT2Config.from_hparams(meta["model"])
+            if (config.lora is None) != ("lora" not in meta):
+                raise GPT2Error(
+                    f"The checkpoint in {config.out_dir} was trained "
+                    f"{'with' if 'lora' in meta else 'without'} LoRA; resume it with its own "
+                    "lora_rank, lora_alpha and lora_targets (`gpt2 train --init-from resume` "
+                    "takes them from the checkpoint)."
+                )
+            if config.lora is not None:
+                self.lora_meta = meta["lora"]
+                self.frozen = backend.from_canonical(
+                    runs.lora_base(config.out_dir, meta), model_config
+                )
             if config.eval_only:
                 target = self._params_target(backend, model_config)
                 params = runs.restore_params(config.out_dir, step, target)
@@ -257,6 +300,11 @@ class Trainer:
         else:
             tree, model_config = pretrained_start(config, self.train_data.meta)
             params = backend.from_canonical(tree, model_config)
+            if config.lora is not None:
+                lora_lib.check(config.lora, model_config)
+                self.lora_meta = {**config.lora.to_dict(), "base": base_reference(config, tree)}
+                self.frozen = params
+                params = self._init_trainable(backend, model_config)
         state = self._fresh_state(params, backend, model_config, optimizer=not config.eval_only)
         return backend, model_config, state
 
@@ -287,8 +335,25 @@ class Trainer:
         """Shape structs of the parameters alone (`eval_only` restores nothing else), carrying
         this run's shardings on a mesh; nothing is allocated before the restore."""
         if self.mesh is None:
-            return jax.eval_shape(functools.partial(backend.init, model_config), self._key(0))
+            return jax.eval_shape(functools.partial(self._init_trainable, backend, model_config))
         return self._restore_target(backend, model_config)["params"]
+
+    def _init_trainable(self, backend: Backend, model_config: GPT2Config) -> PyTree:
+        """What the run trains, freshly initialised: every weight, or with LoRA the adapters."""
+        if self.config.lora is None:
+            return backend.init(model_config, self._key(0))
+        return runs.fresh_adapters(backend, model_config, self.config.lora, self._key(0))
+
+    @property
+    def model_backend(self) -> Backend:
+        """The backend the loss runs: with LoRA the one whose parameters are base + adapters."""
+        lora = self.config.lora
+        return self.backend if lora is None else lora_backend(self.backend, lora)
+
+    def model_params(self) -> PyTree:
+        """The parameters of `model_backend`: the trained ones, with LoRA beside the base."""
+        params = self.state.params
+        return params if self.frozen is None else with_base(self.frozen, params)
 
     # -- devices -------------------------------------------------------------------------------
 
@@ -302,7 +367,7 @@ class Trainer:
 
     def _state_shapes(self, backend: Backend, model_config: GPT2Config) -> dict:
         def init() -> dict:
-            params = backend.init(model_config, self._key(0))
+            params = self._init_trainable(backend, model_config)
             return {"params": params, "opt_state": self.optimizer.init(params)}
 
         return jax.eval_shape(init)
@@ -349,7 +414,7 @@ class Trainer:
 
     def _build_train_step(self) -> Any:
         return make_train_step(
-            self.backend,
+            self.model_backend,
             self.model_config,
             self.optimizer,
             self.config.compute_dtype,
@@ -382,7 +447,7 @@ class Trainer:
         grad_norm), still on the device, so the loop dispatches the next step without waiting."""
         state = self.state
         state.params, state.opt_state, loss, grad_norm = self._train_step(
-            state.params, state.opt_state, self.device_batches(state.step), state.step
+            state.params, state.opt_state, self.device_batches(state.step), state.step, self.frozen
         )
         state.step += 1
         return loss, grad_norm
@@ -394,7 +459,7 @@ class Trainer:
         key, size = jax.random.fold_in(self._key(2), step), self.config.batch_size
         losses = [
             self._eval_loss(
-                self.state.params,
+                self.model_params(),
                 self._global_batch(
                     functools.partial(data.batch, key, i, size),
                     (size, self.config.block_size + 1),
@@ -508,6 +573,7 @@ class Trainer:
             "model": self.model_config.to_hparams(),
             "data": self.train_data.meta,
             "best_val_loss": None if math.isinf(best_val) else best_val,
+            **({} if self.lora_meta is None else {"lora": self.lora_meta}),
         }
 
     def _params_finite(self) -> bool:

@@ -235,21 +235,40 @@ def load_weights(src: Source) -> tuple[Params, GPT2Config]:
     return resolved.tree, resolved.config
 
 
-def convert(src: Source, dst: Source, to: str) -> Path:
+def convert(src: Source, dst: Source, to: str, *, merge_lora: bool = False) -> Path:
     """Convert the checkpoint at `src` (any format, or a size name) to `to` at `dst`.
 
     `to="hf"` writes a folder `dst` that `transformers` loads; `to="canonical"` writes the file
     `dst`, or `dst/model.canonical.safetensors` when `dst` is a folder or ends with a separator
-    (`new_dir/`). Returns what was written.
+    (`new_dir/`). A LoRA run is written only with `merge_lora`, which says the adapters are
+    merged into its base weights. Returns what was written.
     """
     if to not in ("hf", "canonical"):
         raise GPT2Error(f"Cannot convert to {to!r}; choose 'hf' or 'canonical'.")
     target = Path(dst) if to == "hf" else _canonical_file(dst)
     check_writable("dst", target, folder=to == "hf")  # before a possible download
+    _check_merge_lora(src, merge_lora)
     weights = resolve(src)
     if to == "hf":
         return save_hf(weights.tree, weights.config, target)
     return save_canonical(weights.tree, weights.config, target)
+
+
+def _check_merge_lora(src: Source, merge_lora: bool) -> None:
+    """A LoRA run's adapters are merged into its base only when asked: the result is a new
+    model of the base's size, not the small run folder."""
+    from shared.weights import runs
+
+    path = Path(src)
+    is_run = path.is_dir() and holds_weights(path) and detect_format(path) == "run"
+    lora = is_run and "lora" in runs.read_meta(*runs.run_folder(path))[1]
+    if lora and not merge_lora:
+        raise GPT2Error(
+            f"{src} is a LoRA run, which holds adapters over its base weights; add --merge-lora "
+            "to write the base with the adapters merged in."
+        )
+    if merge_lora and not lora:
+        raise GPT2Error(f"--merge-lora merges a LoRA run's adapters, and {src} is not a LoRA run.")
 
 
 def _canonical_file(dst: Source) -> Path:

@@ -14,7 +14,7 @@ import functools
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,12 @@ import orbax.checkpoint as ocp
 
 from shared.errors import GPT2Error
 from shared.sources import check_run_dir
+
+if TYPE_CHECKING:
+    from shared.backend import Backend
+    from shared.config import GPT2Config
+    from shared.jax_types import PyTree
+    from shared.lora import LoraConfig
 
 LAST, BEST = "checkpoints", "best"
 
@@ -144,16 +150,55 @@ def _quiet_abandoned_reads() -> None:
 
 def load_for_inference(path: str | Path) -> tuple[dict, Any, dict]:
     """(canonical tree, GPT2Config, meta) of a training run's newest checkpoint: `path` is its
-    out_dir (or its `checkpoints/` folder), or its `best/` folder for the best by val loss."""
+    out_dir (or its `checkpoints/` folder), or its `best/` folder for the best by val loss.
+
+    A LoRA run's checkpoint holds only its adapters: they are merged into the base weights it
+    was fine-tuned from (`lora_base`)."""
+    from shared import lora as lora_lib
     from shared.backend import get_backend
     from shared.config import GPT2Config
 
     out_dir, which = run_folder(path)
     step, meta = read_meta(out_dir, which)
     backend, config = get_backend(meta["backend"]), GPT2Config.from_hparams(meta["model"])
-    target = jax.eval_shape(functools.partial(backend.init, config), jax.random.PRNGKey(0))
-    params = restore_params(out_dir, step, target, which)
-    return backend.to_canonical(params, config), config, meta
+    if "lora" not in meta:
+        target = jax.eval_shape(functools.partial(backend.init, config), jax.random.PRNGKey(0))
+        params = restore_params(out_dir, step, target, which)
+        return backend.to_canonical(params, config), config, meta
+    lora = lora_lib.LoraConfig.from_dict(meta["lora"])
+    target = jax.eval_shape(lambda: fresh_adapters(backend, config, lora))
+    adapters = backend.adapters_to_canonical(
+        restore_params(out_dir, step, target, which), config, lora
+    )
+    return lora_lib.merge(lora_base(out_dir, meta), adapters, lora.scale), config, meta
+
+
+def fresh_adapters(
+    backend: Backend, config: GPT2Config, lora: LoraConfig, key: jax.Array | None = None
+) -> PyTree:
+    """`backend`'s fresh LoRA adapters for `config` (`shared.lora.init_adapters`)."""
+    from shared import lora as lora_lib
+
+    key = jax.random.PRNGKey(0) if key is None else key
+    return backend.adapters_from_canonical(lora_lib.init_adapters(lora, config, key), config, lora)
+
+
+def lora_base(out_dir: str | Path, meta: dict) -> dict:
+    """The canonical base weights a LoRA run fine-tunes, read again from the source it names and
+    cropped to its context; refused in one sentence when they are not the ones it started from."""
+    from shared import lora as lora_lib
+    from shared import weights
+
+    base = meta["lora"]["base"]
+    tree = weights.resolve(base["source"]).tree
+    tree = {**tree, "wpe": tree["wpe"][: meta["model"]["n_ctx"]]}
+    if lora_lib.base_digest(tree) != base["sha256"]:
+        raise GPT2Error(
+            f"The LoRA adapters in {out_dir} were fine-tuned from {base['source']} with sha256 "
+            f"{base['sha256'][:12]}..., but {base['source']} now holds other weights, which "
+            "adapters do not fit; restore those base weights to use this run."
+        )
+    return tree
 
 
 def run_folder(path: str | Path) -> tuple[Path, str]:

@@ -14,6 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from shared import data, params, weights
 from shared.errors import GPT2Error
 from shared.training import checkpoints
 from shared.training.config import TrainingConfig
@@ -22,6 +23,7 @@ from shared.weights import runs
 from tests.faults.conftest import refused, run_gpt2
 from tests.support import metrics
 from tests.support.corpus import prepared_characters
+from tests.support.paths import BPE_DIR, TINY_SHAKESPEARE
 
 RUN = {"n-layer": 1, "n-head": 2, "n-embd": 16, "block-size": 16, "batch-size": 2,
        "gradient-accumulation-steps": 2, "dropout": 0.1, "max-iters": 16, "save-interval": 4,
@@ -109,6 +111,33 @@ def test_kills_before_during_and_after_saves_lose_nothing(base_env, data_dir, st
     (a, _, meta_a), (b, _, meta_b) = runs.load_for_inference(straight), runs.load_for_inference(out)
     assert meta_a["step"] == meta_b["step"] == 16
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_a_killed_lora_run_resumes_to_the_adapters_of_the_run_never_killed(
+    base_env, tiny_config, tmp_path
+):
+    """LoRA saves only the adapters and their AdamW state; a resume reads its base again."""
+    tree = params.init_params(tiny_config, jax.random.PRNGKey(3))
+    weights.save_hf(tree, tiny_config, tmp_path / "hf")
+    (tmp_path / "text.txt").write_text(TINY_SHAKESPEARE.read_text()[:10_000])
+    data.prepare([tmp_path / "text.txt"], tmp_path / "data", "gpt2", bpe_dir=BPE_DIR)
+    lora = {**RUN, "max-iters": 8, "init-from": tmp_path / "hf", "lora-rank": 2,
+            "lora-targets": "c_attn,c_fc"}  # fmt: skip
+    args = [f"--{name}={value}" for name, value in lora.items()]
+
+    def train(out, *extra):
+        return ["train", f"--data-dir={tmp_path / 'data'}", f"--out-dir={out}", *args, *extra]
+
+    assert run_gpt2(base_env, *train(tmp_path / "straight")).returncode == 0
+    result = interrupted(base_env, signal.SIGKILL, "after", 4, *train(tmp_path / "out"))
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    result = run_gpt2(base_env, *resume_args(tmp_path / "out"))
+    assert result.returncode == 0 and "resuming from step 4" in result.stdout, result.stderr
+    assert figures(tmp_path / "out") == figures(tmp_path / "straight")
+    straight, resumed = (runs.load_for_inference(tmp_path / run) for run in ("straight", "out"))
+    for x, y in zip(jax.tree.leaves(straight[0]), jax.tree.leaves(resumed[0]), strict=True):
         np.testing.assert_array_equal(x, y)
 
 
