@@ -27,8 +27,8 @@ from shared.embedding import lookup
 from shared.kv_cache import KVCache, LayerCache
 from shared.linear import linear
 from shared.logits import model_output
-from shared.quantization import QuantizedWeight, Weight
 from shared.lora import merged_weight
+from shared.quantization import QuantizedWeight, Weight
 
 MODEL_NAME = "gpt2"
 """The top module's name: the first scope of every haiku parameter name."""

@@ -157,6 +157,7 @@ class GPT2LM(keras.Model):
             values = cast(jax.Array, ops.convert_to_tensor(self.wte.embeddings))
             return QuantizedWeight(values, scale[:, None])
         return cast(jax.Array, ops.cast(self.wte.embeddings, self.compute_dtype))
+
     def enable_lora(
         self, rank: int, lora_alpha: float | None = None, targets: tuple[str, ...] = DEFAULT_TARGETS
     ) -> None:
