@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,14 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 LLVM_LEVEL = "--xla_backend_optimization_level"
 if LLVM_LEVEL not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {LLVM_LEVEL}=1".strip()
+
+# Tests that run a `gpt2` command (in-process or as a subprocess) turn on the persistent caches;
+# unless a folder is chosen, they fill one folder made for this run (the xdist workers, started
+# later, inherit it) instead of the user's own cache. The process that made it removes it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _run_cache = tempfile.mkdtemp(prefix="gpt2-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _run_cache
+    atexit.register(shutil.rmtree, _run_cache, ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
