@@ -277,8 +277,8 @@ def test_a_resume_names_the_settings_it_changes(finished_run, capsys):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("tiny corpus " * 100, r"has vocab_size 11, but the checkpoint's data has 65;"),
-        (None, r"has another alphabet than the checkpoint's \('é' added, 'z' missing\);"),
+        ("tiny corpus " * 100, r"has vocab_size 11, but the data of the checkpoint has 65;"),
+        (None, r"has another alphabet than the data of the checkpoint \('é' added, 'z' missing\);"),
     ],
 )
 def test_a_resume_refuses_data_prepared_another_way(
@@ -459,6 +459,31 @@ def test_fine_tuning_starts_from_weights_that_convert_reads(tiny_config, char_da
         match=r"weights with its 50257 token ids; .*hf has 50257 and .* uses the char tokenizer",
     ):
         Trainer(config.replace(data_dir=str(char_data), out_dir=str(tmp_path / "chars")))
+
+
+def test_a_character_run_fine_tunes_from_its_out_dir_on_data_read_the_same_way(
+    finished_run, char_data, tmp_path
+):
+    """A character-level model has no GPT-2 ids: it fine-tunes, in full or with LoRA, from its
+    run's out_dir on data with the run's alphabet, and refuses data read another way."""
+    config = _config(char_data, tmp_path / "ft", init_from=str(finished_run), max_iters=2,
+                     eval_interval=2, save_interval=2, block_size=16)  # fmt: skip
+    start = Trainer(config.replace(eval_only=True))
+    tree = params.flatten(start.backend.to_canonical(start.state.params, start.model_config))
+    _, base = _final_params(finished_run)
+    for path, value in params.flatten({**base, "wpe": base["wpe"][:16]}).items():
+        np.testing.assert_array_equal(tree[path], value)
+    lora = config.replace(out_dir=str(tmp_path / "lora"), lora_rank=2, lora_alpha=4.0)
+    Trainer(lora).run()
+    tuned = weights.resolve(tmp_path / "lora")
+    assert tuned.tokenizer.alphabet == json.loads((char_data / "meta.json").read_text())["alphabet"]
+    assert tuned.config.n_ctx == 16
+    (tmp_path / "other.txt").write_text("tiny corpus " * 100)
+    data.prepare([tmp_path / "other.txt"], tmp_path / "other", "char")
+    with pytest.raises(
+        GPT2Error, match=r"has vocab_size 11, but the data of the run in .*out has 65; train it"
+    ):
+        Trainer(config.replace(data_dir=str(tmp_path / "other")))
 
 
 @pytest.mark.parametrize(

@@ -65,12 +65,18 @@ def pretrained_start(config: TrainingConfig, data_meta: dict) -> tuple[dict, GPT
     `gpt2 convert` reads), checked against the data and cropped to block_size."""
     start = weights.resolve(config.init_from)
     tree, model_config = start.tree, start.config
-    if data_meta["tokenizer"] != "gpt2" or data_meta["vocab_size"] != model_config.n_vocab:
+    if start.kind == "run":  # a run's ids are its own data's: the new data must read the same
+        assert start.meta is not None, "a run's weights come with its checkpoint's metadata"
+        check_same_data(
+            start.meta["data"], data_meta, config.data_dir, f"the run in {config.init_from}"
+        )
+    elif data_meta["tokenizer"] != "gpt2" or data_meta["vocab_size"] != model_config.n_vocab:
         raise GPT2Error(
             f"Fine-tuning needs data prepared with the gpt2 tokenizer and weights with its "
             f"{EOT_ID + 1} token ids; {config.init_from} has {model_config.n_vocab} and "
             f"{config.data_dir} uses the {data_meta['tokenizer']} tokenizer with "
-            f"{data_meta['vocab_size']} tokens."
+            f"{data_meta['vocab_size']} tokens (a character-level model fine-tunes from its "
+            "training run's out_dir)."
         )
     if config.block_size > model_config.n_ctx:
         raise GPT2Error(
@@ -165,13 +171,16 @@ def changed_settings(config: TrainingConfig) -> list[str]:
     ]
 
 
-def check_same_data(checkpoint_data: dict, data_meta: dict, data_dir: str) -> None:
-    """Refuse to resume on token files whose ids mean something else than the checkpoint's."""
+def check_same_data(
+    checkpoint_data: dict, data_meta: dict, data_dir: str, checkpoint: str = "the checkpoint"
+) -> None:
+    """Refuse to train `checkpoint` (resumed, or the start of a fine-tuning) on token files whose
+    ids mean something else than the ids of the data it was trained on."""
     for name in ("tokenizer", "vocab_size"):
         if data_meta[name] != checkpoint_data[name]:
             raise GPT2Error(
-                f"The data in {data_dir} has {name} {data_meta[name]!r}, but the checkpoint's "
-                f"data has {checkpoint_data[name]!r}; resume on data prepared the same way."
+                f"The data in {data_dir} has {name} {data_meta[name]!r}, but the data of {checkpoint} "
+                f"has {checkpoint_data[name]!r}; train it on data prepared the same way."
             )
     new, old = data_meta.get("alphabet"), checkpoint_data.get("alphabet")
     if new != old:
@@ -179,8 +188,8 @@ def check_same_data(checkpoint_data: dict, data_meta: dict, data_dir: str) -> No
         assert new is not None and old is not None, "a char tokenizer's data has its alphabet"
         added, missing = "".join(sorted(set(new) - set(old))), "".join(sorted(set(old) - set(new)))
         raise GPT2Error(
-            f"The data in {data_dir} has another alphabet than the checkpoint's ({added!r} added, "
-            f"{missing!r} missing); resume on data prepared from the same characters."
+            f"The data in {data_dir} has another alphabet than the data of {checkpoint} ({added!r} "
+            f"added, {missing!r} missing); train it on data prepared from the same characters."
         )
 
 
