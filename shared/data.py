@@ -20,6 +20,7 @@ import numpy as np
 
 from shared.atomic import atomic_path
 from shared.errors import GPT2Error, check_writable
+from shared.sources import holds_weights
 from shared.text_input import read_chunks
 from shared.tokenizer import CharTokenizer, Tokenizer, downloaded_gpt2_tokenizer
 
@@ -174,11 +175,14 @@ def prepare(
     tokenizer: str = "gpt2",
     val_fraction: float = 0.1,
     bpe_dir: str | os.PathLike[str] | None = None,
+    alphabet_from: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Tokenize text files or folders into `out_dir/{train,val}.bin` + `meta.json`; returns meta.
 
     Documents (files) are joined with `<|endoftext|>` under the GPT-2 tokenizer. `bpe_dir` holds
-    `encoder.json` and `vocab.bpe` (default: the downloaded 124M files). Both splits are written
+    `encoder.json` and `vocab.bpe` (default: the downloaded 124M files). The char tokenizer takes
+    the text's own characters, or with `alphabet_from` those of another preparation or training
+    run (`alphabet_of`), so a character-level model can fine-tune on new text. Both splits are written
     in full before they replace an earlier preparation, and `meta.json` last, so a failed or
     interrupted run leaves the folder as it was, or without a `meta.json` (never with one that
     describes other token files).
@@ -187,14 +191,25 @@ def prepare(
         raise GPT2Error(f"Unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}.")
     if not 0 < val_fraction < 1:
         raise GPT2Error(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}.")
+    if alphabet_from is not None and tokenizer != "char":
+        raise GPT2Error(
+            f"alphabet_from gives the characters of the char tokenizer, not of {tokenizer!r}; "
+            "prepare with tokenizer char."
+        )
     check_writable("out_dir", Path(out_dir), folder=True)
     corpus = Corpus.scan(text_files(inputs, out_dir))
     train, val = corpus.split(val_fraction)
     meta: dict = {"tokenizer": tokenizer, "sources": [str(p) for p in corpus.files]}
     if tokenizer == "char":
-        encoder = CharTokenizer(corpus.alphabet)
+        alphabet = corpus.alphabet if alphabet_from is None else alphabet_of(alphabet_from)
+        if unknown := "".join(sorted(set(corpus.alphabet) - set(alphabet))):
+            raise GPT2Error(
+                f"The text has characters that the alphabet of {alphabet_from} lacks, {unknown!r}; "
+                "a character-level model has no ids for them, so remove them from the text."
+            )
+        encoder = CharTokenizer(alphabet)
         separator: list[int] = []
-        meta["alphabet"] = corpus.alphabet
+        meta["alphabet"] = alphabet
     else:
         encoder = _gpt2_tokenizer(bpe_dir)
         separator = [encoder.eot_id]
@@ -222,6 +237,29 @@ def prepare(
     with atomic_path(out / META_NAME) as tmp:
         tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return meta
+
+
+def alphabet_of(source: str | os.PathLike[str]) -> list[str]:
+    """The characters, in id order, of a character-level folder that `gpt2 prepare` wrote, or of
+    the data a `gpt2 train` run (its out_dir or `best/`) was trained on."""
+    path = Path(source)
+    if (path / META_NAME).is_file():
+        meta = json.loads((path / META_NAME).read_text())
+    elif path.is_dir() and holds_weights(path):
+        from shared.weights import runs
+
+        meta = runs.read_meta(*runs.run_folder(path))[1]["data"]
+    else:
+        raise GPT2Error(
+            f"{source} is neither a folder that `gpt2 prepare` wrote nor the out_dir of a "
+            "`gpt2 train` run; alphabet_from reads the characters of one of those."
+        )
+    if "alphabet" not in meta:
+        raise GPT2Error(
+            f"{source} holds {meta['tokenizer']}-tokenized data, not characters; alphabet_from "
+            "needs a character-level preparation or run."
+        )
+    return meta["alphabet"]
 
 
 def _gpt2_tokenizer(bpe_dir: str | os.PathLike[str] | None) -> Tokenizer:

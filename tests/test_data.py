@@ -67,6 +67,39 @@ def test_character_tokenizer_stores_its_alphabet(tmp_path):
     assert chars.decode(_tokens(tmp_path, "train")[:14]) == "First Citizen:"
 
 
+def test_text_prepared_with_another_alphabet_gets_its_ids(tmp_path):
+    """`alphabet_from` a character-level folder: the new text's ids are that alphabet's, even
+    where the text lacks some of its characters."""
+    (tmp_path / "wide.txt").write_text("abcdz " * 20)
+    (tmp_path / "narrow.txt").write_text("dab " * 30)
+    data.prepare([tmp_path / "wide.txt"], tmp_path / "wide", "char")
+    meta = data.prepare([tmp_path / "narrow.txt"], tmp_path / "narrow", "char",
+                        alphabet_from=tmp_path / "wide")  # fmt: skip
+    assert (meta["alphabet"], meta["vocab_size"]) == ([" ", "a", "b", "c", "d", "z"], 6)
+    assert _tokens(tmp_path / "narrow", "train")[:4].tolist() == [4, 1, 2, 0]
+
+
+@pytest.mark.parametrize(
+    ("text", "tokenizer", "source", "message"),
+    [
+        ("dab?", "char", "wide", r"characters that the alphabet of .*wide lacks, '\?'; a "),
+        ("dab", "gpt2", "wide", r"alphabet_from gives the characters of the char tokenizer, not"),
+        ("dab", "char", "bpe", r"bpe holds gpt2-tokenized data, not characters; alphabet_from"),
+        ("dab", "char", "nothing", r"nothing is neither a folder that `gpt2 prepare` wrote nor"),
+    ],
+)
+def test_an_alphabet_that_cannot_read_the_text_is_refused(tmp_path, text, tokenizer, source,
+                                                          message):  # fmt: skip
+    (tmp_path / "wide.txt").write_text("abcdz " * 20)
+    data.prepare([tmp_path / "wide.txt"], tmp_path / "wide", "char")
+    data.prepare([tmp_path / "wide.txt"], tmp_path / "bpe", "gpt2", bpe_dir=BPE_DIR)
+    (tmp_path / "new.txt").write_text(text * 30)
+    with pytest.raises(GPT2Error, match=message):
+        data.prepare([tmp_path / "new.txt"], tmp_path / "out", tokenizer, bpe_dir=BPE_DIR,
+                     alphabet_from=tmp_path / source)  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_streaming_in_small_chunks_gives_identical_tokens(tmp_path, monkeypatch):
     whole = data.prepare([TINY_SHAKESPEARE], tmp_path / "whole", "gpt2", bpe_dir=BPE_DIR)
     monkeypatch.setattr(text_input, "CHUNK_BYTES", 997)

@@ -465,7 +465,8 @@ def test_a_character_run_fine_tunes_from_its_out_dir_on_data_read_the_same_way(
     finished_run, char_data, tmp_path
 ):
     """A character-level model has no GPT-2 ids: it fine-tunes, in full or with LoRA, from its
-    run's out_dir on data with the run's alphabet, and refuses data read another way."""
+    run's out_dir on data with the run's alphabet (new text prepared with `alphabet_from` the
+    run), and refuses data read another way."""
     config = _config(char_data, tmp_path / "ft", init_from=str(finished_run), max_iters=2,
                      eval_interval=2, save_interval=2, block_size=16)  # fmt: skip
     start = Trainer(config.replace(eval_only=True))
@@ -484,6 +485,8 @@ def test_a_character_run_fine_tunes_from_its_out_dir_on_data_read_the_same_way(
         GPT2Error, match=r"has vocab_size 11, but the data of the run in .*out has 65; train it"
     ):
         Trainer(config.replace(data_dir=str(tmp_path / "other")))
+    data.prepare([tmp_path / "other.txt"], tmp_path / "ids", "char", alphabet_from=finished_run)
+    Trainer(config.replace(data_dir=str(tmp_path / "ids"), eval_only=True)).run()
 
 
 @pytest.mark.parametrize(

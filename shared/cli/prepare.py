@@ -22,13 +22,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--bpe-dir", default=None,
         help="folder with encoder.json and vocab.bpe (default: the downloaded 124M files)",
     )  # fmt: skip
+    parser.add_argument(
+        "--alphabet-from", "--alphabet_from", default=None, metavar="PATH",
+        help="with --tokenizer char: the characters (and ids) of another prepared folder or "
+        "training run's out_dir, to fine-tune that run's model on this text",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from shared.data import prepare
 
-    meta = prepare(args.inputs, args.out_dir, args.tokenizer, args.val_fraction, args.bpe_dir)
+    meta = prepare(
+        args.inputs, args.out_dir, args.tokenizer, args.val_fraction, args.bpe_dir,
+        args.alphabet_from,
+    )  # fmt: skip
     print(
         f"{meta['tokenizer']} tokenizer, vocabulary {meta['vocab_size']:,}: "
         f"{meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens in {args.out_dir}"
