@@ -52,8 +52,8 @@ class FunctionalBackend(Backend):
     def bind_lora(
         self, tree: Params, adapters: Params, config: GPT2Config, lora: LoraConfig
     ) -> Forward:
-        """The model functions over the tree whose adapted weights are merged with the adapters."""
-        return self.bind(lora_lib.merge(tree, adapters, lora.scale), config)
+        """The model functions over the tree whose adapted weights carry their factors."""
+        return self.bind(lora_lib.adapted(tree, adapters, lora.scale), config)
 
     def bind(self, tree: Params, config: GPT2Config) -> Forward:
         return lambda tokens, positions, cache, options: gpt2(

@@ -25,9 +25,8 @@ from shared.config import GPT2Config, check_tokens
 from shared.dropout import ATTENTION_OUTPUT, EMBEDDINGS, MLP_OUTPUT, Dropout, drop
 from shared.embedding import lookup
 from shared.kv_cache import KVCache, LayerCache
-from shared.linear import linear
+from shared.linear import AdaptedWeight, linear
 from shared.logits import model_output
-from shared.lora import merged_weight
 from shared.quantization import QuantizedWeight, Weight
 
 MODEL_NAME = "gpt2"
@@ -251,17 +250,18 @@ def lora_forward(
     scale: float,
 ) -> tuple[jax.Array, KVCache | None]:
     """`forward` with each adapted `w` read as w + scale * lora_a @ lora_b: a custom getter
-    rewrites the fetched weight, so the modules stay as they are. `adapters` maps a module scope
-    (`gpt2/~/h0/~/attn/~/c_attn`) to its `{lora_a, lora_b}`."""
+    hands the modules the weight with its factors (`shared.linear.AdaptedWeight`), so they stay
+    as they are. `adapters` maps a module scope (`gpt2/~/h0/~/attn/~/c_attn`) to its
+    `{lora_a, lora_b}`."""
 
     def add_adapter(
         next_getter: Callable, value: jax.Array, context: hk.GetterContext
-    ) -> jax.Array:
+    ) -> jax.Array | AdaptedWeight:
         value = next_getter(value)
         adapter = adapters.get(context.module_name)
         if context.name != "w" or adapter is None:
             return value
-        return merged_weight(value, adapter["lora_a"], adapter["lora_b"], scale)
+        return AdaptedWeight(value, adapter["lora_a"], adapter["lora_b"], scale)
 
     with hk.custom_getter(add_adapter):
         return forward(tokens, positions, cache, options, config=config)

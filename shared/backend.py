@@ -71,7 +71,8 @@ class Backend(abc.ABC):
         self, params: PyTree, adapters: PyTree, config: GPT2Config, lora: LoraConfig
     ) -> Forward:
         """`bind` with each targeted weight read as `shared.lora.merged_weight` of it and its
-        adapters; differentiating the forward by `adapters` alone leaves `params` a constant."""
+        adapters (formed, or kept as `shared.linear.AdaptedWeight`, as the backend's idiom
+        goes); differentiating the forward by `adapters` alone leaves `params` a constant."""
 
     def apply(
         self,

@@ -7,9 +7,12 @@ the first forward pass is exactly the base model's; `a` starts uniform in +-1/sq
 
 Canonical adapters sit beside the canonical tree's weights, stacked on the layer axis like them:
 `blocks/attn/c_attn/{lora_a, lora_b}` beside `blocks/attn/c_attn/w`. A backend names them its own
-way (`to_backend` / `from_backend` take its naming function) and adds them in its own idiom; the
-effective weight is always `merged_weight`, so every backend computes the same numbers. JAX is
-imported by the functions that compute, so `gpt2 train --help` and its flags' checks stay light.
+way (`to_backend` / `from_backend` take its naming function) and adds them in its own idiom. The
+effective weight is always `merged_weight`: Keras' own `Dense.enable_lora` forms it in each
+forward; functional and Haiku train through `adapted`, which keeps the factors apart (cheaper to
+differentiate, the same numbers up to rounding); loading and exporting merge it once (`merge`).
+JAX is imported by the functions that compute, so `gpt2 train --help` and its flags' checks stay
+light.
 """
 
 from __future__ import annotations
@@ -145,6 +148,21 @@ def merge(tree: PyTree, adapters: PyTree, scale: float) -> PyTree:
     if isinstance(adapters, Mapping):
         return {**tree, **{k: merge(tree[k], v, scale) for k, v in adapters.items()}}
     return type(tree)(merge(t, a, scale) for t, a in zip(tree, adapters, strict=True))
+
+
+def adapted(tree: PyTree, adapters: PyTree, scale: float) -> PyTree:
+    """`tree` as `merge` walks it, with every adapted `w` an `AdaptedWeight` of it and its
+    factors instead of the merged array: what a LoRA training step multiplies by."""
+    from shared.linear import AdaptedWeight
+
+    if isinstance(adapters, Mapping) and "lora_a" in adapters:
+        return {
+            **tree,
+            "w": AdaptedWeight(tree["w"], adapters["lora_a"], adapters["lora_b"], scale),
+        }
+    if isinstance(adapters, Mapping):
+        return {**tree, **{k: adapted(tree[k], v, scale) for k, v in adapters.items()}}
+    return type(tree)(adapted(t, a, scale) for t, a in zip(tree, adapters, strict=True))
 
 
 def to_backend(

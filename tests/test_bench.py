@@ -17,10 +17,17 @@ from shared.errors import GPT2Error
 
 
 @pytest.fixture(scope="module")
-def report(tiny_config):
+def profile_dir(tmp_path_factory):
+    """Where `report`'s run writes its profiler traces."""
+    return tmp_path_factory.mktemp("profile")
+
+
+@pytest.fixture(scope="module")
+def report(tiny_config, profile_dir):
+    """The whole run on every backend, profiled (`gpt2 bench --profile`)."""
     settings = suite.BenchSettings(
         size=tiny_config, backends=tuple(backend_names()), prompt_len=4, new_tokens=8,
-        batch_sizes=(1, 2), prefill_len=16, train_batch=2, train_seq=16,
+        batch_sizes=(1, 2), prefill_len=16, train_batch=2, train_seq=16, profile_dir=profile_dir,
     )  # fmt: skip
     return suite.run(settings)
 
@@ -224,21 +231,17 @@ def test_a_plot_without_generation_is_refused_before_measuring(no_measuring, cap
     assert "--plot draws decode throughput, which --no-generation skips" in error
 
 
-def test_profile_writes_a_trace_of_each_warm_decode_and_training_step(tiny_config, tmp_path):
-    settings = suite.BenchSettings(
-        size=tiny_config, prompt_len=4, new_tokens=8, batch_sizes=(1, 2), prefill_len=16,
-        recompute_baseline=False, bfloat16=False, int8=False, train_batch=2, train_seq=16,
-        profile_dir=tmp_path,
-    )  # fmt: skip
-    suite.run(settings)
+@pytest.mark.slow
+def test_profile_writes_a_trace_of_each_warm_decode_and_training_step(report, profile_dir):
     names = {
-        f"functional-decode-batch-{batch}-{sampler}"
+        f"{backend}-decode-batch-{batch}-{sampler}"
+        for backend in backend_names()
         for batch in (1, 2)
         for sampler in ("greedy", "top-p-0.9")
-    } | {"functional-train-step"}
-    assert {path.name for path in tmp_path.iterdir()} == names
+    } | {f"{backend}-train-step" for backend in backend_names()}
+    assert {path.name for path in profile_dir.iterdir()} == names
     for name in names:
-        (trace,) = (tmp_path / name).glob("plugins/profile/*/perfetto_trace.json.gz")
+        (trace,) = (profile_dir / name).glob("plugins/profile/*/perfetto_trace.json.gz")
         events = json.loads(gzip.decompress(trace.read_bytes()))
         assert name in {event.get("name") for event in events["traceEvents"]}, name
 
