@@ -1,5 +1,6 @@
 """The attention every backend shares: its masks for causal and left-padded batches, the fp32
-softmax with its lighter derivative, and self-attention through a layer's KV cache.
+softmax with its lighter derivative, and self-attention through a layer's KV cache (whose decode
+steps `pallas_decode_attention` can hand to a Pallas kernel).
 
 Backends differ in how they project queries, keys and values; what attention does with them is
 defined once here, so all three agree. The cache it reads and writes is `shared.kv_cache`'s.
@@ -7,6 +8,8 @@ defined once here, so all three agree. The cache it reads and writes is `shared.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TypeAlias
 
 import jax
@@ -20,6 +23,31 @@ AttentionResult: TypeAlias = (
 )
 """(attended values, the layer's updated cache or None), and the attention probabilities when
 they were asked for."""
+
+
+_PALLAS_DECODE = jax.make_user_context(default_value=False)
+"""Whether decode steps attend through `shared.decode_attention`; a `jax.jit` cache key, so a
+program traced with one setting is never reused under the other."""
+
+
+@contextlib.contextmanager
+def pallas_decode_attention(enabled: bool = True) -> Iterator[None]:
+    """Inside this block, programs traced for every backend attend one new token per sequence
+    through the cache with `shared.decode_attention`'s Pallas kernel instead of `attend`.
+
+    Off by default; for timing the kernel on a CUDA GPU (elsewhere it runs interpreted, slowly).
+    Forwards of several tokens (prefills, training) and probabilities asked for keep `attend`.
+
+        with pallas_decode_attention():
+            generator.generate(prompts, 64)
+    """
+    with _PALLAS_DECODE(enabled):
+        yield
+
+
+def pallas_decode_attention_enabled() -> bool:
+    """Whether `pallas_decode_attention` is on here."""
+    return bool(_PALLAS_DECODE.value)
 
 
 def with_output(result: AttentionResult, output: jax.Array) -> AttentionResult:
@@ -122,5 +150,10 @@ def self_attention(
     else:
         assert index is not None, "a layer cache is written at the cache's index"
         new_cache = write(*layer_cache, k, v, index)
+        one_token = q.shape[1] == 1 and dropout is None and not return_probabilities
+        if one_token and pallas_decode_attention_enabled():
+            from shared.decode_attention import decode_attention  # Pallas, imported when used
+
+            return decode_attention(q, *new_cache, mask, filled=index + 1), new_cache
         heads, probabilities = attend(q, *new_cache, mask, dropout)
     return (heads, new_cache, probabilities) if return_probabilities else (heads, new_cache)

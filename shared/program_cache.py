@@ -11,7 +11,8 @@ arguments, its arguments' structure, shapes and dtypes, the source of this libra
 versions of the libraries that trace it, JAX's configuration and the device. An edited library or
 an upgraded JAX therefore exports afresh instead of running a stale program, and a file that cannot
 be read back (partial, corrupt) is exported again. Programs whose arguments span several devices
-(a sharded Generator) are always traced.
+(a sharded Generator), and programs traced under `attention.pallas_decode_attention` (whose GPU
+kernel `jax.export` does not serialize), are always traced.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import jax
 
 from shared.atomic import atomic_path
+from shared.attention import pallas_decode_attention_enabled
 from shared.backend import Backend, backend_packages
 from shared.versions import installed_version
 
@@ -81,7 +83,7 @@ def bind(
     it, under a new `jax.jit` that donates `donate_argnums` (the function's own donations). Bind
     once and call many times: finding the program flattens and types every argument each time.
     """
-    if _directory is None:
+    if _directory is None or pallas_decode_attention_enabled():
         return functools.partial(function, **static)
     leaves, treedef = jax.tree.flatten(tuple(args))
     if any(isinstance(x, jax.Array) and x.sharding.num_devices > 1 for x in leaves):
