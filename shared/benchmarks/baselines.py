@@ -18,6 +18,7 @@ from shared import beam_search, host_memory
 from shared.benchmarks import generation, machine, results, training
 from shared.benchmarks.results import Report, Result
 from shared.benchmarks.timing import best_seconds
+from shared.cli.bench import comma_integers
 from shared.config import GPT2Config, config_for_size
 from shared.generation import Generator
 
@@ -139,22 +140,29 @@ def keras_hub_decode(size: str, batch: int, prompt_len: int, new_tokens: int) ->
 
 
 def compare(
-    baseline: str, size: str = "124M", prompt_len: int = 32, new_tokens: int = 256
+    baseline: str,
+    size: str = "124M",
+    prompt_len: int = 32,
+    new_tokens: int = 256,
+    batch_sizes: tuple[int, ...] = (1,),
 ) -> Report:
-    """The baseline and ours, batch-1 greedy decode (and for `hf` a training step), as ratios."""
+    """The baseline and ours, greedy decode at each batch size (and for `hf` a 4-beam search and
+    a training step), as ratios."""
     report = Report(
-        f"GPT-2 {size} vs {baseline}, random weights, batch 1, prompt {prompt_len}, "
-        f"{new_tokens} new tokens, greedy",
+        f"GPT-2 {size} vs {baseline}, random weights, batch {', '.join(map(str, batch_sizes))}, "
+        f"prompt {prompt_len}, {new_tokens} new tokens, greedy",
         machine.description(),
     )
     theirs_decode = {"hf": hf_decode, "keras-hub": keras_hub_decode}[baseline]
-    theirs = theirs_decode(size, 1, prompt_len, new_tokens)
-    ours = ours_decode(size, 1, prompt_len, new_tokens)
-    report.add(
-        Result("generation", "decode batch 1, greedy", theirs, "tokens/s", baseline),
-        Result("generation", "decode batch 1, greedy", ours, "tokens/s", "functional"),
-        Result("ratios", f"ours / {baseline}, batch-1 greedy decode", ours / theirs, "x"),
-    )
+    for batch in batch_sizes:
+        theirs = theirs_decode(size, batch, prompt_len, new_tokens)
+        ours = ours_decode(size, batch, prompt_len, new_tokens)
+        label = f"decode batch {batch}, greedy"
+        report.add(
+            Result("generation", label, theirs, "tokens/s", baseline),
+            Result("generation", label, ours, "tokens/s", "functional"),
+            Result("ratios", f"ours / {baseline}, batch-{batch} greedy decode", ours / theirs, "x"),
+        )
     if baseline == "hf":
         beams, label = 4, "beam search, 4 beams, batch 1"
         theirs = hf_decode(size, 1, prompt_len, new_tokens, num_beams=beams)
@@ -182,10 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("baseline", choices=["hf", "keras-hub"])
     parser.add_argument("--model-size", default="124M")
+    parser.add_argument(
+        "--batch-sizes", type=comma_integers, default=(1,), help="decode batches, e.g. 1,8"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
-    report = compare(args.baseline, args.model_size)
+    report = compare(args.baseline, args.model_size, batch_sizes=args.batch_sizes)
     print(results.markdown(report))
     results.write(report, args.json, args.markdown)
     return 0

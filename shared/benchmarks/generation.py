@@ -23,16 +23,32 @@ from shared.sampling import SamplingParams
 TOP_P = SamplingParams(temperature=1.0, top_p=0.9)
 
 
+COMPILED_INIT_BYTES = 2 << 30
+"""Models with more float32 weight bytes are initialised op by op: the compiled initialisation is
+faster, but holds its random bits and the stacked tree beside its outputs, about three times the
+weights' bytes, where op by op the peak is twice them (the stacked and the per-layer copy)."""
+
+
 def random_model(
     size: str | GPT2Config, backend_name: str, seed: int = 0, dtype: str = "float32"
 ) -> tuple[Backend, Any, GPT2Config]:
     """A backend's parameters for `size` (a name or a config) with GPT-2's random initialisation
     (no download), in weights `dtype` (float32, bfloat16 or int8)."""
     backend, config = get_backend(backend_name), config_for_size(size)
-    tree = jax.jit(functools.partial(backend.init, config))(jax.random.PRNGKey(seed))
-    if dtype != "float32":
-        tree = backend.from_canonical(weights_in(backend.to_canonical(tree, config), dtype), config)
-    return backend, tree, config
+    init = functools.partial(backend.init, config)
+    if 4 * config.n_params > COMPILED_INIT_BYTES:
+        tree = init(jax.random.PRNGKey(seed))
+    else:
+        tree = jax.jit(init)(jax.random.PRNGKey(seed))
+    return backend, weights_dtype(backend, tree, config, dtype), config
+
+
+def weights_dtype(backend: Backend, params: PyTree, config: GPT2Config, dtype: str) -> PyTree:
+    """float32 `params` with their weights in `dtype` (`shared.quantization.weights_in`), so a
+    comparison of dtypes initialises a large model once."""
+    if dtype == "float32":
+        return params
+    return backend.from_canonical(weights_in(backend.to_canonical(params, config), dtype), config)
 
 
 def parameter_bytes(params: PyTree) -> int:

@@ -229,10 +229,7 @@ def _bfloat16(report: Report, settings: BenchSettings) -> None:
     batch mostly the cache."""
     config = config_for_size(settings.size)
     tokens = np.asarray(generation.random_prompts(1, settings.prompt_len, config), np.int32)
-    models = {
-        dtype: generation.random_model(settings.size, "functional", dtype=dtype)
-        for dtype in ("float32", "bfloat16")
-    }
+    models = _models_in(settings, "functional", "bfloat16")
     logits = {
         dtype: generation.full_forward_logits(*model, tokens) for dtype, model in models.items()
     }
@@ -258,10 +255,7 @@ def _int8(report: Report, settings: BenchSettings, name: str, rounds: int = 3) -
     `_decode_step_ratios` says why), and how far the logits drift."""
     config = config_for_size(settings.size)
     tokens = np.asarray(generation.random_prompts(1, settings.prompt_len, config), np.int32)
-    models = {
-        dtype: generation.random_model(settings.size, name, dtype=dtype)
-        for dtype in ("float32", "int8")
-    }
+    models = _models_in(settings, name, "int8")
     logits = {
         dtype: generation.full_forward_logits(*model, tokens) for dtype, model in models.items()
     }
@@ -283,6 +277,13 @@ def _int8(report: Report, settings: BenchSettings, name: str, rounds: int = 3) -
         )  # fmt: skip
     del generators, models
     jax.clear_caches()
+
+
+def _models_in(settings: BenchSettings, name: str, dtype: str) -> dict[str, tuple]:
+    """Backend `name`'s random model with float32 weights and the same weights in `dtype`."""
+    backend, params, config = generation.random_model(settings.size, name)
+    converted = generation.weights_dtype(backend, params, config, dtype)
+    return {"float32": (backend, params, config), dtype: (backend, converted, config)}
 
 
 def _drift(logits: np.ndarray, reference: np.ndarray) -> str:

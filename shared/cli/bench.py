@@ -17,7 +17,8 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(item for item in text.split(",") if item)
 
 
-def _counts(text: str) -> tuple[int, ...]:
+def comma_integers(text: str) -> tuple[int, ...]:
+    """An argparse type: `1,8` -> (1, 8)."""
     try:
         return tuple(int(item) for item in _names(text))
     except ValueError:
@@ -44,7 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (32)")
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens decoded (256)")
     parser.add_argument(
-        "--batch-sizes", type=_counts, default=None, help="decode batches (CPU 1,8; GPU 1,8,64)"
+        "--batch-sizes",
+        type=comma_integers,
+        default=None,
+        help="decode batches (CPU 1,8; GPU 1,8,64)",
     )
     parser.add_argument(
         "--prefill-len", type=int, default=None, help="prompt tokens of the prefill (1024)"
