@@ -263,7 +263,8 @@ def lora_forward(
             return value
         return AdaptedWeight(value, adapter["lora_a"], adapter["lora_b"], scale)
 
-    with hk.custom_getter(add_adapter):
+    # Haiku's getter type promises an array; Haiku checks only the shape, which AdaptedWeight has.
+    with hk.custom_getter(add_adapter):  # pyright: ignore[reportArgumentType]
         return forward(tokens, positions, cache, options, config=config)
 
 

@@ -140,14 +140,7 @@ def merge(tree: PyTree, adapters: PyTree, scale: float) -> PyTree:
 
     `adapters` mirrors `tree` where it holds `{lora_a, lora_b}` beside a `w`.
     """
-    if isinstance(adapters, Mapping) and "lora_a" in adapters:
-        return {
-            **tree,
-            "w": merged_weight(tree["w"], adapters["lora_a"], adapters["lora_b"], scale),
-        }
-    if isinstance(adapters, Mapping):
-        return {**tree, **{k: merge(tree[k], v, scale) for k, v in adapters.items()}}
-    return type(tree)(merge(t, a, scale) for t, a in zip(tree, adapters, strict=True))
+    return _replace_adapted(tree, adapters, lambda w, a, b: merged_weight(w, a, b, scale))
 
 
 def adapted(tree: PyTree, adapters: PyTree, scale: float) -> PyTree:
@@ -155,14 +148,16 @@ def adapted(tree: PyTree, adapters: PyTree, scale: float) -> PyTree:
     factors instead of the merged array: what a LoRA training step multiplies by."""
     from shared.linear import AdaptedWeight
 
+    return _replace_adapted(tree, adapters, lambda w, a, b: AdaptedWeight(w, a, b, scale))
+
+
+def _replace_adapted(tree: PyTree, adapters: PyTree, replace: Callable[..., Any]) -> PyTree:
+    """`tree` with each `w` that `adapters` adapts replaced by `replace(w, lora_a, lora_b)`."""
     if isinstance(adapters, Mapping) and "lora_a" in adapters:
-        return {
-            **tree,
-            "w": AdaptedWeight(tree["w"], adapters["lora_a"], adapters["lora_b"], scale),
-        }
+        return {**tree, "w": replace(tree["w"], adapters["lora_a"], adapters["lora_b"])}
     if isinstance(adapters, Mapping):
-        return {**tree, **{k: adapted(tree[k], v, scale) for k, v in adapters.items()}}
-    return type(tree)(adapted(t, a, scale) for t, a in zip(tree, adapters, strict=True))
+        return {**tree, **{k: _replace_adapted(tree[k], v, replace) for k, v in adapters.items()}}
+    return type(tree)(_replace_adapted(t, a, replace) for t, a in zip(tree, adapters, strict=True))
 
 
 def to_backend(

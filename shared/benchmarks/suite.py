@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from shared.backend import Backend
 from shared.benchmarks import generation, machine, profiling, startup, training
 from shared.benchmarks.results import Report, Result
 from shared.config import GPT2Config, config_for_size
@@ -279,7 +280,9 @@ def _int8(report: Report, settings: BenchSettings, name: str, rounds: int = 3) -
     jax.clear_caches()
 
 
-def _models_in(settings: BenchSettings, name: str, dtype: str) -> dict[str, tuple]:
+def _models_in(
+    settings: BenchSettings, name: str, dtype: str
+) -> dict[str, tuple[Backend, Any, GPT2Config]]:
     """Backend `name`'s random model with float32 weights and the same weights in `dtype`."""
     backend, params, config = generation.random_model(settings.size, name)
     converted = generation.weights_dtype(backend, params, config, dtype)
