@@ -1,14 +1,18 @@
 """LoRA vs full fine-tuning, measured in one run: trainable parameters and AdamW state from the
 shapes (`jax.eval_shape`, nothing allocated) at 124M and 774M, then step time and peak host
-memory of the shared trainer's step at 124M, each mode in its own process, alternated.
+memory of the shared trainer's step (at 124M unless `--size` says otherwise), each setting in
+its own process, alternated.
 
-`python scripts/lora_costs.py` prints the markdown table docs/benchmarks.md quotes.
+`python scripts/lora_costs.py [--size 774M] [--steps N] [--rounds R]` prints the markdown tables
+docs/benchmarks.md quotes.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +35,7 @@ SETTINGS = {
     "LoRA r8 c_attn": LoraConfig(8, 16.0, ("c_attn",)),
     "LoRA r8 all four": LoraConfig(8, 16.0, ("c_attn", "attn_c_proj", "c_fc", "mlp_c_proj")),
 }
-BATCH, SEQ, STEPS = 4, 256, 6
+BATCH, SEQ = 4, 256
 
 
 def _trainable(size: str, lora: LoraConfig | None) -> object:
@@ -51,9 +55,9 @@ def state_bytes(size: str, lora: LoraConfig | None) -> tuple[int, int]:
     return count, nbytes
 
 
-def time_steps(name: str) -> None:
-    """Child process: median step time and peak RSS of one setting at 124M."""
-    lora, backend, config = SETTINGS[name], get_backend("functional"), MODEL_SIZES["124M"]
+def time_steps(name: str, size: str, steps: int) -> None:
+    """Child process: median step time (after the compiling one) and peak RSS of one setting."""
+    lora, backend, config = SETTINGS[name], get_backend("functional"), MODEL_SIZES[size]
     optimizer = make_optimizer(TrainingConfig())
     base = backend.init(config, jax.random.PRNGKey(0))
     if lora is None:
@@ -68,7 +72,7 @@ def time_steps(name: str) -> None:
     opt_state = optimizer.init(params)
     batches = jax.random.randint(jax.random.PRNGKey(1), (1, BATCH, SEQ + 1), 0, config.n_vocab)
     times = []
-    for i in range(STEPS + 1):
+    for i in range(steps + 1):
         start = time.perf_counter()
         params, opt_state, loss, _ = step(params, opt_state, batches, jnp.int32(i), frozen)
         loss.block_until_ready()
@@ -77,7 +81,7 @@ def time_steps(name: str) -> None:
     print(f"{np.median(times[1:]):.3f} {peak:.2f}")
 
 
-def main() -> None:
+def main(size: str, steps: int, rounds: int) -> None:
     print("| setting | size | trainable parameters | AdamW state | vs full |")
     print("| --- | --- | ---: | ---: | ---: |")
     for size in ("124M", "774M"):
@@ -87,20 +91,46 @@ def main() -> None:
             print(f"| {name} | {size} | {count:,} | {nbytes / 2**20:,.1f} MiB | "
                   f"{nbytes / full[1]:.2%} |")  # fmt: skip
     measured: dict[str, list[tuple[float, float]]] = {name: [] for name in SETTINGS}
-    for _ in range(2):
+    for _ in range(rounds):
         for name in SETTINGS:
-            out = subprocess.run([sys.executable, __file__, name], capture_output=True, text=True,
-                                 check=True).stdout.split()  # fmt: skip
+            child = [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--size",
+                size,
+                "--steps",
+                str(steps),
+            ]
+            done = subprocess.run(child, capture_output=True, text=True)
+            if done.returncode == -signal.SIGKILL:  # the kernel's out-of-memory killer, most likely
+                continue
+            done.check_returncode()
+            out = done.stdout.split()
             measured[name].append((float(out[-2]), float(out[-1])))
     print(
-        f"\n| setting (124M, batch {BATCH} x {SEQ}, fp32) | step (s) | vs full | peak RSS (GiB) |"
+        f"\n| setting ({size}, batch {BATCH} x {SEQ}, fp32) | step (s) | vs full | peak RSS (GiB) |"
     )
     print("| --- | ---: | ---: | ---: |")
-    full_step = min(t for t, _ in measured["full"])
+    full_step = min((t for t, _ in measured["full"]), default=None)
     for name, runs in measured.items():
+        if not runs:
+            print(f"| {name} | killed (out of memory) | | |")
+            continue
         step, peak = min(t for t, _ in runs), max(p for _, p in runs)
-        print(f"| {name} | {step:.2f} | {step / full_step:.2f}x | {peak:.2f} |")
+        ratio = f"{step / full_step:.2f}x" if full_step else ""
+        print(f"| {name} | {step:.2f} | {ratio} | {peak:.2f} |")
 
 
 if __name__ == "__main__":
-    time_steps(sys.argv[1]) if len(sys.argv) > 1 else main()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", default="124M", choices=list(MODEL_SIZES), help="of the steps")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps after the first")
+    parser.add_argument("--rounds", type=int, default=2, help="of the settings, alternated")
+    parser.add_argument("--child", choices=list(SETTINGS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        time_steps(args.child, args.size, args.steps)
+    else:
+        main(args.size, args.steps, args.rounds)
