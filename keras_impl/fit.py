@@ -346,7 +346,7 @@ class KerasFit:
                 "eval_only evaluates with the shared trainer, for any backend: run "
                 "`Trainer(config)` (as `gpt2 train --eval-only` does) instead of KerasFit."
             )
-        if config.mesh is not None or (config.num_processes or 1) > 1:
+        if config.sharded:
             raise GPT2Error(
                 "--keras-fit trains on one device; drop --mesh and the multi-process flags, or "
                 "train without --keras-fit."

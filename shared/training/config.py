@@ -172,10 +172,15 @@ class TrainingConfig:
                 "LoRA fine-tunes existing weights; give init_from a GPT-2 size or weights to "
                 "fine-tune, or drop lora_rank to train from scratch."
             )
-        if self.mesh is not None or (self.num_processes or 1) > 1:
+        if self.sharded:
             raise GPT2Error(
                 "LoRA trains on one device; drop --mesh and the multi-process flags, or lora_rank."
             )
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the run spans a mesh or several processes (LoRA and Keras `fit` take one device)."""
+        return self.mesh is not None or (self.num_processes or 1) > 1
 
     @property
     def lora(self) -> LoraConfig | None:

@@ -221,6 +221,9 @@ def test_adamw_decays_matrices_only_and_clips_and_accumulates(straight):
     [
         (True, {}, "already holds a training run's checkpoints; continue it with --init-from"),
         (False, {"max_iters": 41}, "max_iters must be a multiple of 2; got 41"),
+        (False, {"mesh": "data=1"}, "--keras-fit trains on one device; drop --mesh"),
+        (False, {"num_processes": 2, "process_id": 0, "coordinator": "127.0.0.1:1"},
+         "--keras-fit trains on one device; drop --mesh and the multi-process flags"),
         (True, {"init_from": "resume", "log_interval": 6, "eval_interval": 12, "save_interval": 12,
                 "max_iters": 48}, "is at iter 40, not at the end of a Keras epoch of 6 iterations"),
     ],
